@@ -1,0 +1,20 @@
+# `make demo` and `make test` are the README's two Quickstart commands; both set up .venv first.
+.PHONY: setup demo test test-slow bench
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	.venv/bin/zelo simulate
+
+test: setup
+	.venv/bin/python -m pytest
+
+test-slow: setup
+	.venv/bin/python -m pytest -m slow
+
+bench: setup
+	.venv/bin/zelo bench elo --json docs/bench/elo_throughput.json
+	.venv/bin/zelo bench sampling --plot docs/sampling_fidelity.png --json docs/bench/sampling_clamped.json
+	.venv/bin/zelo bench sampling --soft --plot docs/sampling_fidelity_soft.png --json docs/bench/sampling_soft.json
+	.venv/bin/zelo bench model-fit --json docs/bench/model_fit.json

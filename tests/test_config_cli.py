@@ -1,0 +1,86 @@
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from zelo_ray.cli import main
+from zelo_ray.config import ConfigError, ZeloConfig, default_config_path, load_config
+
+
+def test_default_config_matches_model_defaults():
+    assert load_config(None) == ZeloConfig()
+    assert default_config_path().exists()
+
+
+def test_every_field_has_a_description():
+    def walk(model):
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name} has no description"
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, ZeloConfig.__base__):
+                walk(ann)
+
+    walk(ZeloConfig)
+
+
+def test_errors_name_file_line_and_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("graph:\n  k: 7\nelo:\n  model: elo\n  bogus: 1\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(bad)
+    msg = str(exc.value)
+    assert f"{bad}:2: graph.k" in msg and "even" in msg
+    assert f"{bad}:4: elo.model" in msg
+    assert "elo.bogus" in msg
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("graph:\n  k: [1,\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_overrides():
+    cfg = load_config(None, ["elo.model=bradley_terry", "simulate.n_queries=7"])
+    assert cfg.elo.model == "bradley_terry" and cfg.simulate.n_queries == 7
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        load_config(None, ["elo.model"])
+
+
+def test_cli_simulate_end_to_end(tmp_path, capsys):
+    out = tmp_path / "sim"
+    rc = main(["simulate", "--set", "simulate.n_queries=20", "--set", "simulate.n_docs=40",
+               "--output", str(out)])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["label"] == "SIMULATION"
+    assert report["converged"] == 20
+    assert report["kendall_tau_vs_truth"]["mean"] > 0.7
+    table = pq.read_table(out / "zelo.parquet")
+    assert table.num_rows == 800
+    assert set(table.column("label").to_pylist()) == {"SIMULATION"}
+    assert (out / "scores_hist.png").stat().st_size > 1000
+    assert "Kendall tau" in capsys.readouterr().out
+
+
+def test_cli_reports_config_errors(capsys):
+    assert main(["simulate", "--set", "graph.k=3"]) == 2
+    assert "graph.k" in capsys.readouterr().err
+
+
+def test_cli_benchmarks_run_small(tmp_path):
+    assert main(["bench", "elo", "--queries", "300", "--chunk", "128", "--choix-sample", "3",
+                 "--models", "bradley_terry", "--quiet", "--json", str(tmp_path / "e.json")]) == 0
+    r = json.loads((tmp_path / "e.json").read_text())["results"][0]
+    assert r["queries"] == 300 and r["not_converged"] == 0 and r["edges"] == 300 * 400
+    assert main(["bench", "sampling", "--queries", "4", "--budgets", "100", "400", "--quiet",
+                 "--json", str(tmp_path / "s.json"), "--plot", str(tmp_path / "s.png")]) == 0
+    rows = json.loads((tmp_path / "s.json").read_text())["rows"]
+    assert {(r["strategy"], r["budget"]) for r in rows} >= {("cycles", 400), ("random", 100)}
+    assert (tmp_path / "s.png").exists()
+    assert main(["bench", "model-fit", "--queries", "5", "--votes", "3",
+                 "--json", str(tmp_path / "m.json")]) == 0
+    assert len(json.loads((tmp_path / "m.json").read_text())["rows"]) == 2

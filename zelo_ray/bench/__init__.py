@@ -1,0 +1,1 @@
+"""Benchmarks behind `zelo bench …`; results are recorded in docs/benchmarks.md."""

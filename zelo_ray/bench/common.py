@@ -1,0 +1,41 @@
+"""Small helpers shared by the benchmarks: peak memory, machine description, Kendall τ."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+
+import numpy as np
+from scipy.stats import kendalltau
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, Python {platform.python_version()}"
+
+
+def kendall_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Kendall τ-b between matching rows of two (Q, n) arrays."""
+    return np.array([kendalltau(x, y).statistic for x, y in zip(a, b)])
+
+
+def mean_ci(x: np.ndarray) -> tuple[float, float]:
+    """Mean and the half-width of its normal 95% confidence interval."""
+    x = np.asarray(x, dtype=np.float64)
+    half = 1.96 * x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else float("nan")
+    return float(x.mean()), float(half)
