@@ -370,6 +370,42 @@ def _net_win_start(ei, ej, w, x, net, deg):
         x[v] = 2.0 * net[v] / deg[v] if deg[v] > 0.0 else 0.0
 
 
+@njit(cache=True)
+def scan_edges(ii, jj, ww, wt, n, g_idx, local, lei, lej):
+    """One pass over the edges: validate and, when already grouped in order, localise them.
+
+    Returns (problem, edge, in_order): problem 0 = fine, 1 = i out of range, 2 = j out of
+    range, 3 = self-comparison, 4 = w not in [0, 1], 5 = bad weight, 6 = edge joins two groups.
+    ``lei``/``lej`` receive local node indices; they are only complete when in_order is True.
+    """
+    in_order = True
+    prev = -1
+    for e in range(ii.shape[0]):
+        a = ii[e]
+        b = jj[e]
+        if a < 0 or a >= n:
+            return 1, e, in_order
+        if b < 0 or b >= n:
+            return 2, e, in_order
+        if a == b:
+            return 3, e, in_order
+        we = ww[e]
+        if not (we >= 0.0 and we <= 1.0):
+            return 4, e, in_order
+        c = wt[e]
+        if not (c >= 0.0 and c < np.inf):
+            return 5, e, in_order
+        g = g_idx[a]
+        if g != g_idx[b]:
+            return 6, e, in_order
+        if g < prev:
+            in_order = False
+        prev = g
+        lei[e] = local[a]
+        lej[e] = local[b]
+    return 0, -1, in_order
+
+
 @njit(cache=True, parallel=True)
 def fit_groups(
     ei, ej, w, wt, edge_ptr, node_ptr, x, prior, model, tol, max_iter, want_stderr,

@@ -143,19 +143,10 @@ def fit(
     ii, jj, ww, wt, grp = _validate(i, j, w, n, group, weight, model, prior, tol, max_iter)
     group_ids, g_idx, sorted_nodes = _group_index(grp)
     n_groups = len(group_ids)
-    g_of_edge = g_idx[ii]
-    if len(ii) and not np.array_equal(g_of_edge, g_idx[jj]):
-        bad = int(np.flatnonzero(g_of_edge != g_idx[jj])[0])
-        raise ValueError(
-            f"edge {bad} ({ii[bad]}, {jj[bad]}) joins group {grp[ii[bad]]} to group "
-            f"{grp[jj[bad]]}: edges must stay inside one group"
-        )
     node_ptr = np.zeros(n_groups + 1, dtype=np.int64)
     np.cumsum(np.bincount(g_idx, minlength=n_groups), out=node_ptr[1:])
-    edge_ptr = np.zeros(n_groups + 1, dtype=np.int64)
-    np.cumsum(np.bincount(g_of_edge, minlength=n_groups), out=edge_ptr[1:])
     # Fast path for the usual layout (nodes and edges already grouped in order, as the
-    # pipeline writes them): no sorting and no copies of the edge arrays.
+    # pipeline writes them): one compiled pass validates and localises, no sorting.
     node_order = None if sorted_nodes else np.argsort(g_idx, kind="stable")
     if node_order is None:
         local = (np.arange(n, dtype=np.int64) - node_ptr[g_idx]).astype(np.int32)
@@ -163,9 +154,22 @@ def fit(
         position = np.empty(n, dtype=np.int64)
         position[node_order] = np.arange(n)
         local = (position - node_ptr[g_idx]).astype(np.int32)
-    edges_sorted = len(g_of_edge) < 2 or bool(np.all(g_of_edge[1:] >= g_of_edge[:-1]))
-    edge_order = slice(None) if edges_sorted else np.argsort(g_of_edge, kind="stable")
-    del g_of_edge
+    lei = np.empty(len(ii), dtype=np.int32)
+    lej = np.empty(len(ii), dtype=np.int32)
+    problem, e, edges_sorted = kern.scan_edges(ii, jj, ww, wt, int(n), g_idx, local, lei, lej)
+    if problem:
+        _raise_edge_problem(problem, e, ii, jj, ww, wt, n, grp)
+    g_of_edge = None if edges_sorted else g_idx[ii]
+    if edges_sorted:
+        edge_ptr = np.zeros(n_groups + 1, dtype=np.int64)
+        np.cumsum(np.bincount(g_idx[ii], minlength=n_groups), out=edge_ptr[1:])
+        ei, ej, w_s, wt_s = lei, lej, ww, wt
+    else:
+        order = np.argsort(g_of_edge, kind="stable")
+        edge_ptr = np.zeros(n_groups + 1, dtype=np.int64)
+        np.cumsum(np.bincount(g_of_edge, minlength=n_groups), out=edge_ptr[1:])
+        ei, ej = local[ii[order]], local[jj[order]]
+        w_s, wt_s = ww[order], wt[order]
 
     x = np.zeros(n, dtype=np.float64)
     se = np.full(n, np.nan)
@@ -177,10 +181,8 @@ def fit(
     previous = _set_threads(threads)
     try:
         kern.fit_groups(
-            np.ascontiguousarray(local[ii[edge_order]]),
-            np.ascontiguousarray(local[jj[edge_order]]),
-            np.ascontiguousarray(ww[edge_order]),
-            np.ascontiguousarray(wt[edge_order]),
+            np.ascontiguousarray(ei), np.ascontiguousarray(ej),
+            np.ascontiguousarray(w_s), np.ascontiguousarray(wt_s),
             edge_ptr, node_ptr, x, float(prior), _MODEL_CODES[model], float(tol),
             int(max_iter), bool(stderr),
             converged, iterations, nll, grad_max, disconnected, se,
@@ -245,6 +247,20 @@ def _unbounded_groups(ii, jj, ww, wt, n, g_idx, n_groups) -> np.ndarray:
     return np.bincount(g_idx[bad_nodes], minlength=n_groups) > 0
 
 
+def _raise_edge_problem(problem, e, ii, jj, ww, wt, n, grp) -> None:
+    messages = {
+        1: f"i[{e}]={ii[e]} is outside [0, n={n})",
+        2: f"j[{e}]={jj[e]} is outside [0, n={n})",
+        3: f"edge {e} compares node {ii[e]} with itself",
+        4: f"w[{e}]={float(ww[e])!r} is not a probability in [0, 1]",
+        5: f"weight[{e}]={float(wt[e])!r} must be finite and >= 0",
+        6: lambda: (f"edge {e} ({ii[e]}, {jj[e]}) joins group {grp[ii[e]]} to group "
+                    f"{grp[jj[e]]}: edges must stay inside one group"),
+    }
+    msg = messages[problem]
+    raise ValueError(msg() if callable(msg) else msg)
+
+
 def _group_index(grp: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
     """(sorted distinct groups, each node's group index, whether nodes are already in order)."""
     if len(grp) == 0:
@@ -294,29 +310,12 @@ def _validate(i, j, w, n, group, weight, model, prior, tol, max_iter):
             f"i, j, w must be 1-d arrays of one length; got shapes "
             f"{np.shape(i)}, {np.shape(j)}, {np.shape(w)}"
         )
-    for name, arr in (("i", ii), ("j", jj)):
-        out = (arr < 0) | (arr >= n)
-        if out.any():
-            k = int(np.flatnonzero(out)[0])
-            raise ValueError(f"{name}[{k}]={arr[k]} is outside [0, n={n})")
-    loops = ii == jj
-    if loops.any():
-        k = int(np.flatnonzero(loops)[0])
-        raise ValueError(f"edge {k} compares node {ii[k]} with itself")
-    bad_w = ~(np.isfinite(ww) & (ww >= 0) & (ww <= 1))
-    if bad_w.any():
-        k = int(np.flatnonzero(bad_w)[0])
-        raise ValueError(f"w[{k}]={float(ww[k])!r} is not a probability in [0, 1]")
     if weight is None:
         wt = np.ones(len(ii))
     else:
         wt = np.asarray(weight, dtype=np.float64)
         if wt.shape != ww.shape:
             raise ValueError(f"weight has shape {wt.shape}, expected {ww.shape}")
-        bad_wt = ~(np.isfinite(wt) & (wt >= 0))
-        if bad_wt.any():
-            k = int(np.flatnonzero(bad_wt)[0])
-            raise ValueError(f"weight[{k}]={float(wt[k])!r} must be finite and >= 0")
     if group is None:
         grp = np.zeros(int(n), dtype=np.int64)
     else:
