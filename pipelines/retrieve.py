@@ -1,0 +1,40 @@
+"""`ray job submit` entrypoint for first-stage retrieval: index (restartable) → retrieve →
+evaluate when the collection has qrels for the configured split.
+
+    ray job submit --working-dir . -- python pipelines/retrieve.py --config my.yaml \
+        --set data.dataset=/data/my-beir-folder
+
+Arguments: --config FILE and any number of --set key=value overrides (see
+docs/configuration.md). Inside a job, Ray connects to the job's cluster automatically.
+"""
+
+import argparse
+import json
+import sys
+
+from zelo_ray.config import load_config
+from zelo_ray.data import open_collection
+from zelo_ray.eval.evaluate import evaluate_candidates
+from zelo_ray.retrieval.indexing import index_paths, run_index
+from zelo_ray.retrieval.pipeline import run_retrieve
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config")
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    args = p.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    report = {"index": run_index(cfg), "retrieve": run_retrieve(cfg)}
+    col = open_collection(index_paths(cfg).data)
+    if cfg.data.split in col.splits:
+        e = cfg.evaluate
+        report["metrics"] = evaluate_candidates(col, cfg.data.split, report["retrieve"]["candidates"],
+                                                depth=e.depth, n_boot=e.bootstrap,
+                                                confidence=e.confidence, seed=e.seed)
+    print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

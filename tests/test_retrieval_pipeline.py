@@ -1,0 +1,136 @@
+"""Ray Data indexing and retrieval end to end on a small collection, plus `zelo evaluate`."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from tests.test_data import write_beir
+from zelo_ray.cli import main
+from zelo_ray.config import load_config
+from zelo_ray.data import open_collection
+from zelo_ray.eval.evaluate import evaluate_candidates, rankings_from_candidates
+from zelo_ray.retrieval.bm25 import BM25Searcher
+from zelo_ray.retrieval.dense import DenseStore
+from zelo_ray.retrieval.indexing import index_paths, run_index
+from zelo_ray.retrieval.pipeline import run_retrieve
+
+TOPICS = {
+    "aero": "wing lift drag airfoil boundary layer flow separation",
+    "med": "patient blood pressure heart treatment clinical trial",
+    "lib": "library catalog indexing retrieval citation journals",
+}
+
+
+@pytest.fixture(scope="module")
+def ray_local(tmp_path_factory):
+    import os
+
+    import ray
+
+    os.environ["RAY_TMPDIR"] = str(tmp_path_factory.mktemp("ray"))
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory, ray_local):
+    rng = np.random.default_rng(0)
+    docs, qrels = [], []
+    for i in range(60):
+        topic = list(TOPICS)[i % 3]
+        words = TOPICS[topic].split()
+        docs.append({"_id": f"{topic}-{i}", "title": topic, "text": " ".join(rng.choice(words, 12))})
+    queries = [{"_id": t, "text": " ".join(TOPICS[t].split()[:3])} for t in TOPICS]
+    queries.append({"_id": "unjudged", "text": "flow heart"})
+    for d in docs:
+        t = d["_id"].split("-")[0]
+        qrels.append((t, d["_id"], 1))
+    root = tmp_path_factory.mktemp("col")
+    src = write_beir(root / "beir", docs, queries, qrels)
+    return load_config(None, [f"data.dataset={src}", f"data.workdir={root}/run",
+                              "index.batch_size=16", "index.commit_rows=20", "retrieve.batch_size=2",
+                              "retrieve.k_bm25=10", "retrieve.k_dense=10"])
+
+
+def test_index_retrieve_evaluate(cfg, monkeypatch):
+    appends = []
+    real_append = DenseStore.append
+
+    def counting_append(self, batches):
+        n = real_append(self, batches)
+        appends.append(n)
+        return n
+
+    monkeypatch.setattr(DenseStore, "append", counting_append)
+    rep = run_index(cfg, progress=False)
+    # vectors were stored as they streamed in (commit_rows=20), not all at the end
+    assert sum(appends) == 60 and len([n for n in appends if n]) >= 2
+    assert rep["docs"] == 60 and rep["dense"]["embedded"] == 60 and rep["bm25"]["docs"] == 60
+    again = run_index(cfg, progress=False)  # restartable: nothing recomputed
+    assert again["dense"]["skipped"] and again["bm25"]["skipped"]
+
+    out = run_retrieve(cfg)
+    assert out["queries"] == 4
+    t = pq.read_table(out["candidates"]).to_pandas()
+    assert list(t.columns) == ["query_id", "doc_id", "rank", "rrf_score", "bm25_score", "bm25_rank",
+                               "dense_score", "dense_rank"]
+    for qid, g in t.groupby("query_id"):
+        g = g.sort_values("rank")
+        assert g["rank"].tolist() == list(range(1, len(g) + 1))
+        assert g["doc_id"].is_unique
+        assert (g["bm25_rank"].notna() | g["dense_rank"].notna()).all()
+        assert g["bm25_rank"].notna().sum() == 10 and g["dense_rank"].notna().sum() == 10
+        rrf = sum(1 / (60 + g[c].fillna(np.inf)) for c in ("bm25_rank", "dense_rank"))
+        np.testing.assert_allclose(g["rrf_score"], rrf)
+        assert np.all(np.diff(g["rrf_score"].to_numpy()) <= 1e-12)
+        assert g["bm25_score"].isna().tolist() == g["bm25_rank"].isna().tolist()
+
+    # the stored BM25 list is exactly what the BM25 index returns
+    col = open_collection(index_paths(cfg).data)
+    ids = col.doc_ids().to_pylist()
+    rows, _ = BM25Searcher(index_paths(cfg).bm25).search(["wing lift drag"], k=10)[0]
+    runs = rankings_from_candidates(out["candidates"], ["aero"])
+    assert runs["bm25"]["aero"] == [ids[r] for r in rows]
+
+    m = evaluate_candidates(col, "test", out["candidates"], n_boot=200)
+    assert m["meta"]["judged_queries"] == 3
+    assert m["meta"]["excluded_queries_without_judgments"] == 1
+    for system in ("bm25", "dense", "hybrid"):
+        assert m[system]["ndcg@10"]["mean"] > 0.9  # topics are trivially separable
+        assert m[system]["ndcg@10"]["ci_low"] <= m[system]["ndcg@10"]["mean"] <= m[system]["ndcg@10"]["ci_high"]
+
+
+def test_dense_index_resumes_missing_rows_only(cfg, tmp_path):
+    """Simulate a crash after 20 vectors were stored: the re-run embeds only the other 40."""
+    run_index(cfg, progress=False)  # the complete index (reused if the test above built it)
+    full = DenseStore(index_paths(cfg).dense, model="default|None")
+    cfg = cfg.model_copy(deep=True)
+    cfg.index.uri = str(tmp_path / "dense")
+    part = DenseStore(tmp_path / "dense", model="default|None")
+    t = full.table.search().select(["row", "vector"]).limit(None).to_arrow()
+    part.append([t.filter(np.asarray(t["row"]) < 20)])
+    rep = run_index(cfg, progress=False)
+    assert rep["dense"]["embedded"] == 40
+    part = DenseStore(tmp_path / "dense", model="default|None")  # fresh handle: latest version
+    assert part.state()["complete"]
+    assert sorted(part.table.search().select(["row"]).limit(None).to_arrow()["row"].to_pylist()) == list(range(60))
+
+
+def test_cli_evaluate_json(cfg, capsys):
+    run_retrieve(cfg)
+    code = main(["evaluate", "--dataset", cfg.data.dataset, "--workdir", cfg.data.workdir,
+                 "--split", "test", "--json", "--set", "evaluate.bootstrap=50"])
+    assert code == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert set(rep) == {"bm25", "dense", "hybrid", "meta"}
+    assert set(rep["hybrid"]) == {"ndcg@10", "recall@100", "mrr@10", "judged_queries"}
+
+
+def test_cli_errors_name_the_problem(tmp_path, capsys):
+    assert main(["evaluate", "--dataset", "does-not-exist-xyz"]) == 2
+    assert "does-not-exist-xyz" in capsys.readouterr().err
+    assert main(["retrieve", "--dataset", "med", "--workdir", str(tmp_path / "w")]) == 2
+    assert "zelo index" in capsys.readouterr().err

@@ -1,0 +1,1 @@
+"""IR evaluation: per-query metrics (pytrec_eval) with bootstrap confidence intervals."""

@@ -1,0 +1,74 @@
+"""`zelo evaluate`: score the BM25, dense and hybrid rankings of a candidates set.
+
+The three systems come from one ``candidates`` Parquet dataset: BM25 = rows with a
+``bm25_rank`` ordered by it, dense likewise, hybrid = fused ``rank`` up to ``depth``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from zelo_ray.data import Collection
+from zelo_ray.eval.metrics import METRICS, bootstrap_ci, judged_queries, per_query_metrics
+
+__all__ = ["SYSTEMS", "evaluate_candidates", "rankings_from_candidates"]
+
+SYSTEMS = {"bm25": "bm25_rank", "dense": "dense_rank", "hybrid": "rank"}
+
+
+def rankings_from_candidates(path: str | Path, queries: list[str], depth: int = 100) -> dict[str, dict[str, list[str]]]:
+    """``{system: {query_id: [doc_id, ...]}}`` for the given queries only."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no candidates (run `zelo retrieve`)")
+    ds = pads.dataset(str(path), format="parquet")
+    missing = {"query_id", "doc_id", *SYSTEMS.values()} - set(ds.schema.names)
+    if missing:
+        raise ValueError(f"{path}: not a candidates set; missing columns {sorted(missing)}")
+    t = ds.to_table(columns=["query_id", "doc_id", *SYSTEMS.values()],
+                    filter=pc.field("query_id").isin(queries))
+    out: dict[str, dict[str, list[str]]] = {}
+    for system, col in SYSTEMS.items():
+        sub = t.filter(pc.is_valid(t[col]))
+        if system == "hybrid":
+            sub = sub.filter(pc.less_equal(sub[col], depth))
+        sub = sub.sort_by([("query_id", "ascending"), (col, "ascending")])
+        runs: dict[str, list[str]] = {}
+        for q, d in zip(sub["query_id"].to_pylist(), sub["doc_id"].to_pylist()):
+            runs.setdefault(q, []).append(d)
+        out[system] = runs
+    return out
+
+
+def evaluate_candidates(col: Collection, split: str, candidates: str | Path, *, depth: int = 100,
+                        n_boot: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+    qrels = col.qrels(split)
+    judged = judged_queries(qrels)
+    all_queries = set(col.queries()["query_id"].to_pylist())
+    runs = rankings_from_candidates(candidates, judged, depth)
+    retrieved = set().union(*(r.keys() for r in runs.values()))
+    report: dict = {}
+    per_system = {}
+    for system, run in runs.items():
+        per_system[system] = per_query_metrics(qrels, run, judged)
+    for metric in METRICS:
+        values = np.array([[per_system[s][metric][q] for q in judged] for s in runs])
+        ci = bootstrap_ci(values, n_boot=n_boot, confidence=confidence, seed=seed)
+        for k, system in enumerate(runs):
+            report.setdefault(system, {})[metric] = {
+                "mean": round(float(values[k].mean()), 4) if judged else None,
+                "ci_low": round(float(ci[k, 0]), 4), "ci_high": round(float(ci[k, 1]), 4)}
+    for system in runs:
+        report[system]["judged_queries"] = len(judged)
+    report["meta"] = {
+        "dataset": col.name, "split": split, "candidates": str(candidates),
+        "judged_queries": len(judged),
+        "excluded_queries_without_judgments": len(all_queries - set(judged)),
+        "judged_queries_without_candidates": len(set(judged) - retrieved),
+        "hybrid_depth": depth, "bootstrap": n_boot, "confidence": confidence,
+        "metrics_library": "pytrec_eval-terrier"}
+    return report
