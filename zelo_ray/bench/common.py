@@ -39,3 +39,24 @@ def mean_ci(x: np.ndarray) -> tuple[float, float]:
     x = np.asarray(x, dtype=np.float64)
     half = 1.96 * x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else float("nan")
     return float(x.mean()), float(half)
+
+
+def peak_rss_of(cmdline_substring: str) -> dict[int, float]:
+    """Peak resident memory (VmHWM, MiB) of live processes whose command line contains the
+    substring, e.g. Ray actors ``ray::MapWorker(MapBatches(DocEmbedder))`` (Linux /proc)."""
+    out = {}
+    for pid_dir in os.listdir("/proc"):
+        if not pid_dir.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid_dir}/cmdline", "rb") as fh:
+                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
+            if cmdline_substring not in cmd:
+                continue
+            with open(f"/proc/{pid_dir}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        out[int(pid_dir)] = int(line.split()[1]) / 1024.0
+        except OSError:
+            continue
+    return out
