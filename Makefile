@@ -18,3 +18,6 @@ bench: setup
 	.venv/bin/zelo bench sampling --plot docs/sampling_fidelity.png --json docs/bench/sampling_clamped.json
 	.venv/bin/zelo bench sampling --soft --plot docs/sampling_fidelity_soft.png --json docs/bench/sampling_soft.json
 	.venv/bin/zelo bench model-fit --json docs/bench/model_fit.json
+	.venv/bin/zelo bench bm25 --json docs/bench/bm25_variants.json
+	.venv/bin/zelo bench quality --json docs/bench/retrieval_quality.json
+	.venv/bin/zelo bench retrieval --json docs/bench/retrieval_throughput.json

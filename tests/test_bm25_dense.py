@@ -134,3 +134,25 @@ def test_dense_ann_index_above_threshold(tmp_path, rng):
     assert recall >= 0.8
     one = ann.search(Q[:1], 10)[0]
     assert len(one[0]) == 10 and np.all(np.diff(one[1]) <= 1e-6)
+
+
+def test_dense_ivf_mode_close_to_exact(tmp_path, rng):
+    centers = _unit(rng, 30)
+    X = centers[rng.integers(0, 30, 4000)] + 0.05 * rng.standard_normal((4000, 16)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    store = DenseStore(tmp_path / "dense", model="m")
+    store.append([_vec_table(np.arange(4000), X)])
+    store.finalise(n_rows=4000, ann_min_rows=10**6)
+    exact = DenseSearcher(tmp_path / "dense", mode="exact")
+    ivf = DenseSearcher(tmp_path / "dense", mode="ivf", ivf_probe=16, threads=1)
+    assert ivf.ivf.nlist == 63  # sqrt(4000)
+    Q = X[:50]
+    got, want = ivf.search(Q, 10), exact.search(Q, 10)
+    recall = np.mean([len(np.intersect1d(g[0], w[0])) / 10 for g, w in zip(got, want)])
+    assert recall >= 0.9
+    for (rows, scores), q in zip(got, Q):  # scores are the true dot products of the rows returned
+        np.testing.assert_allclose(scores, X[rows] @ q, rtol=1e-5)
+    full = DenseSearcher(tmp_path / "dense", mode="ivf", ivf_probe=63, threads=1).search(Q, 10)
+    assert [g[0].tolist() for g in full] == [w[0].tolist() for w in want]  # probing every list = exact
+    with pytest.raises(ValueError, match="expected auto, exact, ivf or ann"):
+        DenseSearcher(tmp_path / "dense", mode="hnsw")

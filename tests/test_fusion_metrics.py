@@ -52,3 +52,20 @@ def test_bootstrap_ci_paired_and_degenerate():
     np.testing.assert_allclose(ci[:, 1] - ci[:, 0], 2 * half, rtol=0.15)
     np.testing.assert_allclose(bootstrap_ci(np.ones((1, 5)), n_boot=100), [[1, 1]])
     np.testing.assert_allclose(bootstrap_ci(x, n_boot=0), np.c_[x.mean(1), x.mean(1)])
+
+
+def test_rrf_batch_matches_per_query_rrf(rng):
+    from zelo_ray.retrieval.fusion import rrf_batch
+
+    a = [rng.permutation(50)[: rng.integers(0, 20)] for _ in range(30)]
+    b = [rng.permutation(50)[: rng.integers(0, 20)] for _ in range(30)]
+    f = rrf_batch([a, b], c=60)
+    for q in range(30):
+        ref = rrf([a[q], b[q]], c=60)
+        sel = f.query == q
+        assert f.ids[sel].tolist() == ref.ids.tolist()
+        np.testing.assert_allclose(f.scores[sel], ref.scores)
+        assert f.ranks[sel].tolist() == ref.ranks.tolist()
+        assert f.rank[sel].tolist() == list(range(1, sel.sum() + 1))
+    with pytest.raises(ValueError, match="repeats"):
+        rrf_batch([[np.array([1, 1])]])

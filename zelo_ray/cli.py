@@ -123,6 +123,13 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_bm25(args: argparse.Namespace) -> int:
+    from zelo_ray.bench import retrieval
+
+    _write({"benchmark": "bm25_variants", **retrieval.bm25_variants(args.datasets)}, args.json)
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
@@ -261,6 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--json", help="also write the JSON result here")
     p.set_defaults(func=cmd_bench_quality)
+
+    p = bsub.add_parser("bm25", help="BM25 alone per analyzer (nDCG@10, Recall@100, MAP)")
+    p.add_argument("--datasets", nargs="+", default=["cranfield", "cisi", "med", "cacm", "vaswani"])
+    p.add_argument("--json", help="also write the JSON result here")
+    p.set_defaults(func=cmd_bench_bm25)
 
     p = bsub.add_parser("model-fit", help="held-out likelihood of Bradley-Terry vs Thurstone")
     p.add_argument("--queries", type=int, default=500)

@@ -135,8 +135,8 @@ class IndexConfig(_Strict):
     num_partitions: int | None = Field(None, ge=1, description="IVF partitions (null: sqrt(rows)).")
     num_sub_vectors: int | None = Field(None, ge=1, description="PQ sub-vectors (null: dim/8).")
     bm25_tokenizer: Literal["en_stem", "en_stem_stop", "default"] = Field(
-        "en_stem", description="Tantivy analyzer for title + text: English stemming, optionally "
-        "with stopwords removed, or no stemming.")
+        "en_stem_stop", description="Tantivy analyzer for title + text: English stemming with "
+        "stopwords removed (as Anserini), stemming only, or neither (docs/benchmarks.md compares).")
     bm25_commit_rows: int = Field(50_000, ge=1, description="Documents per Tantivy commit.")
     bm25_heap_mb: int = Field(256, ge=16, description="Tantivy writer memory budget (MB).")
 
@@ -155,8 +155,12 @@ class RetrieveConfig(_Strict):
                               "Keep the pools' total below the cluster's CPUs: reads and the "
                               "Parquet write need a CPU too, or the stream stalls.")
     search_cpus: float = Field(0.5, gt=0, description="CPUs Ray reserves per search actor.")
-    dense_mode: Literal["auto", "exact", "ann"] = Field(
-        "auto", description="'auto': ANN if the table has an index, else exact.")
+    dense_mode: Literal["auto", "exact", "ivf", "ann"] = Field(
+        "auto", description="'auto': LanceDB ANN if the table has an index, else exact. 'ivf': an "
+        "in-memory faiss IVF built from the stored vectors (faster than exact, lower recall; "
+        "docs/benchmarks.md measures both).")
+    ivf_lists: int | None = Field(None, ge=1, description="IVF lists for dense_mode=ivf (null: sqrt(docs)).")
+    ivf_probe: int = Field(32, ge=1, description="IVF lists searched per query for dense_mode=ivf.")
     nprobes: int = Field(20, ge=1, description="IVF partitions probed by ANN search.")
     refine_factor: int | None = Field(5, ge=1, description="ANN re-ranks refine_factor*k candidates exactly.")
     output: str | None = Field(None, description="Candidates Parquet (null: <workdir>/candidates.parquet).")

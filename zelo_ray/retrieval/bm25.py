@@ -67,7 +67,7 @@ def _write_state(path: Path, state: dict) -> None:
     os.replace(tmp, path / _STATE)
 
 
-def build_bm25(corpus: str | Path, path: str | Path, *, tokenizer: str = "en_stem",
+def build_bm25(corpus: str | Path, path: str | Path, *, tokenizer: str = "en_stem_stop",
                commit_rows: int = 50_000, heap_mb: int = 256, threads: int = 0,
                progress: Callable[[int], None] | None = None) -> dict:
     """Index ``corpus.parquet`` into ``path``; resumes after a crash without duplicating work.

@@ -55,7 +55,6 @@ def build_dense(col: Collection, uri: str, cfg: ZeloConfig, *, progress: bool = 
     done = store.done_mask(n)
     todo = int(n - done.sum())
     t0 = time.perf_counter()
-    first: tuple[float, int] | None = None  # (time, rows) of the first result: startup ends there
     if todo:
         ensure_ray(cfg.ray)
         from ray.data import DataContext
@@ -80,8 +79,6 @@ def build_dense(col: Collection, uri: str, cfg: ZeloConfig, *, progress: bool = 
         bar = tqdm(total=todo, desc="embed docs", unit="doc", disable=not progress, smoothing=0.1)
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                if first is None:
-                    first = (time.perf_counter(), batch.num_rows)
                 buffer.append(batch)
                 buffered += batch.num_rows
                 bar.update(batch.num_rows)
@@ -93,14 +90,10 @@ def build_dense(col: Collection, uri: str, cfg: ZeloConfig, *, progress: bool = 
             bar.close()
             ctx.target_max_block_size = saved_block_size
     embed_s = time.perf_counter() - t0
-    steady = None
-    if todo and first is not None and todo > first[1]:
-        steady = round((todo - first[1]) / max(time.perf_counter() - first[0], 1e-9), 1)
     state = store.finalise(n_rows=n, ann_min_rows=icfg.ann_min_rows, index_type=icfg.ann_index,
                            num_partitions=icfg.num_partitions, num_sub_vectors=icfg.num_sub_vectors)
     return {"docs": n, "embedded": todo, "skipped": False, "embed_s": round(embed_s, 2),
             "docs_per_s": round(todo / embed_s, 1) if todo else None,
-            "steady_docs_per_s": steady,
             "finalise_s": round(time.perf_counter() - t0 - embed_s, 2), "ann": state.get("ann")}
 
 

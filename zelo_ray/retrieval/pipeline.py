@@ -58,7 +58,8 @@ def run_retrieve(cfg: ZeloConfig) -> dict:
                                    dense_uri=str(paths.dense), k_bm25=rcfg.k_bm25, k_dense=rcfg.k_dense,
                                    rrf_c=rcfg.rrf_c, threads=rcfg.search_threads,
                                    dense_mode=rcfg.dense_mode, nprobes=rcfg.nprobes,
-                                   refine_factor=rcfg.refine_factor),
+                                   refine_factor=rcfg.refine_factor, ivf_lists=rcfg.ivf_lists,
+                                   ivf_probe=rcfg.ivf_probe),
         batch_size=rcfg.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=rcfg.search_actors), num_cpus=rcfg.search_cpus)
     ds.write_parquet(str(tmp))
