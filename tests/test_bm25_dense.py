@@ -117,12 +117,18 @@ def test_dense_store_incremental_and_exact_search(tmp_path, rng):
     assert not DenseStore(tmp_path / "dense", model="other").done_mask(500).any()
 
 
-def test_dense_ann_index_above_threshold(tmp_path, rng):
-    centers = _unit(rng, 20)
-    X = centers[rng.integers(0, 20, 3000)] + 0.05 * rng.standard_normal((3000, 16)).astype(np.float32)
+def _clustered_store(path, rng, n, clusters):
+    """A store of n unit vectors around ``clusters`` centres (what ANN indexes are built for)."""
+    centers = _unit(rng, clusters)
+    X = centers[rng.integers(0, clusters, n)] + 0.05 * rng.standard_normal((n, 16)).astype(np.float32)
     X /= np.linalg.norm(X, axis=1, keepdims=True)
-    store = DenseStore(tmp_path / "dense", model="m")
-    store.append([_vec_table(np.arange(3000), X)])
+    store = DenseStore(path, model="m")
+    store.append([_vec_table(np.arange(n), X)])
+    return store, X
+
+
+def test_dense_ann_index_above_threshold(tmp_path, rng):
+    store, X = _clustered_store(tmp_path / "dense", rng, 3000, 20)
     state = store.finalise(n_rows=3000, ann_min_rows=1000, num_partitions=8, num_sub_vectors=4)
     assert state["ann"] == {"type": "ivf_pq", "num_partitions": 8}
     ann = DenseSearcher(tmp_path / "dense", nprobes=8, refine_factor=10)
@@ -137,11 +143,7 @@ def test_dense_ann_index_above_threshold(tmp_path, rng):
 
 
 def test_dense_ivf_mode_close_to_exact(tmp_path, rng):
-    centers = _unit(rng, 30)
-    X = centers[rng.integers(0, 30, 4000)] + 0.05 * rng.standard_normal((4000, 16)).astype(np.float32)
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
-    store = DenseStore(tmp_path / "dense", model="m")
-    store.append([_vec_table(np.arange(4000), X)])
+    store, X = _clustered_store(tmp_path / "dense", rng, 4000, 30)
     store.finalise(n_rows=4000, ann_min_rows=10**6)
     exact = DenseSearcher(tmp_path / "dense", mode="exact")
     ivf = DenseSearcher(tmp_path / "dense", mode="ivf", ivf_probe=16, threads=1)
