@@ -14,7 +14,7 @@ import sys
 
 from zelo_ray.config import load_config
 from zelo_ray.data import open_collection
-from zelo_ray.eval.evaluate import evaluate_candidates
+from zelo_ray.eval.evaluate import evaluate_with_config
 from zelo_ray.retrieval.indexing import index_paths, run_index
 from zelo_ray.retrieval.pipeline import run_retrieve
 
@@ -28,10 +28,8 @@ def main(argv=None) -> int:
     report = {"index": run_index(cfg), "retrieve": run_retrieve(cfg)}
     col = open_collection(index_paths(cfg).data)
     if cfg.data.split in col.splits:
-        e = cfg.evaluate
-        report["metrics"] = evaluate_candidates(col, cfg.data.split, report["retrieve"]["candidates"],
-                                                depth=e.depth, n_boot=e.bootstrap,
-                                                confidence=e.confidence, seed=e.seed)
+        report["metrics"] = evaluate_with_config(col, cfg.data.split, report["retrieve"]["candidates"],
+                                                 cfg.evaluate)
     print(json.dumps(report, indent=2, default=str))
     return 0
 

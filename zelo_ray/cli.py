@@ -73,15 +73,13 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from zelo_ray.data import prepare
-    from zelo_ray.eval.evaluate import evaluate_candidates
+    from zelo_ray.eval.evaluate import evaluate_with_config
     from zelo_ray.retrieval.indexing import index_paths
     from zelo_ray.retrieval.pipeline import candidates_path
 
     cfg = _stage_config(args)
     col = prepare(cfg.data.dataset, index_paths(cfg).data)
-    e = cfg.evaluate
-    report = evaluate_candidates(col, cfg.data.split, args.run or candidates_path(cfg), depth=e.depth,
-                                 n_boot=e.bootstrap, confidence=e.confidence, seed=e.seed)
+    report = evaluate_with_config(col, cfg.data.split, args.run or candidates_path(cfg), cfg.evaluate)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(report, indent=2) + "\n")

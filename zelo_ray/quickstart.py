@@ -23,7 +23,7 @@ from zelo_ray.config import ZeloConfig
 from zelo_ray.data import open_collection
 from zelo_ray.elo import fit
 from zelo_ray.ensemble import soft_outcomes
-from zelo_ray.eval.evaluate import evaluate_candidates
+from zelo_ray.eval.evaluate import evaluate_with_config
 from zelo_ray.eval.metrics import judged_queries, per_query_metrics
 from zelo_ray.graph import sample_pairs
 from zelo_ray.retrieval.indexing import index_paths, run_index
@@ -83,9 +83,7 @@ def run_quickstart(cfg: ZeloConfig, *, log=print) -> dict:
     col = open_collection(index_paths(cfg).data)
     split = cfg.data.split
     t0 = time.perf_counter()
-    metrics = evaluate_candidates(col, split, ret["candidates"], depth=cfg.evaluate.depth,
-                                  n_boot=cfg.evaluate.bootstrap, confidence=cfg.evaluate.confidence,
-                                  seed=cfg.evaluate.seed)
+    metrics = evaluate_with_config(col, split, ret["candidates"], cfg.evaluate)
     timings["evaluate_s"] = round(time.perf_counter() - t0, 1)
     log(f"[3/4] evaluate on qrels/{split} ({metrics['meta']['judged_queries']} judged queries):")
     for system in ("bm25", "dense", "hybrid"):

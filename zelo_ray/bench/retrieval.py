@@ -38,7 +38,7 @@ def quality(datasets: list[str], *, workdir: str = "runs/bench-quality/{dataset}
             overrides: list[str] | None = None) -> dict:
     from zelo_ray.config import load_config
     from zelo_ray.data import open_collection
-    from zelo_ray.eval.evaluate import evaluate_candidates
+    from zelo_ray.eval.evaluate import evaluate_with_config
     from zelo_ray.retrieval.indexing import index_paths, run_index
     from zelo_ray.retrieval.pipeline import run_retrieve
 
@@ -48,8 +48,7 @@ def quality(datasets: list[str], *, workdir: str = "runs/bench-quality/{dataset}
         idx = run_index(cfg)
         ret = run_retrieve(cfg)
         col = open_collection(index_paths(cfg).data)
-        m = evaluate_candidates(col, cfg.data.split, ret["candidates"], depth=cfg.evaluate.depth,
-                                n_boot=cfg.evaluate.bootstrap, seed=cfg.evaluate.seed)
+        m = evaluate_with_config(col, cfg.data.split, ret["candidates"], cfg.evaluate)
         results[name] = {s: m[s] for s in ("bm25", "dense", "hybrid")} | {
             "judged_queries": m["meta"]["judged_queries"], "docs": idx["docs"]}
     wins = sum(r["hybrid"]["ndcg@10"]["mean"] >= max(r["bm25"]["ndcg@10"]["mean"], r["dense"]["ndcg@10"]["mean"])
@@ -82,10 +81,11 @@ def _source_queries() -> list[str]:
     return out
 
 
-def synth_collection(folder: Path, n_docs: int, n_queries: int, seed: int = 0) -> np.ndarray:
+def synth_collection(folder: Path, n_docs: int, n_queries: int, seed: int = 0,
+                     docs: list[tuple[str, str]] | None = None) -> np.ndarray:
     """Write a BEIR folder of ``n_docs`` synthetic documents; returns (n_docs, 2) source indexes."""
     rng = np.random.default_rng(seed)
-    docs = _source_docs()
+    docs = docs if docs is not None else _source_docs()
     queries = _source_queries()
     folder.mkdir(parents=True, exist_ok=True)
     src = rng.integers(0, len(docs), size=(n_docs, 2))
@@ -250,9 +250,9 @@ def run(*, n_docs: int = 100_000, n_queries: int = 2000, workdir: str = "runs/be
 
     wd = Path(workdir)
     wd.mkdir(parents=True, exist_ok=True)
-    src = synth_collection(wd / "synth", n_docs, n_queries, seed)
-    col = prepare(str(wd / "synth"), wd / "data", force=True)
     docs = _source_docs()
+    src = synth_collection(wd / "synth", n_docs, n_queries, seed, docs)
+    col = prepare(str(wd / "synth"), wd / "data", force=True)
     rng = np.random.default_rng(seed)
     pool_idx = rng.choice(len(docs), size=min(embed_sample, len(docs)), replace=False)
     pool_texts = [f"{docs[i][0]}\n{docs[i][1]}" if docs[i][0] else docs[i][1] for i in pool_idx]

@@ -15,7 +15,7 @@ import pyarrow.dataset as pads
 from zelo_ray.data import Collection
 from zelo_ray.eval.metrics import METRICS, bootstrap_ci, judged_queries, per_query_metrics
 
-__all__ = ["SYSTEMS", "evaluate_candidates", "rankings_from_candidates"]
+__all__ = ["SYSTEMS", "evaluate_candidates", "evaluate_with_config", "rankings_from_candidates"]
 
 SYSTEMS = {"bm25": "bm25_rank", "dense": "dense_rank", "hybrid": "rank"}
 
@@ -72,3 +72,9 @@ def evaluate_candidates(col: Collection, split: str, candidates: str | Path, *, 
         "hybrid_depth": depth, "bootstrap": n_boot, "confidence": confidence,
         "metrics_library": "pytrec_eval-terrier"}
     return report
+
+
+def evaluate_with_config(col: Collection, split: str, candidates: str | Path, ecfg) -> dict:
+    """:func:`evaluate_candidates` with the settings of an ``EvaluateConfig`` section."""
+    return evaluate_candidates(col, split, candidates, depth=ecfg.depth, n_boot=ecfg.bootstrap,
+                               confidence=ecfg.confidence, seed=ecfg.seed)
