@@ -1,0 +1,233 @@
+"""The judging stage end to end: pairs, simulated and OpenAI-compatible judges against a local
+fault-injecting server, durable votes, resume after kill -9, Elo and calibration."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from scipy.stats import spearmanr
+
+from tests.test_data import write_beir
+from zelo_ray.annotate.pairs import build_pairs, select_nodes
+from zelo_ray.annotate.run import run_annotate
+from zelo_ray.cli import main
+from zelo_ray.config import JudgeConfig, load_config
+from zelo_ray.data import prepare
+from zelo_ray.judges.fake_server import FakeJudgeServer, Faults
+from zelo_ray.judges.openai_judge import JudgeSetupError
+from zelo_ray.judges.store import VoteStore
+from zelo_ray.retrieval.indexing import index_paths
+from zelo_ray.retrieval.pipeline import candidates_path
+
+SECRET = "sk-zelo-test-5f0c2d9e8b7a"
+N_QUERIES, N_DOCS = 5, 24
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A tiny collection with graded qrels and a candidates table (no index needed)."""
+    rng = np.random.default_rng(3)
+    root = tmp_path_factory.mktemp("annotate")
+    docs = [{"_id": f"d{i}", "title": f"title {i}", "text": f"document {i} about topic {i % 4}"}
+            for i in range(N_DOCS)]
+    queries = [{"_id": f"q{j}", "text": f"question {j} on topic {j % 4}"} for j in range(N_QUERIES)]
+    qrels = [(f"q{j}", f"d{i}", int(rng.integers(0, 4))) for j in range(N_QUERIES) for i in range(N_DOCS)
+             if rng.random() < 0.6]
+    src = write_beir(root / "beir", docs, queries, qrels)
+    cfg = load_config(None, [f"data.dataset={src}", f"data.workdir={root}/run"])
+    prepare(str(src), index_paths(cfg).data)
+    rows = []
+    for j in range(N_QUERIES):
+        for r, i in enumerate(rng.permutation(N_DOCS)):
+            rows.append({"query_id": f"q{j}", "doc_id": f"d{i}", "rank": r + 1})
+    out = candidates_path(cfg)
+    out.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), out / "part-0.parquet")
+    return root, src
+
+
+def _cfg(workdir, name, *extra):
+    root, src = workdir
+    return load_config(None, [f"data.dataset={src}", f"data.workdir={root}/run",
+                              f"annotate.output={root}/{name}", "annotate.top_n=12", "graph.k=4",
+                              "annotate.calibration.k=2", "annotate.executor=local", *extra])
+
+
+def _llm_judges(server, n=2, **kw):
+    base = dict(base_url=server.base_url, api_key_env="ZELO_TEST_KEY", max_concurrency=8, timeout_s=0.5,
+                max_retries=3, backoff_s=0.01, backoff_max_s=0.05, price_per_million_input=2.0,
+                price_per_million_output=8.0)
+    base.update(kw)
+    return [JudgeConfig(name=f"llm{i}", model=f"fake-{i}", **base) for i in range(n)]
+
+
+def test_simulated_annotation_end_to_end(workdir, capsys):
+    cfg = _cfg(workdir, "sim")
+    report = run_annotate(cfg)
+    out = Path(cfg.annotate.output)
+    assert report["label"] == "SIMULATION" and report["missing_votes"] == 0
+    assert report["pairs"] == N_QUERIES * 12 * 4 // 2 and report["cross_pairs"] == N_QUERIES
+    z = pq.read_table(out / "zelo.parquet")
+    assert z.column_names[:9] == ["query_id", "doc_id", "rank", "elo", "stderr", "n_comparisons",
+                                 "converged", "calibrated", "target"]
+    assert z.num_rows == N_QUERIES * 12
+    assert set(z["n_comparisons"].to_pylist()) == {4}          # the cycle graph is 4-regular
+    assert all(z["converged"].to_pylist()) and set(z["label"].to_pylist()) == {"SIMULATION"}
+    t = z["target"].to_numpy()
+    assert ((t > 0) & (t < 1)).all()
+    # The judges see the qrels gains: Elo must order each query's documents by them.
+    qrels = {(r["query_id"], r["doc_id"]): r["relevance"] for r in
+             pq.read_table(index_paths(cfg).data / "qrels" / "test.parquet").to_pylist()}
+    for q in {r for r in z["query_id"].to_pylist()}:
+        rows = [r for r in z.to_pylist() if r["query_id"] == q]
+        rho = spearmanr([r["elo"] for r in rows], [qrels.get((q, r["doc_id"]), 0) for r in rows]).statistic
+        assert rho > 0.8, (q, rho)
+    # A re-run asks nothing and reproduces the same scores.
+    again = run_annotate(cfg)
+    assert again["asked_this_run"] == 0 and again["reused"] == report["judge_calls"]
+    assert pq.read_table(out / "zelo.parquet").equals(z)
+    # The CLI runs the same stage.
+    assert main(["annotate", "--dataset", str(workdir[1]), "--workdir", str(workdir[0] / "run"),
+                 "--set", "annotate.executor=local", "--set", "annotate.top_n=12", "--set", "graph.k=4", "--set", "annotate.calibration.k=2",
+                 "--output", str(out), "--report", str(out / "summary.json")]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["asked_this_run"] == 0 and summary["label"] == "SIMULATION"
+    assert "votes" in capsys.readouterr().out
+
+
+def test_pairs_are_deterministic_per_query(workdir):
+    cfg = _cfg(workdir, "unused")
+    cand = str(candidates_path(cfg))
+    a = build_pairs(select_nodes(cand, 12), k=4, seed=5)
+    b = build_pairs(select_nodes(cand, 12), k=4, seed=5)
+    assert a.equals(b)
+    sub = build_pairs(select_nodes(cand, 12, queries=["q1", "q3"]), k=4, seed=5)
+    same = a.filter(pc.is_in(a["query_id"], value_set=pa.array(["q1", "q3"])))
+    assert sub.equals(same)     # a query's graph does not depend on the other queries
+    assert not build_pairs(select_nodes(cand, 12), k=4, seed=6).equals(a)
+
+
+def test_fault_injection_records_missing_votes(workdir, monkeypatch, capsys):
+    monkeypatch.setenv("ZELO_TEST_KEY", SECRET)
+    faults = Faults(http_429=0.05, http_429_bare=0.05, http_500=0.05, timeout=0.03, malformed_json=0.05,
+                    out_of_range=0.05, empty=0.05)
+    with FakeJudgeServer(latency_s=0.005, faults=faults, api_key=SECRET, timeout_sleep_s=1.0,
+                         retry_after_s=0.05, seed=1) as server:
+        cfg = _cfg(workdir, "faults", "annotate.swap_probe=0.1")
+        cfg.annotate.judges = _llm_judges(server)
+        report = run_annotate(cfg)
+    out = Path(cfg.annotate.output)
+    votes = VoteStore(out / "votes").read()
+    assert votes.num_rows == len(set(votes["cache_key"].to_pylist()))
+    scores = votes["score"].to_numpy(zero_copy_only=False)
+    ok = ~np.isnan(scores)
+    assert (np.abs(scores[ok]) <= 1).all()
+    errors = votes["error"].to_pylist()
+    assert all(e for e, good in zip(errors, ok) if not good)            # every missing vote says why
+    assert all(e is None for e, good in zip(errors, ok) if good)
+    # Each answered vote is exactly one good server reply: nothing lost, nothing counted twice.
+    answered_by_server = {int(k) for k, c in server.answered.items() if c}
+    assert set(votes.filter(pc.is_valid(votes["score"]))["cache_key"].to_pylist()) == answered_by_server
+    assert max(server.answered.values()) == 1
+    assert server.total > report["asked_this_run"]                      # retries happened
+    cats = {c for j in report["judges"].values() for c in j["errors"]}
+    assert {"unparseable: empty reply", "unparseable: outside [-1, 1]"} <= cats
+    assert report["missing_votes"] == int((~ok).sum())
+    spend = sum(j["spend"]["cost"] for j in report["judges"].values())
+    tokens_in = sum(votes["input_tokens"].to_pylist())
+    assert spend >= tokens_in * 2.0 / 1e6 > 0
+    assert report["judges"]["llm0"]["position_bias"].get("probe_pairs", 0) > 0
+    # The key never reaches a file or the log.
+    logs = capsys.readouterr()
+    assert SECRET not in logs.out + logs.err
+    for f in out.rglob("*"):
+        if f.is_file():
+            assert SECRET.encode() not in f.read_bytes(), f
+
+    # A re-run against a healthy server asks only the missing calls, and fills them.
+    missing_keys = set(votes.filter(pc.is_null(votes["score"]))["cache_key"].to_pylist())
+    with FakeJudgeServer(api_key=SECRET) as healthy:
+        cfg.annotate.judges = _llm_judges(healthy)
+        again = run_annotate(cfg)
+    assert {int(k) for k in healthy.calls} == missing_keys
+    assert again["missing_votes"] == 0 and again["asked_this_run"] == len(missing_keys)
+
+
+def test_missing_key_and_wrong_key(workdir, monkeypatch):
+    monkeypatch.delenv("ZELO_TEST_KEY", raising=False)
+    with FakeJudgeServer(api_key=SECRET) as server:
+        cfg = _cfg(workdir, "nokey")
+        cfg.annotate.judges = _llm_judges(server, n=1)
+        with pytest.raises(JudgeSetupError, match="ZELO_TEST_KEY is not set"):
+            run_annotate(cfg)
+        monkeypatch.setenv("ZELO_TEST_KEY", "sk-wrong-key-000")
+        report = run_annotate(cfg)
+    assert report["missing_votes"] == report["judge_calls"]
+    assert set(report["judges"]["llm0"]["errors"]) == {"HTTP 401"}   # not retried, not a score
+    assert server.total == report["judge_calls"]
+
+
+def test_structured_output_fallback(workdir, monkeypatch):
+    monkeypatch.setenv("ZELO_TEST_KEY", SECRET)
+    with FakeJudgeServer(api_key=SECRET, reject_json_schema=True, reply="text") as server:
+        cfg = _cfg(workdir, "fallback", "annotate.max_queries=1")
+        cfg.annotate.judges = _llm_judges(server, n=1)
+        report = run_annotate(cfg)
+    assert report["missing_votes"] == 0 and server.outcomes["400"] >= 1
+
+
+def test_resume_after_kill9(workdir, tmp_path):
+    """Kill the whole run (driver and Ray) with SIGKILL mid-way; the re-run asks no question whose
+    answer was stored, and ends with every call answered exactly once in the store."""
+    root, src = workdir
+    out = tmp_path / "killed"
+    with FakeJudgeServer(latency_s=0.05, concurrency=4, api_key=SECRET) as server:
+        conf = {"data": {"dataset": str(src), "workdir": str(root / "run")},
+                "ray": {"num_cpus": 2}, "graph": {"k": 4},
+                "annotate": {"top_n": 12, "executor": "ray", "callers": 1, "batch_size": 16,
+                             "batches_in_flight": 2, "flush_rows": 8, "flush_s": 0.2, "output": str(out),
+                             "calibration": {"k": 2},
+                             "judges": [j.model_dump() for j in _llm_judges(server, n=2, max_concurrency=4)]}}
+        path = tmp_path / "annotate.yaml"
+        path.write_text(yaml.safe_dump(conf))
+        ray_tmp = tempfile.mkdtemp(prefix="zr", dir="/tmp")  # AF_UNIX paths must stay short
+        env = dict(os.environ, ZELO_TEST_KEY=SECRET, RAY_TMPDIR=ray_tmp)
+        cmd = [sys.executable, "-m", "zelo_ray.cli", "annotate", "--config", str(path)]
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        deadline = time.time() + 120
+        while time.time() < deadline and len(list((out / "votes").glob("part-*.parquet"))) < 3:
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        stored = set(VoteStore(out / "votes").answered_keys().tolist())
+        first_run = dict(server.calls)
+        total_calls = (N_QUERIES * 24 + N_QUERIES) * 2
+        assert 0 < len(stored) < total_calls, "the kill must land mid-run"
+        server.calls.clear()
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        second_run = {int(k) for k in server.calls}
+    assert not second_run & stored                       # nothing stored was asked again
+    final = VoteStore(out / "votes").read()
+    assert final.num_rows == total_calls and final["score"].null_count == 0
+    assert len(set(final["cache_key"].to_pylist())) == total_calls
+    # Only answers lost in flight at the kill were paid for twice.
+    asked_twice = {int(k) for k in first_run} & second_run
+    assert not asked_twice & stored
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    report = json.loads((out / "report.json").read_text())
+    assert report["reused"] == len(stored) and report["missing_votes"] == 0

@@ -1,0 +1,1 @@
+"""The judging stage: pairs → judge calls → durable votes → Elo → calibrated targets."""

@@ -1,0 +1,126 @@
+"""Which pairs get judged: each query's candidate graph, and the cross-query calibration pairs.
+
+Both are pure functions of (candidates, config, seed): a query's graph is drawn from a
+generator seeded by (run seed, hash of the query id), so it does not depend on which other
+queries are in the run, and a re-run asks exactly the same questions.
+
+Tables (Arrow):
+
+* ``nodes``: ``query_id, doc_id, rank, pos`` — each query's top-n candidates, ``pos`` the
+  0-based place in that list; rows grouped by query in sorted query order.
+* ``pairs``: ``query_id, pair_id, doc_a, doc_b, a_pos, b_pos``.
+* ``cross_pairs``: ``pair_id, query_id, doc_a, a_pos, query_b, doc_b, b_pos``.
+
+``pair_id`` is a 64-bit hash of the pair's ids, stable across runs and configs.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from zelo_ray.graph import CompleteGraphFallback, sample_pairs
+from zelo_ray.judges.keys import combine, string_hash, text_hashes, to_signed
+
+__all__ = ["select_nodes", "build_pairs", "build_cross_pairs", "query_bounds"]
+
+_WITHIN = string_hash("within")
+_CROSS = string_hash("cross")
+
+
+def select_nodes(candidates: str, top_n: int, *, queries: list[str] | None = None,
+                 max_queries: int | None = None) -> pa.Table:
+    """Each query's top-``top_n`` candidates by fused rank."""
+    filt = pc.field("rank") <= top_n
+    if queries is not None:
+        filt = filt & pc.field("query_id").isin(queries)
+    t = pads.dataset(str(candidates), format="parquet").to_table(columns=["query_id", "doc_id", "rank"],
+                                                                 filter=filt)
+    t = t.sort_by([("query_id", "ascending"), ("rank", "ascending")])
+    if max_queries is not None and t.num_rows:
+        keep = pc.unique(t["query_id"])[:max_queries]
+        t = t.filter(pc.is_in(t["query_id"], value_set=keep))
+    starts, _ = query_bounds(t)
+    pos = np.arange(t.num_rows) - np.repeat(starts, np.diff(np.r_[starts, t.num_rows]))
+    return t.append_column("pos", pa.array(pos, pa.int32()))
+
+
+def query_bounds(nodes: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """(start row of each query, the query ids) of a table grouped by query."""
+    if nodes.num_rows == 0:
+        return np.empty(0, np.int64), np.empty(0, object)
+    q = np.asarray(nodes["query_id"].to_pylist(), dtype=object)
+    starts = np.flatnonzero(np.r_[True, q[1:] != q[:-1]])
+    return starts, q[starts]
+
+
+def _query_rng(seed: int, qid: str) -> np.random.Generator:
+    return np.random.default_rng([seed & 0x7FFFFFFFFFFFFFFF, int(string_hash(qid))])
+
+
+def build_pairs(nodes: pa.Table, *, strategy: str = "cycles", k: int = 8, seed: int = 0) -> pa.Table:
+    """The judged pairs of every query (``strategy`` as in :func:`zelo_ray.graph.sample_pairs`)."""
+    starts, qids = query_bounds(nodes)
+    bounds = np.r_[starts, nodes.num_rows]
+    chunks = []
+    with warnings.catch_warnings():
+        # Queries with <= k+1 candidates get their complete graph; that is expected here.
+        warnings.simplefilter("ignore", CompleteGraphFallback)
+        for q, a, b in zip(qids, bounds[:-1], bounds[1:]):
+            n = int(b - a)
+            if n >= 2:
+                p = sample_pairs(strategy, n, k, _query_rng(seed, q))
+                chunks.append((q, a, p))
+    doc = nodes["doc_id"]
+    qcol, acol, bcol = [], [], []
+    for q, a, p in chunks:
+        qcol.append(np.full(len(p), q, dtype=object))
+        acol.append(p[:, 0] + a)
+        bcol.append(p[:, 1] + a)
+    if not chunks:
+        return pa.table({"query_id": pa.array([], pa.string()), "pair_id": pa.array([], pa.int64()),
+                         "doc_a": pa.array([], pa.string()), "doc_b": pa.array([], pa.string()),
+                         "a_pos": pa.array([], pa.int32()), "b_pos": pa.array([], pa.int32())})
+    ia, ib = np.concatenate(acol), np.concatenate(bcol)
+    pos = nodes["pos"].to_numpy()
+    doc_a, doc_b = doc.take(pa.array(ia)), doc.take(pa.array(ib))
+    qh = text_hashes(qids)
+    qrep = np.repeat(qh, [len(p) for _, _, p in chunks])
+    dh = text_hashes(doc.to_pylist())
+    pid = to_signed(combine(_WITHIN, qrep, dh[ia], dh[ib]))
+    return pa.table({"query_id": pa.array(np.concatenate(qcol), pa.string()), "pair_id": pid,
+                     "doc_a": doc_a, "doc_b": doc_b, "a_pos": pa.array(pos[ia], pa.int32()),
+                     "b_pos": pa.array(pos[ib], pa.int32())})
+
+
+def build_cross_pairs(nodes: pa.Table, *, k: int = 4, seed: int = 0) -> pa.Table:
+    """Q·k/2 cross-query pairs: a k-regular cycle graph over the queries (connected, so every
+    offset is tied to every other), each edge comparing one random candidate of each query."""
+    starts, qids = query_bounds(nodes)
+    empty = pa.table({"pair_id": pa.array([], pa.int64()), "query_id": pa.array([], pa.string()),
+                      "doc_a": pa.array([], pa.string()), "a_pos": pa.array([], pa.int32()),
+                      "query_b": pa.array([], pa.string()), "doc_b": pa.array([], pa.string()),
+                      "b_pos": pa.array([], pa.int32())})
+    if k == 0 or len(qids) < 2:
+        return empty
+    rng = np.random.default_rng([seed & 0x7FFFFFFFFFFFFFFF, int(_CROSS)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CompleteGraphFallback)
+        edges = sample_pairs("cycles", len(qids), k, rng)
+    sizes = np.diff(np.r_[starts, nodes.num_rows])
+    ia = starts[edges[:, 0]] + (rng.random(len(edges)) * sizes[edges[:, 0]]).astype(np.int64)
+    ib = starts[edges[:, 1]] + (rng.random(len(edges)) * sizes[edges[:, 1]]).astype(np.int64)
+    doc = nodes["doc_id"]
+    pos = nodes["pos"].to_numpy()
+    qh = text_hashes(qids)
+    da, db = doc.take(pa.array(ia)), doc.take(pa.array(ib))
+    pid = to_signed(combine(_CROSS, qh[edges[:, 0]], text_hashes(da.to_pylist()),
+                            qh[edges[:, 1]], text_hashes(db.to_pylist())))
+    return pa.table({"pair_id": pid, "query_id": pa.array(qids[edges[:, 0]], pa.string()), "doc_a": da,
+                     "a_pos": pa.array(pos[ia], pa.int32()),
+                     "query_b": pa.array(qids[edges[:, 1]], pa.string()), "doc_b": db,
+                     "b_pos": pa.array(pos[ib], pa.int32())})

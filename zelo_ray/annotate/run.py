@@ -1,0 +1,309 @@
+"""`zelo annotate`: candidates → pairs → judge calls (streamed through an actor pool, stored as
+they arrive) → Elo → cross-query calibration → targets, with a run report.
+
+Safe to kill at any moment and re-run: answers already stored are never asked again (cache
+keys, :mod:`zelo_ray.judges.store`), and the Elo stage is recomputed from the store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from scipy.stats import kendalltau
+
+from zelo_ray.annotate import diagnostics
+from zelo_ray.annotate.pairs import build_cross_pairs, build_pairs, query_bounds, select_nodes
+from zelo_ray.annotate.scores import outcome_matrix, run_elo_stage, task_scores
+from zelo_ray.annotate.tasks import TextHashes, build_tasks, calls_table
+from zelo_ray.config import ZeloConfig
+from zelo_ray.judges.caller import JudgeCaller, TextTable
+from zelo_ray.judges.keys import text_hashes
+from zelo_ray.judges.openai_judge import read_api_key
+from zelo_ray.judges.prompt import PROMPT_VERSION
+from zelo_ray.judges.store import VoteStore
+from zelo_ray.simulate import LABEL
+
+__all__ = ["annotate_dir", "run_annotate", "Progress", "qrels_relevance", "execute"]
+
+log = logging.getLogger(__name__)
+
+
+def annotate_dir(cfg: ZeloConfig) -> Path:
+    return Path(cfg.annotate.output or Path(cfg.workdir()) / "annotate")
+
+
+def _write_atomic(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def qrels_relevance(qrels: pa.Table):
+    """Hidden relevance for the simulated judge: the qrels gain, 0 where unjudged."""
+    q = qrels.select(["query_id", "doc_id", "relevance"])
+
+    def relevance(query_ids: pa.Array, doc_ids: pa.Array) -> np.ndarray:
+        t = pa.table({"_i": np.arange(len(query_ids)), "query_id": query_ids, "doc_id": doc_ids})
+        j = t.join(q, keys=["query_id", "doc_id"], join_type="left outer").sort_by("_i")
+        return j["relevance"].fill_null(0).to_numpy(zero_copy_only=False).astype(np.float64)
+    return relevance
+
+
+class Progress:
+    """Votes done, votes/s, failures, tokens and cost so far — logged every ``every_s``."""
+
+    def __init__(self, total: int, log_fn=print, every_s: float = 5.0) -> None:
+        self.total, self.log_fn, self.every_s = total, log_fn, every_s
+        self.done = self.failed = self.tokens_in = self.tokens_out = 0
+        self.cost = 0.0
+        self.t0 = self._last = time.perf_counter()
+
+    def update(self, votes: pa.Table) -> None:
+        self.done += votes.num_rows
+        self.failed += votes["score"].null_count
+        self.tokens_in += int(pc.sum(votes["input_tokens"]).as_py() or 0)
+        self.tokens_out += int(pc.sum(votes["output_tokens"]).as_py() or 0)
+        self.cost += float(pc.sum(votes["cost"]).as_py() or 0.0)
+        now = time.perf_counter()
+        if now - self._last >= self.every_s or self.done >= self.total:
+            self._last = now
+            self.log_fn(self.line())
+
+    def rate(self) -> float:
+        return self.done / max(time.perf_counter() - self.t0, 1e-9)
+
+    def line(self) -> str:
+        pct = 100.0 * self.done / self.total if self.total else 100.0
+        return (f"      votes {self.done:,}/{self.total:,} ({pct:.1f}%) · {self.rate():,.1f} votes/s · "
+                f"{self.failed:,} failed · tokens in {self.tokens_in:,} out {self.tokens_out:,} · "
+                f"cost ${self.cost:.4f}")
+
+
+def _blocks(todo: pa.Table, rows: int) -> list[pa.Table]:
+    return [todo.slice(i, rows) for i in range(0, todo.num_rows, rows)]
+
+
+def execute(todo: pa.Table, cfg: ZeloConfig, store: VoteStore, texts: TextTable | None,
+            progress: Progress) -> None:
+    """Ask every call in ``todo``; append answers to ``store`` as they come back."""
+    acfg = cfg.annotate
+    judges = [j.model_dump() for j in acfg.judges]
+    if todo.num_rows == 0:
+        return
+    if acfg.executor == "local":
+        caller = JudgeCaller(judges, texts, share=1.0)
+        try:
+            with ThreadPoolExecutor(acfg.batches_in_flight) as pool:
+                pending = set()
+                for block in _blocks(todo, acfg.batch_size):
+                    pending.add(pool.submit(caller, block))
+                    if len(pending) >= 2 * acfg.batches_in_flight:
+                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for f in finished:
+                            votes = f.result()
+                            store.append(votes)
+                            progress.update(votes)
+                for f in pending:
+                    votes = f.result()
+                    store.append(votes)
+                    progress.update(votes)
+        finally:
+            caller.close()
+        return
+
+    import ray
+    from ray.data import DataContext
+
+    from zelo_ray.raysession import ensure_ray
+
+    ensure_ray(cfg.ray)
+    ctx = DataContext.get_current()
+    saved = ctx.target_max_block_size
+    # One output block per batch, so votes reach the store as they are answered.
+    ctx.target_max_block_size = max(1 << 16, acfg.batch_size * 512)
+    parallel = acfg.callers * acfg.batches_in_flight
+    block_rows = int(np.clip(todo.num_rows // (parallel * 4) or 1, acfg.batch_size, acfg.batch_size * 64))
+    try:
+        ds = ray.data.from_arrow(_blocks(todo, block_rows))
+        ds = ds.map_batches(
+            JudgeCaller, fn_constructor_kwargs=dict(judges=judges, texts=texts, share=1.0 / acfg.callers),
+            batch_size=acfg.batch_size, batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=acfg.callers), num_cpus=acfg.caller_cpus,
+            max_concurrency=acfg.batches_in_flight)
+        for votes in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            store.append(votes)
+            progress.update(votes)
+    finally:
+        ctx.target_max_block_size = saved
+
+
+def _texts(col, nodes: pa.Table) -> tuple[TextTable, TextHashes]:
+    need_docs = pc.unique(nodes["doc_id"])
+    corpus = pq.read_table(col.corpus_path, columns=["doc_id", "title", "text"],
+                           filters=[("doc_id", "in", need_docs.to_pylist())])
+    shown = [f"{t}\n{x}" if t else x for t, x in zip(corpus["title"].to_pylist(), corpus["text"].to_pylist())]
+    queries = col.queries()
+    qtext = queries["text"].to_pylist()
+    texts = TextTable(queries=dict(zip(queries["query_id"].to_pylist(), qtext)),
+                      docs=dict(zip(corpus["doc_id"].to_pylist(), shown)))
+    hashes = TextHashes(query_ids=queries["query_id"].combine_chunks(), query_hash=text_hashes(qtext),
+                        doc_ids=corpus["doc_id"].combine_chunks(), doc_hash=text_hashes(shown))
+    return texts, hashes
+
+
+def _calibration_effect(table: pa.Table, qrels: pa.Table | None, seed: int) -> dict:
+    elo = table["elo"].to_numpy(zero_copy_only=False)
+    cal = table["calibrated"].to_numpy(zero_copy_only=False)
+    qid = np.asarray(table["query_id"].to_pylist(), dtype=object)
+    ok = np.isfinite(elo) & np.isfinite(cal)
+    out = {}
+    if ok.sum() < 3:
+        return out
+    out["kendall_tau_raw_vs_calibrated"] = round(float(kendalltau(elo[ok], cal[ok]).statistic), 4)
+    rng = np.random.default_rng(seed)
+    idx = np.flatnonzero(ok)
+    a, b = rng.choice(idx, 200_000), rng.choice(idx, 200_000)
+    cross = qid[a] != qid[b]
+    if cross.any():
+        flip = np.sign(elo[a] - elo[b]) != np.sign(cal[a] - cal[b])
+        out["cross_query_pairs_reordered"] = round(float(flip[cross].mean()), 4)
+    if qrels is not None:
+        gain = qrels_relevance(qrels)(table["query_id"], table["doc_id"])
+        out["kendall_tau_vs_qrels_gain_pooled"] = {
+            "raw_elo": round(float(kendalltau(elo[ok], gain[ok]).statistic), 4),
+            "calibrated": round(float(kendalltau(cal[ok], gain[ok]).statistic), 4)}
+    return out
+
+
+def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None,
+                 candidates: str | None = None, collection=None) -> dict:
+    """Run (or resume) the judging stage. ``qrels``/``candidates``/``collection`` default to the
+    run directory's; the simulated judge is driven by ``qrels``."""
+    from zelo_ray.data import open_collection
+    from zelo_ray.retrieval.indexing import index_paths
+    from zelo_ray.retrieval.pipeline import candidates_path
+
+    acfg = cfg.annotate
+    out = annotate_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    simulated = any(j.kind == "simulated" for j in acfg.judges)
+    llm = [j for j in acfg.judges if j.kind != "simulated"]
+    for j in llm:  # fail before any work if a key is missing (the message names the variable)
+        read_api_key(j.name, j.api_key_env)
+    cand = candidates or str(candidates_path(cfg))
+    if not Path(cand).exists():
+        raise FileNotFoundError(f"{cand}: no candidates; run `zelo retrieve` first (or `zelo demo`)")
+    if collection is None and (llm or qrels is None):
+        collection = open_collection(index_paths(cfg).data)
+    split = acfg.query_split
+    queries = None
+    if split is not None:
+        queries = sorted(set(collection.qrels(split)))
+    if qrels is None and simulated:
+        qsplit = split or cfg.data.split
+        qrels = pq.read_table(collection.qrels_path(qsplit))
+    nodes = select_nodes(cand, acfg.top_n, queries=queries, max_queries=acfg.max_queries)
+    pairs = build_pairs(nodes, strategy=cfg.graph.strategy, k=cfg.graph.k, seed=acfg.seed)
+    cross = build_cross_pairs(nodes, k=acfg.calibration.k, seed=acfg.seed)
+    _write_atomic(pairs, out / "pairs.parquet")
+    _write_atomic(cross, out / "cross_pairs.parquet")
+    timings["pairs_s"] = round(time.perf_counter() - t0, 2)
+    n_queries = len(query_bounds(nodes)[1])
+    log_fn(f"      {n_queries:,} queries × top-{acfg.top_n}: {pairs.num_rows:,} pairs "
+           f"({cfg.graph.strategy}, k={cfg.graph.k}) + {cross.num_rows:,} cross-query pairs")
+
+    t0 = time.perf_counter()
+    texts = hashes = None
+    if llm:
+        texts, hashes = _texts(collection, nodes)
+    tasks = build_tasks(calls_table(pairs, cross), acfg.judges, seed=acfg.seed, swap_probe=acfg.swap_probe,
+                        text_hashes=hashes, relevance=qrels_relevance(qrels) if simulated else None)
+    store = VoteStore(out / "votes", flush_rows=acfg.flush_rows, flush_s=acfg.flush_s)
+    skip = store.answered_keys() if acfg.retry_failed else store.asked_keys()
+    keys = tasks["cache_key"].to_numpy()
+    todo_mask = ~np.isin(keys, skip)
+    # Identical requests (same texts, same order) are asked once.
+    _, first = np.unique(keys, return_index=True)
+    unique = np.zeros(len(keys), bool)
+    unique[first] = True
+    todo = tasks.filter(pa.array(todo_mask & unique))
+    timings["tasks_s"] = round(time.perf_counter() - t0, 2)
+    reused = int((~todo_mask).sum())
+    log_fn(f"      {tasks.num_rows:,} judge calls ({len(acfg.judges)} judges); {reused:,} answered in "
+           f"{store.path} are reused; asking {todo.num_rows:,} via the {acfg.executor} executor")
+
+    t0 = time.perf_counter()
+    progress = Progress(todo.num_rows, log_fn)
+    try:
+        execute(todo, cfg, store, texts, progress)
+    finally:
+        store.flush()
+    timings["judge_s"] = round(time.perf_counter() - t0, 2)
+
+    t0 = time.perf_counter()
+    votes = store.read()
+    ts = task_scores(tasks, votes)
+    names = [j.name for j in acfg.judges]
+    stage = run_elo_stage(nodes, pairs, cross, ts, names, clamp=acfg.clamp, min_votes=acfg.min_votes,
+                          elo_cfg=cfg.elo, cal_cfg=acfg.calibration)
+    table = stage.table
+    if simulated:
+        table = table.append_column("label", pa.array([LABEL] * table.num_rows, pa.string()))
+    _write_atomic(table, out / "zelo.parquet")
+    timings["elo_s"] = round(time.perf_counter() - t0, 2)
+
+    t0 = time.perf_counter()
+    starts, _ = query_bounds(nodes)
+    group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, nodes.num_rows]))
+    qa = pc.index_in(pairs["query_id"], value_set=pa.array(query_bounds(nodes)[1], pa.string())).to_numpy(
+        zero_copy_only=False).astype(np.int64) if pairs.num_rows else np.empty(0, np.int64)
+    ia = starts[qa] + pairs["a_pos"].to_numpy() if pairs.num_rows else qa
+    ib = starts[qa] + pairs["b_pos"].to_numpy() if pairs.num_rows else qa
+    keep = stage.valid_within
+    diag = {
+        "failures": diagnostics.failures(ts, names),
+        "agreement": diagnostics.agreement(outcome_matrix(ts, pairs["pair_id"], names, "within"), names),
+        "position_bias": diagnostics.position_bias(ts, names),
+        "heldout_likelihood": diagnostics.heldout_models(
+            ia[keep], ib[keep], stage.w_within[keep], pairs["pair_id"].to_numpy()[keep], group,
+            nodes.num_rows, fraction=acfg.heldout, prior=cfg.elo.prior) if acfg.heldout and keep.any() else None,
+    }
+    timings["diagnostics_s"] = round(time.perf_counter() - t0, 2)
+    spend = diagnostics.spend(store.read_all(), names)
+    report = {
+        "label": LABEL if simulated else None,
+        "prompt_version": PROMPT_VERSION,
+        "queries": n_queries, "pairs": pairs.num_rows, "cross_pairs": cross.num_rows,
+        "judge_calls": tasks.num_rows, "asked_this_run": todo.num_rows, "reused": reused,
+        "votes_per_s": round(progress.rate(), 1),
+        "missing_votes": int(ts["score"].null_count),
+        "elo": stage.within, "calibration": {**stage.calibration,
+                                             **_calibration_effect(table, qrels, acfg.seed)},
+        "judges": {n: {"spend": spend[n], **diag["failures"][n], "position_bias": diag["position_bias"][n]}
+                   for n in names},
+        "total_cost": round(sum(s["cost"] for s in spend.values()), 6),
+        "agreement": diag["agreement"], "heldout_likelihood": diag["heldout_likelihood"],
+        "timings": timings,
+        "files": {"pairs": str(out / "pairs.parquet"), "cross_pairs": str(out / "cross_pairs.parquet"),
+                  "votes": str(store.path), "zelo": str(out / "zelo.parquet")},
+    }
+    (out / "report.json.tmp").write_text(json.dumps(report, indent=2, default=str))
+    os.replace(out / "report.json.tmp", out / "report.json")
+    return report
+
+
+def reset(cfg: ZeloConfig) -> None:
+    """Forget a run's votes (they cost money: only on explicit request)."""
+    shutil.rmtree(annotate_dir(cfg), ignore_errors=True)

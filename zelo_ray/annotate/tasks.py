@@ -1,0 +1,122 @@
+"""Judge calls of a run: every (pair, judge), its A/B order and its cache key.
+
+The order of a call is a function of (run seed, pair id, judge name) and the cache key a hash
+of (judge model, prompt version, question kind, the texts in the order shown): two calls with
+the same key are the same request, so its stored answer is reused — across re-runs, across
+configs that share pairs, and between pairs whose documents have identical text.
+
+The simulated judge answers from hidden relevance attached to ids, not from texts, so its keys
+hash ids instead of texts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from zelo_ray.judges.keys import combine, string_hash, swap_bits, to_signed, uniforms
+from zelo_ray.judges.prompt import PROMPT_VERSION
+
+__all__ = ["TextHashes", "calls_table", "build_tasks", "TASK_COLUMNS"]
+
+TASK_COLUMNS = ["pair_id", "kind", "probe", "query_id", "query_b", "doc_a", "doc_b", "judge",
+                "swapped", "cache_key"]
+
+
+@dataclass
+class TextHashes:
+    """64-bit hashes of query and document texts, by id."""
+
+    query_ids: pa.Array
+    query_hash: np.ndarray
+    doc_ids: pa.Array
+    doc_hash: np.ndarray
+
+    def queries(self, ids: pa.Array) -> np.ndarray:
+        return self._lookup(ids, self.query_ids, self.query_hash, "query")
+
+    def docs(self, ids: pa.Array) -> np.ndarray:
+        return self._lookup(ids, self.doc_ids, self.doc_hash, "document")
+
+    @staticmethod
+    def _lookup(ids, keys, values, what) -> np.ndarray:
+        idx = pc.index_in(ids, value_set=keys)
+        if idx.null_count:
+            bad = ids.filter(pc.is_null(idx))[0].as_py()
+            raise KeyError(f"no text for {what} id {bad!r}")
+        return values[idx.to_numpy()]
+
+
+def _id_hashes(ids: pa.Array) -> np.ndarray:
+    uniq = pc.unique(ids)
+    h = np.fromiter((string_hash(x) for x in uniq.to_pylist()), dtype=np.uint64, count=len(uniq))
+    return h[pc.index_in(ids, value_set=uniq).to_numpy()]
+
+
+def calls_table(pairs: pa.Table, cross: pa.Table) -> pa.Table:
+    """Within-query and cross-query pairs in one table: ``query_b`` is null for within pairs."""
+    n = pairs.num_rows
+    within = pa.table({"pair_id": pairs["pair_id"], "kind": pa.array(["within"] * n, pa.string()),
+                       "query_id": pairs["query_id"], "query_b": pa.nulls(n, pa.string()),
+                       "doc_a": pairs["doc_a"], "doc_b": pairs["doc_b"]})
+    m = cross.num_rows
+    across = pa.table({"pair_id": cross["pair_id"], "kind": pa.array(["cross"] * m, pa.string()),
+                       "query_id": cross["query_id"], "query_b": cross["query_b"],
+                       "doc_a": cross["doc_a"], "doc_b": cross["doc_b"]})
+    return pa.concat_tables([within, across])
+
+
+def build_tasks(items: pa.Table, judges: list, *, seed: int, swap_probe: float = 0.0,
+                text_hashes: TextHashes | None = None,
+                relevance: Callable[[pa.Array, pa.Array], np.ndarray] | None = None) -> pa.Table:
+    """One row per judge call (plus position-bias probes), with ``rel_a, rel_b`` when
+    ``relevance`` is given (simulated judges)."""
+    n = items.num_rows
+    qb_filled = pc.coalesce(items["query_b"], items["query_id"])
+    kind_h = np.where(pc.equal(items["kind"], "cross").to_numpy(zero_copy_only=False),
+                      string_hash("cross"), string_hash("within")).astype(np.uint64)
+    id_h = None
+    content_h = None
+    if any(j.kind == "simulated" for j in judges):
+        id_h = (_id_hashes(items["query_id"]), _id_hashes(items["doc_a"]),
+                _id_hashes(qb_filled), _id_hashes(items["doc_b"]))
+    if any(j.kind != "simulated" for j in judges):
+        if text_hashes is None:
+            raise ValueError("LLM judges need the texts of queries and documents")
+        content_h = (text_hashes.queries(items["query_id"]), text_hashes.docs(items["doc_a"]),
+                     text_hashes.queries(qb_filled), text_hashes.docs(items["doc_b"]))
+    pair_id = items["pair_id"].to_numpy()
+    within = ~pc.equal(items["kind"], "cross").to_numpy(zero_copy_only=False)
+    probe_rows = np.flatnonzero(within & (uniforms(pair_id, 77) < swap_probe)) if swap_probe else np.empty(0, int)
+    prompt_h = string_hash(PROMPT_VERSION)
+    pieces = []
+    for j in judges:
+        qa, da, qb, db = id_h if j.kind == "simulated" else content_h
+        model_h = string_hash(f"{j.kind}:{j.model}")
+        for probe, rows in ((False, np.arange(n)), (True, probe_rows)):
+            if not len(rows):
+                continue
+            swapped = swap_bits(seed, pair_id[rows], j.name)
+            if probe:
+                swapped = ~swapped
+            f_q = np.where(swapped, qb[rows], qa[rows])
+            f_d = np.where(swapped, db[rows], da[rows])
+            s_q = np.where(swapped, qa[rows], qb[rows])
+            s_d = np.where(swapped, da[rows], db[rows])
+            key = to_signed(combine(model_h, prompt_h, kind_h[rows], f_q, f_d, s_q, s_d))
+            t = items.take(pa.array(rows))
+            t = t.append_column("probe", pa.array(np.full(len(rows), probe)))
+            t = t.append_column("judge", pa.array([j.name] * len(rows), pa.string()))
+            t = t.append_column("swapped", pa.array(swapped))
+            t = t.append_column("cache_key", pa.array(key))
+            pieces.append(t.select(TASK_COLUMNS))
+    tasks = pa.concat_tables(pieces)
+    if relevance is not None:
+        qb_all = pc.coalesce(tasks["query_b"], tasks["query_id"])
+        tasks = tasks.append_column("rel_a", pa.array(relevance(tasks["query_id"], tasks["doc_a"])))
+        tasks = tasks.append_column("rel_b", pa.array(relevance(qb_all, tasks["doc_b"])))
+    return tasks

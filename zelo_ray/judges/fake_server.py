@@ -1,0 +1,192 @@
+"""A local OpenAI-compatible chat server for tests and benchmarks: fixed latency, a concurrency
+cap, and injected faults at configurable rates. It never judges anything — its score is a hash
+of the question — and it listens on 127.0.0.1 only.
+
+It counts requests per ``X-Zelo-Call`` header (the caller's cache key), so a test can prove
+which questions were asked, and how often.
+
+Example::
+
+    >>> from zelo_ray.judges.fake_server import FakeJudgeServer, Faults
+    >>> with FakeJudgeServer(latency_s=0.01, faults=Faults(http_500=0.1)) as server:
+    ...     url = server.base_url          # http://127.0.0.1:<port>/v1
+    >>> server.total
+    0
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+__all__ = ["Faults", "FakeJudgeServer"]
+
+
+@dataclass
+class Faults:
+    """Share of requests answered with each fault (the rest succeed)."""
+
+    http_429: float = 0.0
+    """429 with a ``Retry-After`` header."""
+    http_429_bare: float = 0.0
+    """429 without ``Retry-After``."""
+    http_500: float = 0.0
+    timeout: float = 0.0
+    """Answer only after ``timeout_sleep_s`` (longer than the client's timeout)."""
+    malformed_json: float = 0.0
+    """HTTP 200 with a body that is not JSON."""
+    out_of_range: float = 0.0
+    """A well-formed reply whose score is outside [-1, 1]."""
+    empty: float = 0.0
+    """A reply with empty content."""
+
+    def pick(self, u: float) -> str | None:
+        acc = 0.0
+        for name in ("http_429", "http_429_bare", "http_500", "timeout", "malformed_json",
+                     "out_of_range", "empty"):
+            acc += getattr(self, name)
+            if u < acc:
+                return name
+        return None
+
+
+class FakeJudgeServer:
+    def __init__(self, *, latency_s: float = 0.0, concurrency: int | None = None,
+                 faults: Faults | None = None, seed: int = 0, timeout_sleep_s: float = 3.0,
+                 retry_after_s: float = 0.2, reply: str = "json", reject_json_schema: bool = False,
+                 api_key: str | None = None) -> None:
+        self.latency_s, self.concurrency = latency_s, concurrency
+        self.faults = faults or Faults()
+        self.timeout_sleep_s, self.retry_after_s = timeout_sleep_s, retry_after_s
+        self.reply, self.reject_json_schema, self.api_key = reply, reject_json_schema, api_key
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self.calls: Counter[str] = Counter()
+        """Requests per X-Zelo-Call header value."""
+        self.answered: Counter[str] = Counter()
+        """HTTP 200 replies with a valid score, per X-Zelo-Call."""
+        self.outcomes: Counter[str] = Counter()
+        self.total = 0
+        self.inflight = self.max_inflight = 0
+        self.base_url = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> "FakeJudgeServer":
+        ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(self._serve())
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="fake-judge-server", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("fake judge server did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop = None
+
+    def __enter__(self) -> "FakeJudgeServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    async def _serve(self) -> None:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        self._sem = asyncio.Semaphore(self.concurrency) if self.concurrency else None
+
+    # -- requests --------------------------------------------------------------------------
+    async def _handle(self, request):
+        if self._sem is None:
+            return await self._answer(request)
+        async with self._sem:
+            return await self._answer(request)
+
+    async def _answer(self, request):
+        from aiohttp import web
+
+        call = request.headers.get("X-Zelo-Call", "")
+        with self._lock:
+            self.total += 1
+            self.calls[call] += 1
+            self.inflight += 1
+            self.max_inflight = max(self.max_inflight, self.inflight)
+            fault = self.faults.pick(self._rng.random())
+        try:
+            if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+                return self._count(web.json_response({"error": {"message": "bad key"}}, status=401), "401")
+            body = await request.json()
+            if self.reject_json_schema and (body.get("response_format") or {}).get("type") == "json_schema":
+                return self._count(web.json_response(
+                    {"error": {"message": "response_format json_schema is not supported"}}, status=400), "400")
+            if self.latency_s:
+                await asyncio.sleep(self.latency_s)
+            if fault == "http_429":
+                return self._count(web.json_response({"error": {"message": "slow down"}}, status=429,
+                                                     headers={"Retry-After": str(self.retry_after_s)}), fault)
+            if fault == "http_429_bare":
+                return self._count(web.json_response({"error": {"message": "slow down"}}, status=429), fault)
+            if fault == "http_500":
+                return self._count(web.json_response({"error": {"message": "boom"}}, status=500), fault)
+            if fault == "timeout":
+                await asyncio.sleep(self.timeout_sleep_s)
+                return self._count(web.json_response({"error": {"message": "late"}}, status=504), fault)
+            if fault == "malformed_json":
+                return self._count(web.Response(text='{"id": "x", "choices": [', content_type="application/json"), fault)
+            user = "".join(m.get("content", "") for m in body.get("messages", []) if m.get("role") == "user")
+            h = int.from_bytes(hashlib.blake2b(user.encode(), digest_size=8).digest(), "little")
+            score = round((h % 2001) / 1000.0 - 1.0, 3)
+            if fault == "out_of_range":
+                score = 1.0 + (h % 9 + 1) / 10.0
+            if fault == "empty":
+                content = ""
+            elif self.reply == "text":
+                content = f"Document A seems fine.\n<score>{score}</score>"
+            else:
+                content = json.dumps({"reasoning": "fake judge", "score": score})
+            if fault is None:
+                with self._lock:
+                    self.answered[call] += 1
+            return self._count(web.json_response({
+                "id": f"fake-{self.total}", "object": "chat.completion", "created": int(time.time()),
+                "model": body.get("model", "fake"),
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": content}}],
+                "usage": {"prompt_tokens": len(user) // 4, "completion_tokens": 12,
+                          "total_tokens": len(user) // 4 + 12}}), fault or "ok")
+        finally:
+            with self._lock:
+                self.inflight -= 1
+
+    def _count(self, response, outcome: str):
+        with self._lock:
+            self.outcomes[outcome] += 1
+        return response

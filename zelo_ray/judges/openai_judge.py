@@ -1,0 +1,174 @@
+"""A judge behind any OpenAI-compatible chat endpoint (``openai.AsyncOpenAI``).
+
+OpenAI itself, the Gemini and Anthropic compatibility endpoints, ``vllm serve`` and llama.cpp's
+server all take the same request. Many calls are in flight at once on one event loop, under
+the endpoint's limits (:mod:`zelo_ray.judges.limits`). The client's own retries are off: this
+module retries 429, 5xx, timeouts, connection errors and malformed response bodies with
+exponential backoff and jitter, honours ``Retry-After``, and after ``max_retries`` records a
+missing vote with the last error. A reply without a usable score is a missing vote at once
+(asking again at temperature 0 would get the same reply).
+
+If the endpoint rejects structured output (HTTP 400 naming ``response_format``), the judge
+falls back to JSON mode and then to plain text for the rest of the run; the parser reads all
+three.
+
+The API key is read from the environment variable named in the config, inside the process that
+makes the calls, and is scrubbed from every error message this module records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+
+from zelo_ray.judges.base import CallBatch, ResultBatch
+from zelo_ray.judges.limits import EndpointLimiter, backoff_delay
+from zelo_ray.judges.parse import ScoreParseError, parse_score
+from zelo_ray.judges.prompt import build_messages, response_format
+
+__all__ = ["JudgeSetupError", "OpenAIJudge", "read_api_key"]
+
+log = logging.getLogger(__name__)
+
+_FALLBACK = {"json_schema": "json_object", "json_object": "text"}
+
+
+class JudgeSetupError(RuntimeError):
+    """A judge cannot be built (e.g. its API key variable is unset); the message names it."""
+
+
+def read_api_key(name: str, api_key_env: str | None) -> str:
+    if api_key_env is None:
+        return "no-key"  # the client insists on a value; local servers ignore it
+    key = os.environ.get(api_key_env)
+    if not key:
+        raise JudgeSetupError(f"judge {name!r}: environment variable {api_key_env} is not set "
+                              "(api_key_env names the variable that holds the key)")
+    return key
+
+
+def _retry_after(exc) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    for header, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        value = headers.get(header)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) * scale)
+        except ValueError:
+            continue  # an HTTP date; the exponential backoff applies instead
+    return None
+
+
+class OpenAIJudge:
+    def __init__(self, cfg, *, share: float = 1.0) -> None:
+        """``cfg`` is a :class:`zelo_ray.config.JudgeConfig`; ``share`` is this process's part of
+        the endpoint's limits when several caller actors talk to it."""
+        from openai import AsyncOpenAI
+
+        self.cfg = cfg
+        self.name, self.model = cfg.name, cfg.model
+        self._key = read_api_key(cfg.name, cfg.api_key_env)
+        self.client = AsyncOpenAI(api_key=self._key, base_url=cfg.base_url, timeout=cfg.timeout_s,
+                                  max_retries=0)
+        scale = lambda v: None if v is None else v * share  # noqa: E731
+        self.limiter = EndpointLimiter(max(1, int(cfg.max_concurrency * share)),
+                                       scale(cfg.requests_per_minute), scale(cfg.tokens_per_minute))
+        self.fmt = cfg.response_format
+        self._rng = random.Random()
+
+    def _redact(self, message: str) -> str:
+        if self._key and self._key != "no-key":
+            message = message.replace(self._key, "***")
+        return message[:500]
+
+    async def judge_batch(self, calls: CallBatch) -> ResultBatch:
+        out = ResultBatch.empty(len(calls))
+        await asyncio.gather(*(self._one(i, calls.texts(i), int(calls.key[i]), out) for i in range(len(calls))))
+        return out
+
+    async def _one(self, i: int, texts, key: int, out: ResultBatch) -> None:
+        import openai
+
+        query, first, second, query_b = texts
+        cfg = self.cfg
+        error = None
+        attempt = 0
+        while True:
+            messages = build_messages(query, first, second, query_b=query_b,
+                                      max_doc_chars=cfg.max_doc_chars, fmt=self.fmt)
+            estimate = sum(len(m["content"]) for m in messages) / 4 + min(cfg.max_tokens, 256)
+            retry_after = None
+            retryable = False
+            kwargs = dict(model=cfg.model, messages=messages, max_tokens=cfg.max_tokens,
+                          temperature=cfg.temperature)
+            sent_fmt = self.fmt
+            fmt = response_format(sent_fmt)
+            if fmt is not None:
+                kwargs["response_format"] = fmt
+            if cfg.extra_body:
+                kwargs["extra_body"] = cfg.extra_body
+            # The cache key travels with the request so that server logs (and our tests) can
+            # tell a repeated question from a new one.
+            kwargs["extra_headers"] = {"X-Zelo-Call": str(key)}
+            out.attempts[i] += 1
+            async with self.limiter.slot(estimate):
+                sent = time.perf_counter()
+                try:
+                    resp = await self.client.chat.completions.create(**kwargs)
+                except openai.RateLimitError as exc:
+                    error, retryable, retry_after = f"HTTP 429: {exc.message}", True, _retry_after(exc)
+                except openai.BadRequestError as exc:
+                    if "response_format" in str(exc.message) and sent_fmt in _FALLBACK:
+                        if self.fmt == sent_fmt:  # calls in flight may all see the same 400
+                            log.warning("judge %s: endpoint rejected response_format=%s; falling back "
+                                        "to %s", self.name, sent_fmt, _FALLBACK[sent_fmt])
+                            self.fmt = _FALLBACK[sent_fmt]
+                        out.attempts[i] -= 1
+                        continue
+                    error = f"HTTP 400: {exc.message}"
+                except openai.APIStatusError as exc:
+                    error = f"HTTP {exc.status_code}: {exc.message}"
+                    retryable = exc.status_code >= 500 or exc.status_code in (408, 409)
+                    retry_after = _retry_after(exc)
+                except openai.APITimeoutError:
+                    error, retryable = f"timeout after {cfg.timeout_s:g}s", True
+                except openai.APIConnectionError as exc:
+                    error, retryable = f"connection error: {exc}", True
+                except (ValueError, openai.APIResponseValidationError) as exc:
+                    # A 200 whose body is not the expected JSON: a server-side glitch.
+                    error, retryable = f"malformed response: {exc}", True
+                else:
+                    error = None
+            out.latency_s[i] = time.perf_counter() - sent
+            if error is None:
+                usage = getattr(resp, "usage", None)
+                actual_in = int(getattr(usage, "prompt_tokens", 0) or 0)
+                actual_out = int(getattr(usage, "completion_tokens", 0) or 0)
+                out.input_tokens[i] += actual_in
+                out.output_tokens[i] += actual_out
+                self.limiter.settle(estimate, actual_in + actual_out)
+                choices = getattr(resp, "choices", None) or []
+                content = choices[0].message.content if choices and choices[0].message else None
+                try:
+                    out.score[i] = parse_score(content)
+                except ScoreParseError as exc:
+                    out.error[i] = f"unparseable reply: {exc}"
+                break
+            self.limiter.settle(estimate, 0.0)
+            if not retryable or attempt >= cfg.max_retries:
+                suffix = f" (gave up after {attempt} retries)" if retryable else ""
+                out.error[i] = self._redact(error + suffix)
+                break
+            if retry_after is not None and error.startswith("HTTP 429"):
+                self.limiter.pause(retry_after)
+            await asyncio.sleep(backoff_delay(attempt, base=cfg.backoff_s, cap=cfg.backoff_max_s,
+                                              u=self._rng.random(), retry_after=retry_after))
+            attempt += 1
+
+    async def aclose(self) -> None:
+        await self.client.close()
