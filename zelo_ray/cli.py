@@ -2,6 +2,7 @@
 
     zelo demo                      index → retrieve → evaluate → simulated Elo (README command)
     zelo index / retrieve          first-stage retrieval on a collection
+    zelo annotate                  pairs → LLM (or simulated) judges → Elo → calibrated targets
     zelo evaluate --run DIR        nDCG@10, Recall@100, MRR@10 with bootstrap CIs
     zelo simulate                  the zELO core on simulated data
     zelo bench {elo,sampling,model-fit,retrieval}
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from zelo_ray.config import ConfigError, load_config
 from zelo_ray.data.schema import DataError
+from zelo_ray.judges.openai_judge import JudgeSetupError
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -94,6 +96,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         m = report[system]
         print(f"{system:7s}" + "  ".join(f"{k} {m[k]['mean']:.4f} [{m[k]['ci_low']:.4f}, {m[k]['ci_high']:.4f}]"
                                        for k in ("ndcg@10", "recall@100", "mrr@10")))
+    return 0
+
+
+def cmd_annotate(args: argparse.Namespace) -> int:
+    from zelo_ray.annotate.run import run_annotate
+
+    cfg = _stage_config(args)
+    if args.output:
+        cfg.annotate.output = args.output
+    report = run_annotate(cfg)
+    summary = {k: report[k] for k in ("label", "queries", "pairs", "cross_pairs", "judge_calls",
+                                      "asked_this_run", "reused", "missing_votes", "total_cost")}
+    summary["files"] = report["files"]
+    _write(summary, args.report)
     return 0
 
 
@@ -206,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="candidates directory (default <workdir>/candidates.parquet)")
     p.add_argument("--report", help="also write the JSON report here")
     p.set_defaults(func=cmd_retrieve)
+    p = stage("annotate", "pairs → judges → Elo → calibrated targets (resumable; see docs/judging.md)")
+    p.add_argument("--output", help="annotation directory (default <workdir>/annotate)")
+    p.add_argument("--report", help="also write the JSON summary here (report.json has everything)")
+    p.set_defaults(func=cmd_annotate)
     p = stage("evaluate", "nDCG@10 / Recall@100 / MRR@10 of BM25, dense and hybrid, with CIs")
     p.add_argument("--split", help="qrels split (sets data.split; default test)")
     p.add_argument("--run", help="candidates Parquet (default <workdir>/candidates.parquet)")
@@ -287,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DataError, FileNotFoundError) as exc:
+    except (ConfigError, DataError, FileNotFoundError, JudgeSetupError) as exc:
         print(f"zelo: {exc}", file=sys.stderr)
         return 2
 

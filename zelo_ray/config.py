@@ -12,18 +12,22 @@ Errors name the file, the line (when the value came from the file) and the field
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
     "ConfigError",
     "DataConfig",
     "EvaluateConfig",
     "IndexConfig",
+    "AnnotateConfig",
+    "CalibrationConfig",
+    "JudgeConfig",
     "RayConfig",
     "RetrieveConfig",
     "EloConfig",
@@ -175,6 +179,123 @@ class EvaluateConfig(_Strict):
     depth: int = Field(100, ge=1, description="Fused (hybrid) ranking depth evaluated.")
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class JudgeConfig(_Strict):
+    """One judge of the ensemble: an OpenAI-compatible endpoint or the simulated judge."""
+
+    name: str = Field(..., min_length=1, description="Unique name; stored in every vote row.")
+    kind: Literal["openai", "simulated"] = Field(
+        "openai", description="'openai': any OpenAI-compatible chat endpoint (OpenAI, Gemini or "
+        "Anthropic compatibility endpoints, vLLM, llama.cpp). 'simulated': the qrels-driven "
+        "simulated judge (tests and demos; outputs labelled SIMULATION).")
+    base_url: str | None = Field(None, description="Endpoint base URL, e.g. https://api.openai.com/v1 "
+                                 "or http://127.0.0.1:8000/v1 (null: the openai client's default).")
+    model: str = Field("", description="Model name sent with every request (part of the cache key).")
+    api_key_env: str | None = Field(
+        None, description="NAME of the environment variable holding the API key (never the key "
+        "itself); null for servers without authentication.")
+    max_concurrency: int = Field(16, ge=1, description="Requests in flight to this endpoint, all "
+                                 "caller actors together.")
+    requests_per_minute: float | None = Field(None, gt=0, description="Request rate limit (null: none).")
+    tokens_per_minute: float | None = Field(None, gt=0, description="Token rate limit, input + output "
+                                            "(null: none); input is estimated as characters/4 "
+                                            "before the call and corrected from the usage after.")
+    timeout_s: float = Field(60.0, gt=0, description="Per-request timeout.")
+    max_retries: int = Field(6, ge=0, description="Retries on 429, 5xx, timeouts and connection errors; "
+                             "then the vote is recorded missing with the last error.")
+    backoff_s: float = Field(1.0, gt=0, description="First retry delay; doubles per retry, with jitter.")
+    backoff_max_s: float = Field(60.0, gt=0, description="Longest retry delay (Retry-After is honoured up to "
+                                 "10x this).")
+    price_per_million_input: float = Field(0.0, ge=0, description="USD per million input tokens.")
+    price_per_million_output: float = Field(0.0, ge=0, description="USD per million output tokens.")
+    response_format: Literal["json_schema", "json_object", "text"] = Field(
+        "json_schema", description="'json_schema': structured output {reasoning, score}; "
+        "'json_object': JSON mode; 'text': free text ending in <score>…</score>. The parser "
+        "accepts all three shapes whatever is asked for.")
+    max_tokens: int = Field(512, ge=1, description="Output token limit per call.")
+    temperature: float = Field(0.0, ge=0, description="Sampling temperature.")
+    max_doc_chars: int = Field(4000, ge=16, description="Each document is cut to this many characters.")
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="Extra JSON fields sent with "
+                                       "each request (provider-specific options).")
+    noise_sd: float = Field(0.2, ge=0, description="kind=simulated: logit noise std. dev.")
+    uniform_mix: float = Field(0.02, ge=0, le=1, description="kind=simulated: share of uniform answers.")
+    position_bias: float = Field(0.0, description="kind=simulated: logit bonus of the first-shown document.")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        # Refuse anything that looks like a key so that a pasted secret never reaches a file.
+        if v is not None and (not _ENV_NAME.match(v) or len(v) > 64):
+            raise ValueError("must be the NAME of an environment variable (letters, digits, _), "
+                             "not the key itself")
+        return v
+
+
+def _default_judges() -> list[JudgeConfig]:
+    return [JudgeConfig(name=f"sim-{i}", kind="simulated", model=f"simulated-{i}") for i in range(3)]
+
+
+class CalibrationConfig(_Strict):
+    """Cross-query calibration: one offset per query from judged cross-query pairs, then targets."""
+
+    k: int = Field(4, ge=0, description="Degree of the query graph of cross-query pairs (even; "
+                   "Q*k/2 pairs, 0 disables calibration). Each edge judges a random candidate of "
+                   "one query against a random candidate of the other.")
+    prior: float = Field(0.1, ge=0, description="L2 prior on the offsets (keeps isolated queries at 0).")
+    temperature: float = Field(1.0, gt=0, description="target = sigmoid((calibrated - median) / temperature).")
+
+    @field_validator("k")
+    @classmethod
+    def _even(cls, v: int) -> int:
+        if v % 2:
+            raise ValueError(f"k={v} must be even")
+        return v
+
+
+class AnnotateConfig(_Strict):
+    """Pairs → judges → Elo: `zelo annotate`."""
+
+    top_n: int = Field(100, ge=2, description="Candidates per query that get judged (by fused rank).")
+    max_queries: int | None = Field(None, ge=1, description="Judge only the first N queries (by id) — "
+                                    "for a quick run against a real LLM.")
+    query_split: str | None = Field(None, description="Judge only queries of this qrels split (null: all "
+                                    "queries with candidates).")
+    seed: int = Field(0, description="Run seed: pair graphs and A/B orders derive from it.")
+    judges: list[JudgeConfig] = Field(default_factory=_default_judges, min_length=1,
+                                      description="The ensemble, one entry per judge.")
+    clamp: bool = Field(True, description="Clamp each score to {-1, 0, 1} before averaging (the paper's rule).")
+    min_votes: int = Field(1, ge=1, description="Pairs with fewer answering judges are left out of the fit.")
+    executor: Literal["ray", "local"] = Field("ray", description="'ray': Ray Data actor pool of judge "
+                                              "callers; 'local': the same callers in this process.")
+    callers: int = Field(1, ge=1, description="Judge-caller actors; each endpoint's limits are split "
+                         "evenly between them.")
+    caller_cpus: float = Field(0.25, gt=0, description="CPUs Ray reserves per caller actor (they mostly wait).")
+    batch_size: int = Field(256, ge=1, description="Judge calls per batch handed to a caller.")
+    batches_in_flight: int = Field(4, ge=1, description="Batches each caller works on at once.")
+    flush_rows: int = Field(2000, ge=1, description="Votes buffered before a Parquet part is written.")
+    flush_s: float = Field(5.0, gt=0, description="... or seconds since the last write (a kill loses at most this).")
+    retry_failed: bool = Field(True, description="On a re-run, ask again the calls stored as missing votes.")
+    swap_probe: float = Field(0.0, ge=0, le=1, description="Share of pairs each judge also sees in the "
+                              "other order, to measure position bias (probe votes are not fitted).")
+    heldout: float = Field(0.1, ge=0, lt=1, description="Share of pairs held out to compare Bradley-Terry "
+                           "and Thurstone likelihoods in the report (0: skip).")
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig,
+                                           description="Cross-query calibration.")
+    output: str | None = Field(None, description="Directory for pairs, votes, zelo.parquet and the "
+                               "report (null: <workdir>/annotate).")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "AnnotateConfig":
+        seen: set[str] = set()
+        for i, j in enumerate(self.judges):
+            if j.name in seen:
+                raise ValueError(f"judges[{i}].name={j.name!r} is used twice")
+            seen.add(j.name)
+        return self
+
+
 class ZeloConfig(_Strict):
     """Top-level configuration file."""
 
@@ -189,6 +310,7 @@ class ZeloConfig(_Strict):
     index: IndexConfig = Field(default_factory=IndexConfig, description="Indexing.")
     retrieve: RetrieveConfig = Field(default_factory=RetrieveConfig, description="Retrieval.")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Evaluation.")
+    annotate: AnnotateConfig = Field(default_factory=AnnotateConfig, description="Judging and Elo.")
 
     def workdir(self) -> str:
         """``data.workdir`` with ``{dataset}`` replaced by a file-name-safe collection name."""
