@@ -4,7 +4,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from zelo_ray.cli import main
-from zelo_ray.config import ConfigError, ZeloConfig, default_config_path, load_config
+from zelo_ray.config import ConfigError, JudgeConfig, ZeloConfig, default_config_path, load_config
 
 
 def test_default_config_matches_model_defaults():
@@ -21,6 +21,16 @@ def test_every_field_has_a_description():
                 walk(ann)
 
     walk(ZeloConfig)
+    walk(JudgeConfig)   # inside a list, so the walk above does not reach it
+
+
+def test_judge_errors_name_the_line(tmp_path):
+    bad = tmp_path / "judges.yaml"
+    bad.write_text("annotate:\n  judges:\n    - name: a\n      model: m\n    - name: b\n"
+                   "      max_concurrency: 0\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(bad)
+    assert f"{bad}:6: annotate.judges.1.max_concurrency" in str(exc.value)
 
 
 def test_errors_name_file_line_and_field(tmp_path):

@@ -144,6 +144,24 @@ def cmd_bench_bm25(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_judging(args: argparse.Namespace) -> int:
+    from zelo_ray.bench import judging
+
+    r = judging.throughput(calls=args.calls, latency=args.latency, concurrency=args.concurrency,
+                           fail=args.fail, executors=tuple(args.executors))
+    _write(r, args.json)
+    return 0
+
+
+def cmd_bench_annotate_scale(args: argparse.Namespace) -> int:
+    from zelo_ray.bench import judging
+
+    r = judging.scale(queries=args.queries, docs=args.docs, judges=args.judges, executor=args.executor,
+                      workdir=args.workdir)
+    _write(r, args.json)
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
@@ -291,6 +309,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", nargs="+", default=["cranfield", "cisi", "med", "cacm", "vaswani"])
     p.add_argument("--json", help="also write the JSON result here")
     p.set_defaults(func=cmd_bench_bm25)
+
+    p = bsub.add_parser("judging", help="judge calls/s against a local server with latency L, cap C")
+    p.add_argument("--calls", type=int, default=2000)
+    p.add_argument("--latency", type=float, default=0.5, help="server latency L per request (s)")
+    p.add_argument("--concurrency", type=int, default=32, help="server concurrency cap C")
+    p.add_argument("--fail", type=float, default=0.2, help="share of HTTP 500s in the second run")
+    p.add_argument("--executors", nargs="+", default=["local", "ray"], choices=["local", "ray"])
+    p.add_argument("--json", help="also write the JSON result here")
+    p.set_defaults(func=cmd_bench_judging)
+
+    p = bsub.add_parser("annotate-scale", help="pairs → simulated votes → Elo at scale (synthetic)")
+    p.add_argument("--queries", type=int, default=10_000)
+    p.add_argument("--docs", type=int, default=100)
+    p.add_argument("--judges", type=int, default=1, help="simulated judges (1: 4M votes at the defaults)")
+    p.add_argument("--executor", default="local", choices=["local", "ray"])
+    p.add_argument("--workdir", help="where the synthetic run goes (default: a temp dir)")
+    p.add_argument("--json", help="also write the JSON result here")
+    p.set_defaults(func=cmd_bench_annotate_scale)
 
     p = bsub.add_parser("model-fit", help="held-out likelihood of Bradley-Terry vs Thurstone")
     p.add_argument("--queries", type=int, default=500)

@@ -69,12 +69,12 @@ class Progress:
         self.t0 = self._last = time.perf_counter()
 
     def update(self, votes: pa.Table) -> None:
+        now = time.perf_counter()
         self.done += votes.num_rows
         self.failed += votes["score"].null_count
         self.tokens_in += int(pc.sum(votes["input_tokens"]).as_py() or 0)
         self.tokens_out += int(pc.sum(votes["output_tokens"]).as_py() or 0)
         self.cost += float(pc.sum(votes["cost"]).as_py() or 0.0)
-        now = time.perf_counter()
         if now - self._last >= self.every_s or self.done >= self.total:
             self._last = now
             self.log_fn(self.line())
@@ -138,8 +138,12 @@ def execute(todo: pa.Table, cfg: ZeloConfig, store: VoteStore, texts: TextTable 
         ds = ds.map_batches(
             JudgeCaller, fn_constructor_kwargs=dict(judges=judges, texts=texts, share=1.0 / acfg.callers),
             batch_size=acfg.batch_size, batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=acfg.callers), num_cpus=acfg.caller_cpus,
-            max_concurrency=acfg.batches_in_flight)
+            # Several batches run at once in one actor (threads feeding one event loop), so a
+            # slow call at the end of one batch does not idle the endpoint's other slots.
+            compute=ray.data.ActorPoolStrategy(
+                size=acfg.callers, max_tasks_in_flight_per_actor=acfg.batches_in_flight,
+                max_concurrent_calls_per_actor=acfg.batches_in_flight, enable_true_multi_threading=True),
+            num_cpus=acfg.caller_cpus)
         for votes in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             store.append(votes)
             progress.update(votes)

@@ -74,6 +74,10 @@ class FakeJudgeServer:
         self.outcomes: Counter[str] = Counter()
         self.total = 0
         self.inflight = self.max_inflight = 0
+        self.first_request_at: float | None = None
+        """Monotonic time of the first request and of the last reply: the window in which the
+        server was busy, so a benchmark can leave the client's start-up out."""
+        self.last_reply_at: float | None = None
         self.base_url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -135,6 +139,8 @@ class FakeJudgeServer:
 
         call = request.headers.get("X-Zelo-Call", "")
         with self._lock:
+            if self.first_request_at is None:
+                self.first_request_at = time.monotonic()
             self.total += 1
             self.calls[call] += 1
             self.inflight += 1
@@ -185,8 +191,44 @@ class FakeJudgeServer:
         finally:
             with self._lock:
                 self.inflight -= 1
+                self.last_reply_at = time.monotonic()
 
     def _count(self, response, outcome: str):
         with self._lock:
             self.outcomes[outcome] += 1
         return response
+
+
+def _main(argv: list[str] | None = None) -> None:
+    """Run a server in its own process (benchmarks keep it off the caller's GIL)."""
+    import argparse
+
+    p = argparse.ArgumentParser(description="fake OpenAI-compatible judge server (127.0.0.1)")
+    p.add_argument("--latency", type=float, default=0.0)
+    p.add_argument("--concurrency", type=int, default=None)
+    p.add_argument("--http-500", type=float, default=0.0)
+    p.add_argument("--http-429", type=float, default=0.0)
+    p.add_argument("--retry-after", type=float, default=0.2)
+    a = p.parse_args(argv)
+    server = FakeJudgeServer(latency_s=a.latency, concurrency=a.concurrency, retry_after_s=a.retry_after,
+                             faults=Faults(http_500=a.http_500, http_429=a.http_429)).start()
+    print(server.base_url, flush=True)
+    import signal
+
+    stop = threading.Event()
+    # Explicit handlers: a background job's SIGINT may be ignored (inherited SIG_IGN).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        stop.wait()
+    finally:
+        window = None
+        if server.first_request_at is not None and server.last_reply_at is not None:
+            window = server.last_reply_at - server.first_request_at
+        print(json.dumps({"total": server.total, "outcomes": dict(server.outcomes),
+                          "max_inflight": server.max_inflight, "busy_s": window}), flush=True)
+        server.stop()
+
+
+if __name__ == "__main__":
+    _main()
