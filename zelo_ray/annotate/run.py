@@ -28,7 +28,7 @@ from zelo_ray.annotate.tasks import TextHashes, build_tasks, calls_table
 from zelo_ray.config import ZeloConfig
 from zelo_ray.judges.caller import JudgeCaller, TextTable
 from zelo_ray.judges.keys import text_hashes
-from zelo_ray.judges.openai_judge import read_api_key
+from zelo_ray.judges.openai_judge import JudgeSetupError, read_api_key
 from zelo_ray.judges.prompt import PROMPT_VERSION
 from zelo_ray.judges.store import VoteStore
 from zelo_ray.simulate import LABEL
@@ -97,9 +97,18 @@ def execute(todo: pa.Table, cfg: ZeloConfig, store: VoteStore, texts: TextTable 
             progress: Progress) -> None:
     """Ask every call in ``todo``; append answers to ``store`` as they come back."""
     acfg = cfg.annotate
-    judges = [j.model_dump() for j in acfg.judges]
     if todo.num_rows == 0:
         return
+    slm = [j for j in acfg.judges if j.kind == "vllm_pairwise"]
+    if slm:
+        # vLLM judges run as their own Ray Data job (ray.data.llm); the rest go to the callers.
+        names = pa.array([j.name for j in slm])
+        is_slm = pc.is_in(todo["judge"], value_set=names)
+        _execute_vllm(todo.filter(is_slm), cfg, slm, store, texts, progress)
+        todo = todo.filter(pc.invert(is_slm))
+        if todo.num_rows == 0:
+            return
+    judges = [j.model_dump() for j in acfg.judges if j.kind != "vllm_pairwise"]
     if acfg.executor == "local":
         caller = JudgeCaller(judges, texts, share=1.0)
         try:
@@ -149,6 +158,27 @@ def execute(todo: pa.Table, cfg: ZeloConfig, store: VoteStore, texts: TextTable 
             progress.update(votes)
     finally:
         ctx.target_max_block_size = saved
+
+
+def _execute_vllm(todo: pa.Table, cfg: ZeloConfig, judges: list, store: VoteStore,
+                  texts: TextTable | None, progress: Progress) -> None:
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        raise JudgeSetupError(
+            f"judge {judges[0].name!r} (kind vllm_pairwise) needs vLLM: install the official wheel on "
+            "GPU nodes, or run `bash scripts/setup-vllm.sh` and use .venv-vllm on CPU") from None
+    from zelo_ray.judges.vllm_pairwise import vllm_votes
+    from zelo_ray.raysession import ensure_ray
+
+    ensure_ray(cfg.ray)
+    for judge in judges:
+        rows = todo.filter(pc.equal(todo["judge"], judge.name))
+        if rows.num_rows == 0:
+            continue
+        for votes in vllm_votes(rows, judge, texts, batch_size=cfg.annotate.batch_size):
+            store.append(votes)
+            progress.update(votes)
 
 
 def _texts(col, nodes: pa.Table) -> tuple[TextTable, TextHashes]:
@@ -205,7 +235,8 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
     simulated = any(j.kind == "simulated" for j in acfg.judges)
     llm = [j for j in acfg.judges if j.kind != "simulated"]
     for j in llm:  # fail before any work if a key is missing (the message names the variable)
-        read_api_key(j.name, j.api_key_env)
+        if j.kind == "openai":
+            read_api_key(j.name, j.api_key_env)
     cand = candidates or str(candidates_path(cfg))
     if not Path(cand).exists():
         raise FileNotFoundError(f"{cand}: no candidates; run `zelo retrieve` first (or `zelo demo`)")

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from zelo_ray.judges.keys import combine, string_hash, swap_bits, to_signed, uniforms
 from zelo_ray.judges.prompt import PROMPT_VERSION
+from zelo_ray.judges.vllm_pairwise import SLM_PROMPT_VERSION
 
 __all__ = ["TextHashes", "calls_table", "build_tasks", "TASK_COLUMNS"]
 
@@ -92,11 +93,11 @@ def build_tasks(items: pa.Table, judges: list, *, seed: int, swap_probe: float =
     pair_id = items["pair_id"].to_numpy()
     within = ~pc.equal(items["kind"], "cross").to_numpy(zero_copy_only=False)
     probe_rows = np.flatnonzero(within & (uniforms(pair_id, 77) < swap_probe)) if swap_probe else np.empty(0, int)
-    prompt_h = string_hash(PROMPT_VERSION)
     pieces = []
     for j in judges:
         qa, da, qb, db = id_h if j.kind == "simulated" else content_h
         model_h = string_hash(f"{j.kind}:{j.model}")
+        prompt_h = string_hash(SLM_PROMPT_VERSION if j.kind == "vllm_pairwise" else PROMPT_VERSION)
         for probe, rows in ((False, np.arange(n)), (True, probe_rows)):
             if not len(rows):
                 continue
