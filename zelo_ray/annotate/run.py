@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -300,19 +299,14 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
     timings["elo_s"] = round(time.perf_counter() - t0, 2)
 
     t0 = time.perf_counter()
-    starts, _ = query_bounds(nodes)
-    group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, nodes.num_rows]))
-    qa = pc.index_in(pairs["query_id"], value_set=pa.array(query_bounds(nodes)[1], pa.string())).to_numpy(
-        zero_copy_only=False).astype(np.int64) if pairs.num_rows else np.empty(0, np.int64)
-    ia = starts[qa] + pairs["a_pos"].to_numpy() if pairs.num_rows else qa
-    ib = starts[qa] + pairs["b_pos"].to_numpy() if pairs.num_rows else qa
     keep = stage.valid_within
     diag = {
         "failures": diagnostics.failures(ts, names),
         "agreement": diagnostics.agreement(outcome_matrix(ts, pairs["pair_id"], names, "within"), names),
         "position_bias": diagnostics.position_bias(ts, names),
         "heldout_likelihood": diagnostics.heldout_models(
-            ia[keep], ib[keep], stage.w_within[keep], pairs["pair_id"].to_numpy()[keep], group,
+            stage.edge_i[keep], stage.edge_j[keep], stage.w_within[keep], pairs["pair_id"].to_numpy()[keep],
+            stage.group,
             nodes.num_rows, fraction=acfg.heldout, prior=cfg.elo.prior) if acfg.heldout and keep.any() else None,
     }
     timings["diagnostics_s"] = round(time.perf_counter() - t0, 2)
@@ -337,8 +331,3 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
     (out / "report.json.tmp").write_text(json.dumps(report, indent=2, default=str))
     os.replace(out / "report.json.tmp", out / "report.json")
     return report
-
-
-def reset(cfg: ZeloConfig) -> None:
-    """Forget a run's votes (they cost money: only on explicit request)."""
-    shutil.rmtree(annotate_dir(cfg), ignore_errors=True)

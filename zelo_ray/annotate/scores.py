@@ -52,6 +52,11 @@ class EloStage:
     calibration: dict
     w_within: np.ndarray
     valid_within: np.ndarray
+    edge_i: np.ndarray
+    """(E,) node row of each pair's document A (rows of ``table``)."""
+    edge_j: np.ndarray
+    group: np.ndarray
+    """(n,) query index of every node."""
 
 
 def run_elo_stage(nodes: pa.Table, pairs: pa.Table, cross: pa.Table, ts: pa.Table,
@@ -101,4 +106,5 @@ def run_elo_stage(nodes: pa.Table, pairs: pa.Table, cross: pa.Table, ts: pa.Tabl
         "converged": pa.array(converged_q[group] if n else np.empty(0, bool)),
         "calibrated": calibrated, "target": targets(calibrated, cal_cfg.temperature) if n else np.empty(0),
     })
-    return EloStage(table=table, within=within, calibration=calibration, w_within=out.w, valid_within=keep)
+    return EloStage(table=table, within=within, calibration=calibration, w_within=out.w, valid_within=keep,
+                    edge_i=ia, edge_j=ib, group=group)
