@@ -227,3 +227,28 @@ def test_resume_after_kill9(workdir, tmp_path, ray_tmp):
     assert not asked_twice & stored
     report = json.loads((out / "report.json").read_text())
     assert report["reused"] == len(stored) and report["missing_votes"] == 0
+
+
+def test_calibration_separates_queries_that_elo_centres(workdir):
+    """Query q0's candidates are all relevant, q1's all irrelevant: per-query Elo centres both at
+    0, the cross-query offsets must put q0 well above q1."""
+    cand = str(candidates_path(_cfg(workdir, "unused")))
+    nodes = select_nodes(cand, 12)
+    gains = {"q0": (3, 4), "q1": (0, 1)}
+    rng = np.random.default_rng(0)
+    rows = [{"query_id": q, "doc_id": d,
+             "relevance": int(rng.choice(gains.get(q, (0, 1, 2, 3, 4))))}
+            for q, d in zip(nodes["query_id"].to_pylist(), nodes["doc_id"].to_pylist())]
+    qrels = pa.Table.from_pylist(rows).cast(pa.schema([("query_id", pa.string()), ("doc_id", pa.string()),
+                                                       ("relevance", pa.int32())]))
+    cfg = _cfg(workdir, "calibration", "annotate.calibration.k=4", "annotate.calibration.prior=0.01")
+    report = run_annotate(cfg, qrels=qrels)
+    z = pq.read_table(Path(cfg.annotate.output) / "zelo.parquet").to_pandas()
+    by_q = z.groupby("query_id")
+    raw, cal = by_q["elo"].mean(), by_q["calibrated"].mean()
+    assert abs(raw["q0"]) < 1e-6 and abs(raw["q1"]) < 1e-6         # centred per query
+    assert cal["q0"] - cal["q1"] > 1.0, cal.to_dict()
+    assert by_q["target"].mean()["q0"] > 0.5 > by_q["target"].mean()["q1"]
+    assert report["calibration"]["converged"]
+    gain_tau = report["calibration"]["kendall_tau_vs_qrels_gain_pooled"]
+    assert gain_tau["calibrated"] > gain_tau["raw_elo"]             # pooled ordering improves
