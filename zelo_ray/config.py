@@ -41,6 +41,13 @@ __all__ = [
 ]
 
 
+def _even_degree(v: int) -> int:
+    # Both pair graphs are unions of k/2 Hamiltonian cycles.
+    if v % 2:
+        raise ValueError(f"k={v} must be even (k/2 Hamiltonian cycles)")
+    return v
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -55,12 +62,7 @@ class GraphConfig(_Strict):
     )
     k: int = Field(8, ge=2, description="Degree of the cycle graph (even); N = k*n/2 pairs.")
 
-    @field_validator("k")
-    @classmethod
-    def _even(cls, v: int) -> int:
-        if v % 2:
-            raise ValueError(f"k={v} must be even (k/2 Hamiltonian cycles)")
-        return v
+    _even = field_validator("k")(lambda v: _even_degree(v))
 
 
 class EloConfig(_Strict):
@@ -255,12 +257,7 @@ class CalibrationConfig(_Strict):
     prior: float = Field(0.1, ge=0, description="L2 prior on the offsets (keeps isolated queries at 0).")
     temperature: float = Field(1.0, gt=0, description="target = sigmoid((calibrated - median) / temperature).")
 
-    @field_validator("k")
-    @classmethod
-    def _even(cls, v: int) -> int:
-        if v % 2:
-            raise ValueError(f"k={v} must be even")
-        return v
+    _even = field_validator("k")(lambda v: _even_degree(v))
 
 
 class AnnotateConfig(_Strict):
