@@ -102,7 +102,9 @@ def test_simulated_annotation_end_to_end(workdir, capsys):
                  "--output", str(out), "--report", str(out / "summary.json")]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["asked_this_run"] == 0 and summary["label"] == "SIMULATION"
-    assert "votes" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    total = N_QUERIES * 12 * 4 // 2 + N_QUERIES
+    assert f"pairs {total}/{total} · calls 375/375" in out           # the first run's last line
 
 
 def test_pairs_are_deterministic_per_query(workdir):

@@ -59,13 +59,29 @@ def qrels_relevance(qrels: pa.Table):
 
 
 class Progress:
-    """Votes done, votes/s, failures, tokens and cost so far — logged every ``every_s``."""
+    """Pairs done, calls done, votes/s, failures, tokens and cost so far — logged every ``every_s``.
 
-    def __init__(self, total: int, log_fn=print, every_s: float = 5.0) -> None:
+    A pair is done when none of its calls is still waiting; with ``pending_pairs`` (the pair id
+    of every call asked in this run) and ``n_pairs`` (all pairs of the run, including those
+    answered by an earlier run) the line counts them too.
+    """
+
+    def __init__(self, total: int, log_fn=print, every_s: float = 5.0, *,
+                 pending_pairs: np.ndarray | None = None, n_pairs: int | None = None) -> None:
         self.total, self.log_fn, self.every_s = total, log_fn, every_s
         self.done = self.failed = self.tokens_in = self.tokens_out = 0
         self.cost = 0.0
         self.t0 = self._last = time.perf_counter()
+        self.n_pairs = n_pairs
+        self._pair_ids = self._waiting = None
+        if pending_pairs is not None:
+            self._pair_ids, inverse = np.unique(pending_pairs, return_inverse=True)
+            self._waiting = np.bincount(inverse, minlength=len(self._pair_ids))
+
+    def pairs_done(self) -> int | None:
+        if self.n_pairs is None or self._waiting is None:
+            return None
+        return self.n_pairs - int((self._waiting > 0).sum())
 
     def update(self, votes: pa.Table) -> None:
         now = time.perf_counter()
@@ -74,6 +90,9 @@ class Progress:
         self.tokens_in += int(pc.sum(votes["input_tokens"]).as_py() or 0)
         self.tokens_out += int(pc.sum(votes["output_tokens"]).as_py() or 0)
         self.cost += float(pc.sum(votes["cost"]).as_py() or 0.0)
+        if self._waiting is not None and votes.num_rows:
+            idx = np.searchsorted(self._pair_ids, votes["pair_id"].to_numpy())
+            np.subtract.at(self._waiting, np.clip(idx, 0, len(self._pair_ids) - 1), 1)
         if now - self._last >= self.every_s or self.done >= self.total:
             self._last = now
             self.log_fn(self.line())
@@ -83,7 +102,9 @@ class Progress:
 
     def line(self) -> str:
         pct = 100.0 * self.done / self.total if self.total else 100.0
-        return (f"      votes {self.done:,}/{self.total:,} ({pct:.1f}%) · {self.rate():,.1f} votes/s · "
+        pairs = self.pairs_done()
+        head = f"pairs {pairs:,}/{self.n_pairs:,} · " if pairs is not None else ""
+        return (f"      {head}calls {self.done:,}/{self.total:,} ({pct:.1f}%) · {self.rate():,.1f} votes/s · "
                 f"{self.failed:,} failed · tokens in {self.tokens_in:,} out {self.tokens_out:,} · "
                 f"cost ${self.cost:.4f}")
 
@@ -279,7 +300,8 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
            f"{store.path} are reused; asking {todo.num_rows:,} via the {acfg.executor} executor")
 
     t0 = time.perf_counter()
-    progress = Progress(todo.num_rows, log_fn)
+    progress = Progress(todo.num_rows, log_fn, pending_pairs=todo["pair_id"].to_numpy(),
+                        n_pairs=pairs.num_rows + cross.num_rows)
     try:
         execute(todo, cfg, store, texts, progress)
     finally:
