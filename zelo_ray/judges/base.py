@@ -9,7 +9,7 @@ call comes back as ``score = NaN`` with its error message — a missing vote, ne
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -46,7 +46,6 @@ class ResultBatch:
     output_tokens: np.ndarray
     latency_s: np.ndarray
     attempts: np.ndarray
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def empty(cls, n: int) -> "ResultBatch":

@@ -121,10 +121,9 @@ class JudgeCaller:
             res: ResultBatch
             # Back to the pair's A/B frame: a judge shown (B, A) scored B as "first".
             score[idx] = np.where(swapped[idx], -res.score, res.score)
-            for k, i in enumerate(idx):
-                error[i] = res.error[k] if np.isnan(res.score[k]) else None
-                if error[i] is None and np.isnan(res.score[k]):
-                    error[i] = "no score returned"
+            # Only missing votes carry an error; the loop runs over those alone (hot path).
+            for k in np.flatnonzero(np.isnan(res.score)):
+                error[idx[k]] = res.error[k] or "no score returned"
             tin[idx], tout[idx] = res.input_tokens, res.output_tokens
             lat[idx], att[idx] = res.latency_s, res.attempts
             cost[idx] = (res.input_tokens * cfg.price_per_million_input
