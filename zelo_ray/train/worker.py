@@ -1,0 +1,193 @@
+"""The Ray Train worker function: data from this worker's Ray Data shard, a checkpoint every N
+steps (a Hugging Face folder plus optimiser state), resume from the last one after a failure."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from zelo_ray.train.loop import Meter, StepRunner
+from zelo_ray.train.models import load_reranker, save_reranker
+
+__all__ = ["train_loop_per_worker", "STATE_FILE"]
+
+STATE_FILE = "trainer_state.pt"
+DS_DIR = "deepspeed"
+
+
+def _threads(cfg: dict, world: int) -> int:
+    return cfg["threads_per_worker"] or max(1, (os.cpu_count() or 1) // world)
+
+
+def _precision(cfg: dict) -> str:
+    if cfg["precision"] == "auto":
+        return "bf16" if cfg["use_gpu"] else "fp32"
+    return cfg["precision"]
+
+
+def _maybe_lora(model, cfg: dict):
+    if not cfg["lora_r"]:
+        return model
+    if model.kind != "decoder_yes":
+        raise ValueError("train.lora_r applies to decoder bases (kind decoder_yes)")
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as e:
+        raise ImportError("train.lora_r > 0 needs the 'peft' package (pip install peft)") from e
+    model.model = get_peft_model(model.model, LoraConfig(r=cfg["lora_r"], lora_alpha=2 * cfg["lora_r"],
+                                                         target_modules="all-linear"))
+    return model
+
+
+def _deepspeed_engine(model, cfg: dict, total_steps: int, warmup: int, use_bf16: bool):
+    try:
+        import deepspeed
+    except ImportError as e:
+        raise ImportError("train.deepspeed_stage > 0 needs the 'deepspeed' extra: "
+                          "pip install -e '.[deepspeed]'") from e
+    # Ray Train has already created the process group (gloo on CPU, NCCL on GPU).
+    deepspeed.init_distributed(dist_backend="nccl" if cfg["use_gpu"] else "gloo")
+    ds_config = {
+        "train_micro_batch_size_per_gpu": cfg["batch_size"],
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": cfg["grad_clip"] or 0.0,
+        # torch_adam on CPU: no fused CUDA kernel to build
+        "optimizer": {"type": "AdamW", "params": {"lr": cfg["lr"], "weight_decay": cfg["weight_decay"],
+                                                  "torch_adam": not cfg["use_gpu"]}},
+        "scheduler": {"type": "WarmupDecayLR", "params": {
+            "warmup_min_lr": 0.0, "warmup_max_lr": cfg["lr"], "warmup_num_steps": max(1, warmup),
+            "total_num_steps": max(total_steps, warmup + 1), "warmup_type": "linear"}},
+        "zero_optimization": {"stage": cfg["deepspeed_stage"]},
+        "bf16": {"enabled": use_bf16},
+        "steps_per_print": 10**9,
+    }
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters()
+                                                                     if p.requires_grad],
+                                      config=ds_config, dist_init_required=False)
+    return engine
+
+
+def _save(runner: StepRunner, scorer, cfg: dict, step: int, metrics: dict, engine, rank: int) -> str | None:
+    """Write a checkpoint folder; returns its path on the ranks that contribute files."""
+    d = tempfile.mkdtemp(prefix="zelo-ckpt-")
+    wrote = False
+    if engine is not None:
+        engine.save_checkpoint(os.path.join(d, DS_DIR), tag="latest_step", client_state={"step": step})
+        wrote = True
+        if cfg["deepspeed_stage"] == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(scorer.parameters()), modifier_rank=None):
+                if rank == 0:
+                    save_reranker(scorer, d, {"step": step, **cfg["card"], "metrics": metrics})
+            return d
+    if rank == 0:
+        save_reranker(scorer, d, {"step": step, **cfg["card"], "metrics": metrics})
+        if engine is None:
+            torch.save({"step": step, **runner.state()}, os.path.join(d, STATE_FILE))
+        wrote = True
+    return d if wrote else None
+
+
+def validate(scorer, val: dict, max_length: int, device) -> float:
+    """Mean nDCG@10 of the model's ranking of each validation query's candidates."""
+    from zelo_ray.eval.metrics import per_query_metrics
+
+    was_training = scorer.training
+    runs = {}
+    for qid, query, ids, docs in zip(val["query_ids"], val["queries"], val["doc_ids"], val["docs"]):
+        s = scorer.score([query] * len(docs), docs, max_length=max_length, device=device).numpy()
+        runs[qid] = [ids[i] for i in (-s).argsort(kind="stable")]
+    scorer.train(was_training)
+    m = per_query_metrics(val["qrels"], runs, list(runs))["ndcg@10"]
+    return float(sum(m.values()) / max(1, len(m)))
+
+
+def train_loop_per_worker(cfg: dict) -> None:
+    import ray.train
+    import ray.train.torch
+    from ray.train import Checkpoint
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(_threads(cfg, world))
+    torch.manual_seed(cfg["seed"])
+    device = ray.train.torch.get_device() if cfg["use_gpu"] else torch.device("cpu")
+    precision = _precision(cfg)
+    total, spe, gpb = cfg["total_steps"], cfg["steps_per_epoch"], cfg["groups_per_batch"]
+    warmup = int(cfg["warmup_ratio"] * total)
+
+    start_step, state = 0, None
+    ckpt = ray.train.get_checkpoint()
+    base = cfg["base"]
+    if ckpt is not None:
+        ckpt_dir = ckpt.to_directory()
+        if os.path.exists(os.path.join(ckpt_dir, STATE_FILE)):
+            state = torch.load(os.path.join(ckpt_dir, STATE_FILE), weights_only=False)
+            start_step = state["step"]
+        base = ckpt_dir
+    scorer = _maybe_lora(load_reranker(base, cfg["kind"]), cfg)
+    engine = None
+    if cfg["deepspeed_stage"]:
+        engine = _deepspeed_engine(scorer, cfg, total, warmup, precision == "bf16")
+        if ckpt is not None and os.path.isdir(os.path.join(ckpt_dir, DS_DIR)):
+            _, client = engine.load_checkpoint(os.path.join(ckpt_dir, DS_DIR), tag="latest_step")
+            start_step = int((client or {}).get("step", 0))
+        model = engine
+    else:
+        model = ray.train.torch.prepare_model(scorer) if world > 1 or cfg["use_gpu"] else scorer
+    runner = StepRunner(model, loss=cfg["loss"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
+                        warmup_steps=warmup, total_steps=total, max_length=cfg["max_length"],
+                        grad_clip=cfg["grad_clip"], precision=precision, device=device, engine=engine)
+    if state is not None:
+        runner.load_state(state)
+    if rank == 0 and start_step:
+        print(f"[train] resumed from the checkpoint at step {start_step}/{total}", flush=True)
+        if cfg.get("_fail_marker"):
+            Path(cfg["_fail_marker"] + ".resumed").write_text(str(start_step))
+
+    shard = ray.train.get_dataset_shard("train")
+    step, meter, t_start = start_step, Meter(), time.perf_counter()
+    last = {"loss": float("nan"), "samples_per_s": 0.0}
+    fail_at = cfg.get("_fail_at_step")  # tests: kill this worker once to exercise recovery
+    model.train()
+    while step < total:
+        skip = step % spe  # batches of this epoch already trained before a restart
+        seen = 0
+        for batch in shard.iter_batches(batch_size=gpb, batch_format="numpy", drop_last=True):
+            if seen < skip:
+                seen += 1
+                continue
+            seen += 1
+            if seen > spe or step >= total:
+                break
+            loss = runner.step(batch)
+            step += 1
+            meter.add(loss, gpb * cfg["group_size"])
+            if fail_at and step == fail_at and rank == 0 and not os.path.exists(cfg["_fail_marker"]):
+                Path(cfg["_fail_marker"]).write_text(str(step))
+                # the controller registers a reported checkpoint when it next polls the workers;
+                # a real failure comes long after, so give it that moment before dying
+                time.sleep(5)
+                os._exit(1)
+            if step % cfg["log_every"] == 0 or step == total:
+                m = meter.summary()
+                if rank == 0:
+                    print(f"[train] step {step}/{total} loss {m['loss']:.4f} lr {runner.lr():.2e} "
+                          f"{m['samples_per_s'] * world:.1f} samples/s", flush=True)
+                meter.reset()
+                last = m
+            if step % cfg["checkpoint_every"] == 0 or step == total:
+                metrics = {"step": step, "loss": last["loss"], "samples_per_s": last["samples_per_s"] * world,
+                           "elapsed_s": time.perf_counter() - t_start}
+                if cfg.get("validation"):  # Ray Tune's objective; every rank reports the same keys
+                    metrics["val_ndcg@10"] = validate(scorer, cfg["validation"], cfg["max_length"], device) \
+                        if rank == 0 else float("nan")
+                d = _save(runner, scorer, cfg, step, metrics, engine, rank)
+                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d) if d else None)
+        if seen == 0:
+            raise RuntimeError(f"worker {rank}: its data shard is empty (fewer training groups than workers)")
