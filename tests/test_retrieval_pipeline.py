@@ -126,7 +126,7 @@ def test_cli_evaluate_json(cfg, capsys):
     assert code == 0
     rep = json.loads(capsys.readouterr().out)
     assert set(rep) == {"bm25", "dense", "hybrid", "meta"}
-    assert set(rep["hybrid"]) == {"ndcg@10", "recall@100", "mrr@10", "judged_queries"}
+    assert set(rep["hybrid"]) == {"ndcg@10", "recall@100", "mrr@10", "judged_queries", "n_queries"}
 
 
 def test_cli_errors_name_the_problem(tmp_path, capsys):

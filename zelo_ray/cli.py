@@ -81,6 +81,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     cfg = _stage_config(args)
     col = prepare(cfg.data.dataset, index_paths(cfg).data)
+    if args.reranker:
+        return cmd_evaluate_reranker(args, cfg)
     report = evaluate_with_config(col, cfg.data.split, args.run or candidates_path(cfg), cfg.evaluate)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -96,6 +98,102 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         m = report[system]
         print(f"{system:7s}" + "  ".join(f"{k} {m[k]['mean']:.4f} [{m[k]['ci_low']:.4f}, {m[k]['ci_high']:.4f}]"
                                        for k in ("ndcg@10", "recall@100", "mrr@10")))
+    return 0
+
+
+def cmd_evaluate_reranker(args: argparse.Namespace, cfg) -> int:
+    from zelo_ray.data import open_collection
+    from zelo_ray.retrieval.indexing import index_paths
+    from zelo_ray.train.stage import evaluate_reranker, query_split
+
+    col = open_collection(index_paths(cfg).data)
+    split = query_split(cfg, col)
+    queries = split["test"] if args.queries == "test" else sorted(set(split["train"]) | set(split["test"]))
+    ckpts = {f"reranker{i or ''}": c for i, c in enumerate(args.reranker)}
+    report = evaluate_reranker(cfg, col, queries, ckpts, log=lambda m: print(m, file=sys.stderr))
+    report["meta"] = {"dataset": col.name, "split": cfg.data.split, "queries": args.queries, "n_queries": len(queries),
+                      "checkpoints": ckpts, "rerank_depth": cfg.rerank.depth}
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{col.name} qrels/{cfg.data.split}: {len(queries)} {args.queries} queries; reranking the hybrid "
+          f"top-{cfg.rerank.depth}")
+    for system in ("bm25", "dense", "hybrid", *ckpts):
+        m = report[system]
+        print(f"{system:10s}" + "  ".join(f"{k} {m[k]['mean']:.4f} [{m[k]['ci_low']:.4f}, {m[k]['ci_high']:.4f}]"
+                                         for k in ("ndcg@10", "recall@100", "mrr@10")))
+    return 0
+
+
+def cmd_refine(args: argparse.Namespace) -> int:
+    from zelo_ray.train.refine import run_refine
+
+    _write(run_refine(_stage_config(args)), args.report)
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from zelo_ray.train.tune import run_tune
+
+    _write(run_tune(_stage_config(args)), args.report)
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    import pyarrow.parquet as pq
+
+    from zelo_ray.annotate.run import annotate_dir
+    from zelo_ray.data import open_collection
+    from zelo_ray.retrieval.indexing import index_paths
+    from zelo_ray.train.examples import doc_texts, query_texts
+    from zelo_ray.train.pairwise import pair_rows, train_pairwise
+
+    cfg = _stage_config(args)
+    path = annotate_dir(cfg) / "pair_outcomes.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no judged pairs; run `zelo annotate` first")
+    t = pq.read_table(path)
+    if args.max_pairs:
+        t = t.slice(0, args.max_pairs)
+    col = open_collection(index_paths(cfg).data)
+    rows = pair_rows(t, query_texts(col), doc_texts(col, t["doc_a"].to_pylist() + t["doc_b"].to_pylist()))
+    out = args.output or str(Path(cfg.workdir()) / "pairwise-slm")
+    r = train_pairwise(rows, base=args.base, out=out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       max_length=args.max_length)
+    _write(r, args.report)
+    return 0
+
+
+def cmd_bench_proof(args: argparse.Namespace) -> int:
+    from zelo_ray.bench import proof
+
+    if args.phase == "prepare":
+        r = proof.prepare(args.datasets, bundle=args.bundle, depth=args.depth,
+                          candidates_per_query=args.candidates_per_query)
+    elif args.phase == "train":
+        r = proof.train(args.bundle, base=args.base, scores=args.scores, device=args.device, epochs=args.epochs,
+                        batch_size=args.batch_size, max_length=args.max_length, lr=args.lr, precision=args.precision,
+                        datasets=args.datasets or None, kind=args.kind)
+    else:
+        r = proof.evaluate(args.datasets, scores=args.scores, bundle=args.bundle)
+    _write({"benchmark": f"proof_{args.phase}", **r}, args.json)
+    return 0
+
+
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    from zelo_ray.bench import train_throughput
+
+    _write(train_throughput.run(steps=args.steps, workers=args.workers, max_length=args.max_length), args.json)
+    return 0
+
+
+def cmd_bench_labelfree(args: argparse.Namespace) -> int:
+    from zelo_ray.bench import labelfree
+
+    _write({"benchmark": "labelfree", **labelfree.run(args.datasets, bundle=args.bundle)}, args.json)
     return 0
 
 
@@ -116,7 +214,28 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from zelo_ray.quickstart import run_quickstart
 
-    run_quickstart(_stage_config(args))
+    if args.out:
+        args.workdir = args.out
+    cfg = _stage_config(args)
+    if args.test_split:
+        cfg.data.split = args.test_split
+    if args.train_split:
+        cfg.split.train_split = args.train_split
+    if args.max_train_queries:
+        cfg.split.max_train_queries = args.max_train_queries
+    run_quickstart(cfg)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from zelo_ray.train.stage import run_train_stage
+
+    cfg = _stage_config(args)
+    if args.output:
+        cfg.train.output = args.output
+    card = run_train_stage(cfg)
+    _write({k: card.get(k) for k in ("fingerprint", "final_metrics", "wall_s", "total_steps", "training_groups")},
+           args.report)
     return 0
 
 
@@ -231,8 +350,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--workdir", help="run directory (sets data.workdir; {dataset} expands)")
         return p
 
-    p = stage("demo", "index → retrieve → evaluate → simulated Elo on a real collection")
+    p = stage("demo", "index → retrieve → annotate (simulated judges) → train → rerank → evaluate")
+    p.add_argument("--out", help="run directory (same as --workdir); metrics.json lands here")
+    p.add_argument("--train-split", help="qrels split of the training queries (default: 'train' if the "
+                   "collection has one, else a seeded split of the test split's queries)")
+    p.add_argument("--test-split", help="qrels split of the test queries (sets data.split; default test)")
+    p.add_argument("--max-train-queries", type=int, help="use at most N training queries")
     p.set_defaults(func=cmd_demo)
+    p = stage("train", "train a reranker on the zELO targets with Ray Train (resumable)")
+    p.add_argument("--output", help="training directory (default <workdir>/train)")
+    p.add_argument("--report", help="also write the JSON summary here")
+    p.set_defaults(func=cmd_train)
     p = stage("index", "prepare a collection and build its BM25 and dense indexes (restartable)")
     p.add_argument("--report", help="also write the JSON report here")
     p.set_defaults(func=cmd_index)
@@ -249,7 +377,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", help="candidates Parquet (default <workdir>/candidates.parquet)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--output", help="also write the JSON report here")
+    p.add_argument("--reranker", action="append", default=[], metavar="CHECKPOINT",
+                   help="also rerank the hybrid top-<rerank.depth> with this model folder (repeatable); "
+                   "evaluates the held-out test queries of the query split")
+    p.add_argument("--queries", choices=["test", "all"], default="test",
+                   help="with --reranker: the held-out test queries (default) or all judged queries")
     p.set_defaults(func=cmd_evaluate)
+    p = stage("refine", "refinement pass: judge (best-labelled doc, doc above it) where the reranker fails, "
+              "refit, retrain")
+    p.add_argument("--report", help="also write the JSON report here")
+    p.set_defaults(func=cmd_refine)
+    p = stage("tune", "Ray Tune (ASHA) over loss, lr, Elo model, k, candidates per query")
+    p.add_argument("--report", help="also write the JSON report here")
+    p.set_defaults(func=cmd_tune)
+    p = stage("distill", "train the pairwise SLM on the ensemble's pair outcomes (a vLLM-loadable folder)")
+    p.add_argument("--base", required=True, help="local causal-LM folder (e.g. models/smollm2-135m-instruct)")
+    p.add_argument("--output", help="model folder (default <workdir>/pairwise-slm)")
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--max-pairs", type=int, help="use the first N judged pairs only")
+    p.add_argument("--report", help="also write the JSON report here")
+    p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("config", help="print the effective configuration")
     _add_config_args(p)
@@ -328,6 +478,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the JSON result here")
     p.set_defaults(func=cmd_bench_annotate_scale)
 
+    p = bsub.add_parser("proof", help="zELO-trained reranker vs hybrid vs binary-qrels baseline (3 phases)")
+    p.add_argument("phase", choices=["prepare", "train", "evaluate"])
+    p.add_argument("--datasets", nargs="*", default=["cranfield", "cisi", "med", "cacm", "vaswani"])
+    p.add_argument("--bundle", default="runs/proof/bundle")
+    p.add_argument("--scores", default="runs/proof/scores")
+    p.add_argument("--depth", type=int, default=100, help="prepare: test candidates reranked per query")
+    p.add_argument("--candidates-per-query", type=int, help="prepare: train on each query's top-N only")
+    p.add_argument("--base", default="default")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--kind", default="auto", choices=["auto", "cross_encoder", "bi_encoder", "decoder_yes"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--json", help="also write the JSON result here")
+    p.set_defaults(func=cmd_bench_proof)
+    p = bsub.add_parser("train", help="Ray Train (N CPU workers) vs a plain PyTorch loop, same model and data")
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--json", help="also write the JSON result here")
+    p.set_defaults(func=cmd_bench_train)
+    p = bsub.add_parser("labelfree", help="zELO graded labels vs human qrels at ranking systems")
+    p.add_argument("--datasets", nargs="*", default=["cranfield", "cisi", "med", "cacm", "vaswani"])
+    p.add_argument("--bundle", default="runs/proof/bundle")
+    p.add_argument("--json", help="also write the JSON result here")
+    p.set_defaults(func=cmd_bench_labelfree)
     p = bsub.add_parser("model-fit", help="held-out likelihood of Bradley-Terry vs Thurstone")
     p.add_argument("--queries", type=int, default=500)
     p.add_argument("--docs", type=int, default=100)

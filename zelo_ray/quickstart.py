@@ -1,10 +1,10 @@
 """The README's first command on a real collection (default: cranfield).
 
-index → retrieve → evaluate (BM25, dense, hybrid) → annotate: pairs of the retrieved candidates
-→ judges → Elo → cross-query calibration → training targets. With the embedded default the
-judges are simulated and driven by the collection's qrels (hidden relevance = graded gain), so
-the annotation part checks the machinery on real candidate sets, not model quality; everything
-it writes is labelled SIMULATION. `annotate.judges` in a config file swaps in real LLM judges
+index → retrieve (BM25, dense, hybrid) → split the queries into train and test → annotate the
+training queries' candidates: pairs → judges → Elo → cross-query calibration → targets → train
+a reranker with Ray Train → rerank the test queries' candidates and evaluate every system on
+them. With the embedded default the judges are simulated and driven by the training queries'
+qrels (hidden relevance = graded gain); everything they produce is labelled SIMULATION. `annotate.judges` in a config file swaps in real LLM judges
 (docs/judging.md).
 """
 
@@ -14,78 +14,90 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from zelo_ray.annotate.run import run_annotate
 from zelo_ray.config import ZeloConfig
 from zelo_ray.data import open_collection
-from zelo_ray.eval.evaluate import evaluate_with_config
-from zelo_ray.eval.metrics import judged_queries, per_query_metrics
 from zelo_ray.retrieval.indexing import index_paths, run_index
 from zelo_ray.retrieval.pipeline import run_retrieve
 
 __all__ = ["run_quickstart"]
 
 
+def _line(name: str, m: dict) -> str:
+    cells = []
+    for k in ("ndcg@10", "recall@100", "mrr@10"):
+        cells.append(f"{k} {m[k]['mean']:.3f} [{m[k]['ci_low']:.3f}, {m[k]['ci_high']:.3f}]")
+    return f"      {name:9s}" + "  ".join(cells)
+
+
 def run_quickstart(cfg: ZeloConfig, *, log=print) -> dict:
+    """index → retrieve → evaluate → split queries → annotate the training queries → train →
+    rerank and evaluate the test queries. Writes ``<workdir>/metrics.json`` and ``report.json``."""
+    from zelo_ray.train.stage import evaluate_reranker, query_split, run_train_stage, train_dir, write_json
+
     timings = {}
     t0 = time.perf_counter()
-    log(f"[1/4] index {cfg.data.dataset} (BM25 with Tantivy, {cfg.index.model} vectors in LanceDB)")
+    log(f"[1/6] index {cfg.data.dataset} (BM25 with Tantivy, {cfg.index.model} vectors in LanceDB)")
     idx = run_index(cfg)
     timings["index_s"] = round(time.perf_counter() - t0, 1)
     log(f"      {idx['docs']} documents; dense: {idx['dense']}; bm25: {idx['bm25']}")
     t0 = time.perf_counter()
-    log("[2/4] retrieve: BM25 top-k + dense top-k, fused by RRF")
+    log("[2/6] retrieve: BM25 top-k + dense top-k, fused by RRF")
     ret = run_retrieve(cfg)
     timings["retrieve_s"] = round(time.perf_counter() - t0, 1)
     log(f"      {ret['rows']} candidates for {ret['queries']} queries -> {ret['candidates']}")
     col = open_collection(index_paths(cfg).data)
-    split = cfg.data.split
+    split = query_split(cfg, col)
+    log(f"[3/6] queries: {len(split['train'])} train / {len(split['test'])} test ({split['source']})")
     t0 = time.perf_counter()
-    metrics = evaluate_with_config(col, split, ret["candidates"], cfg.evaluate)
-    timings["evaluate_s"] = round(time.perf_counter() - t0, 1)
-    log(f"[3/4] evaluate on qrels/{split} ({metrics['meta']['judged_queries']} judged queries):")
-    for system in ("bm25", "dense", "hybrid"):
-        m = metrics[system]
-        log("      " + f"{system:7s}" + "  ".join(
-            f"{k} {m[k]['mean']:.3f} [{m[k]['ci_low']:.3f}, {m[k]['ci_high']:.3f}]"
-            for k in ("ndcg@10", "recall@100", "mrr@10")))
-    t0 = time.perf_counter()
-    qrels = col.qrels(split)
+    qrels_table = pq.read_table(col.qrels_path(cfg.split.train_split or cfg.data.split))
+    # the simulated judges see the training queries' qrels only: nothing about test queries leaks
+    train_qrels = qrels_table.filter(pc.is_in(qrels_table["query_id"], value_set=pa.array(split["train"])))
     judges = ", ".join(f"{j.name} ({j.kind})" for j in cfg.annotate.judges)
-    log(f"[4/4] annotate the top-{cfg.annotate.top_n} candidates: pairs → judges [{judges}] → Elo → "
+    log(f"[4/6] annotate the training queries' top-{cfg.annotate.top_n}: pairs → judges [{judges}] → Elo → "
         "calibration → targets")
-    ann = run_annotate(cfg, log_fn=log)
+    ann = run_annotate(cfg, log_fn=log, qrels=train_qrels, queries=split["train"])
     timings["annotate_s"] = round(time.perf_counter() - t0, 1)
-    table = pq.read_table(ann["files"]["zelo"])
-    runs: dict[str, list[str]] = {}
-    qcol = table["query_id"].to_pylist()
-    dcol = table["doc_id"].to_pylist()
-    for i in np.lexsort((-table["elo"].to_numpy(), np.asarray(qcol, object))):
-        runs.setdefault(qcol[i], []).append(dcol[i])
-    elo_ndcg = per_query_metrics(qrels, runs, judged_queries(qrels))["ndcg@10"]
-    elo_ndcg10 = float(np.mean(list(elo_ndcg.values()))) if elo_ndcg else float("nan")
     tag = f"[{ann['label']}] " if ann["label"] else ""
-    cal = ann["calibration"]
     log(f"      {tag}{ann['judge_calls']:,} judge calls ({ann['asked_this_run']:,} asked now, "
         f"{ann['missing_votes']:,} missing); Elo ({cfg.elo.model}) converged for "
-        f"{ann['elo']['converged_queries']}/{ann['elo']['queries']} queries; nDCG@10 of the Elo "
-        f"ranking {elo_ndcg10:.3f}" + (" (simulated judges see the qrels: an upper bound, not a model "
-                                        "result)" if ann["label"] else ""))
-    if cal.get("enabled"):
-        log(f"      calibration: {cal['cross_pairs']} cross-query pairs, offset s.d. "
-            f"{cal.get('offset_sd', 0):.3f}; it reorders {100 * cal.get('cross_query_pairs_reordered', 0):.1f}% "
-            "of cross-query document pairs")
+        f"{ann['elo']['converged_queries']}/{ann['elo']['queries']} queries")
+    t0 = time.perf_counter()
+    base = "all-MiniLM-L6-v2" if cfg.train.base == "default" else cfg.train.base
+    log(f"[5/6] train a reranker on the zELO targets: {base}, {cfg.train.loss} loss, Ray Train "
+        f"({cfg.train.num_workers} worker(s))")
+    card = run_train_stage(cfg, log=log, split=split)
+    timings["train_s"] = round(time.perf_counter() - t0, 1)
+    t0 = time.perf_counter()
+    ckpt = str(train_dir(cfg) / "model")
+    log(f"[6/6] evaluate on the {len(split['test'])} held-out test queries (qrels/{cfg.data.split})")
+    metrics = evaluate_reranker(cfg, col, split["test"], {"reranker": ckpt}, log=log,
+                                out=train_dir(cfg))
+    timings["evaluate_s"] = round(time.perf_counter() - t0, 1)
+    for name in ("bm25", "dense", "hybrid", "reranker"):
+        log(_line(name, metrics[name]))
+    d = metrics["reranker"]["delta_vs_hybrid"]["ndcg@10"]
+    log(f"      reranker − hybrid nDCG@10: {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] "
+        f"(paired bootstrap, {int(cfg.evaluate.confidence * 100)}%)" + (
+            f"  — {ann['label']}: judges simulated from the training queries' qrels" if ann["label"] else ""))
     workdir = Path(cfg.workdir())
-    report = {"dataset": col.name, "split": split, "index": idx, "retrieve": ret, "metrics": metrics,
-              "annotation": {**{k: ann[k] for k in ("label", "queries", "pairs", "cross_pairs", "judge_calls",
-                                                    "missing_votes", "total_cost", "elo", "calibration",
-                                                    "files")},
-                             "elo_ndcg@10": round(elo_ndcg10, 4)},
+    metrics_out = {**{k: metrics[k] for k in ("bm25", "dense", "hybrid", "reranker")},
+                   "meta": {"dataset": col.name, "split": cfg.data.split, "test_queries": len(split["test"]),
+                            "train_queries": len(split["train"]), "query_split": split["source"],
+                            "rerank_depth": cfg.rerank.depth, "checkpoint": ckpt, "label": ann["label"],
+                            "bootstrap": cfg.evaluate.bootstrap, "confidence": cfg.evaluate.confidence}}
+    report = {"dataset": col.name, "split": split, "index": idx, "retrieve": ret, "metrics": metrics_out,
+              "annotation": {k: ann[k] for k in ("label", "queries", "pairs", "cross_pairs", "judge_calls",
+                                                 "missing_votes", "total_cost", "elo", "calibration", "files")},
+              "training": {k: card.get(k) for k in ("fingerprint", "final_metrics", "wall_s", "total_steps",
+                                                    "training_groups")},
               "timings": timings}
-    (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (workdir / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    log(f"wrote {workdir / 'metrics.json'}, {workdir / 'report.json'}, {ann['files']['zelo']} "
-        f"(targets), {Path(ann['files']['zelo']).parent / 'report.json'} (judging report)")
+    write_json(workdir / "metrics.json", metrics_out)
+    write_json(workdir / "report.json", report)
+    log(f"wrote {workdir / 'metrics.json'}, {workdir / 'report.json'}; reranker: {ckpt} "
+        "(loads with sentence_transformers.CrossEncoder)")
     return report

@@ -97,6 +97,25 @@ def build_pairs(nodes: pa.Table, *, strategy: str = "cycles", k: int = 8, seed: 
                      "b_pos": pa.array(pos[ib], pa.int32())})
 
 
+def extra_pairs(nodes: pa.Table, query_ids: list[str], doc_a: list[str], doc_b: list[str]) -> pa.Table:
+    """Pairs chosen outside the graph (the refinement pass), in the layout of :func:`build_pairs`.
+
+    Both documents must be candidates of the query in ``nodes``; pair ids hash the same way, so
+    a pair the graph already holds keeps its id (and its stored votes)."""
+    pos = {(q, d): int(p) for q, d, p in zip(nodes["query_id"].to_pylist(), nodes["doc_id"].to_pylist(),
+                                             nodes["pos"].to_pylist())}
+    for q, a, b in zip(query_ids, doc_a, doc_b):
+        for d in (a, b):
+            if (q, d) not in pos:
+                raise ValueError(f"extra pair ({q!r}, {a!r}, {b!r}): {d!r} is not a judged candidate of {q!r}")
+    pid = to_signed(combine(_WITHIN, text_hashes(list(query_ids)), text_hashes(list(doc_a)),
+                            text_hashes(list(doc_b)))) if query_ids else pa.array([], pa.int64())
+    return pa.table({"query_id": pa.array(list(query_ids), pa.string()), "pair_id": pa.array(pid, pa.int64()),
+                     "doc_a": pa.array(list(doc_a), pa.string()), "doc_b": pa.array(list(doc_b), pa.string()),
+                     "a_pos": pa.array([pos[(q, a)] for q, a in zip(query_ids, doc_a)], pa.int32()),
+                     "b_pos": pa.array([pos[(q, b)] for q, b in zip(query_ids, doc_b)], pa.int32())})
+
+
 def build_cross_pairs(nodes: pa.Table, *, k: int = 4, seed: int = 0) -> pa.Table:
     """Q·k/2 cross-query pairs: a k-regular cycle graph over the queries (connected, so every
     offset is tied to every other), each edge comparing one random candidate of each query."""

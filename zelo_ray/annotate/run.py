@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from scipy.stats import kendalltau
 
 from zelo_ray.annotate import diagnostics
-from zelo_ray.annotate.pairs import build_cross_pairs, build_pairs, query_bounds, select_nodes
+from zelo_ray.annotate.pairs import build_cross_pairs, build_pairs, extra_pairs, query_bounds, select_nodes
 from zelo_ray.annotate.scores import outcome_matrix, run_elo_stage, task_scores
 from zelo_ray.annotate.tasks import TextHashes, build_tasks, calls_table
 from zelo_ray.config import ZeloConfig
@@ -240,9 +240,10 @@ def _calibration_effect(table: pa.Table, qrels: pa.Table | None, seed: int) -> d
 
 
 def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None,
-                 candidates: str | None = None, collection=None) -> dict:
+                 candidates: str | None = None, collection=None, queries: list[str] | None = None) -> dict:
     """Run (or resume) the judging stage. ``qrels``/``candidates``/``collection`` default to the
-    run directory's; the simulated judge is driven by ``qrels``."""
+    run directory's; the simulated judge is driven by ``qrels``. ``queries`` limits the stage to
+    those query ids (e.g. the training queries)."""
     from zelo_ray.data import open_collection
     from zelo_ray.retrieval.indexing import index_paths
     from zelo_ray.retrieval.pipeline import candidates_path
@@ -263,14 +264,21 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
     if collection is None and (llm or qrels is None):
         collection = open_collection(index_paths(cfg).data)
     split = acfg.query_split
-    queries = None
     if split is not None:
-        queries = sorted(set(collection.qrels(split)))
+        in_split = set(collection.qrels(split))
+        queries = sorted(in_split if queries is None else in_split & set(queries))
     if qrels is None and simulated:
         qsplit = split or cfg.data.split
         qrels = pq.read_table(collection.qrels_path(qsplit))
     nodes = select_nodes(cand, acfg.top_n, queries=queries, max_queries=acfg.max_queries)
     pairs = build_pairs(nodes, strategy=cfg.graph.strategy, k=cfg.graph.k, seed=acfg.seed)
+    refine = out / "refine_pairs.parquet"
+    if refine.exists():  # pairs added by the refinement pass (zelo_ray.train.refine)
+        r = pq.read_table(refine)
+        r = r.filter(pc.is_in(r["query_id"], value_set=pc.unique(nodes["query_id"])))
+        extra = extra_pairs(nodes, r["query_id"].to_pylist(), r["doc_a"].to_pylist(), r["doc_b"].to_pylist())
+        extra = extra.filter(pc.invert(pc.is_in(extra["pair_id"], value_set=pairs["pair_id"])))
+        pairs = pa.concat_tables([pairs, extra]).sort_by([("query_id", "ascending")])
     cross = build_cross_pairs(nodes, k=acfg.calibration.k, seed=acfg.seed)
     _write_atomic(pairs, out / "pairs.parquet")
     _write_atomic(cross, out / "cross_pairs.parquet")
@@ -318,6 +326,10 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
     if simulated:
         table = table.append_column("label", pa.array([LABEL] * table.num_rows, pa.string()))
     _write_atomic(table, out / "zelo.parquet")
+    # the ensemble's soft outcome per judged pair: what the pairwise SLM is distilled from
+    w = np.where(stage.valid_within, stage.w_within, np.nan)
+    _write_atomic(pairs.select(["query_id", "pair_id", "doc_a", "doc_b"]).append_column(
+        "p_a", pa.array(w, pa.float64(), mask=~stage.valid_within)), out / "pair_outcomes.parquet")
     timings["elo_s"] = round(time.perf_counter() - t0, 2)
 
     t0 = time.perf_counter()
@@ -348,7 +360,8 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
         "agreement": diag["agreement"], "heldout_likelihood": diag["heldout_likelihood"],
         "timings": timings,
         "files": {"pairs": str(out / "pairs.parquet"), "cross_pairs": str(out / "cross_pairs.parquet"),
-                  "votes": str(store.path), "zelo": str(out / "zelo.parquet")},
+                  "votes": str(store.path), "zelo": str(out / "zelo.parquet"),
+                  "pair_outcomes": str(out / "pair_outcomes.parquet")},
     }
     (out / "report.json.tmp").write_text(json.dumps(report, indent=2, default=str))
     os.replace(out / "report.json.tmp", out / "report.json")

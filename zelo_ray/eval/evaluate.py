@@ -15,7 +15,7 @@ import pyarrow.dataset as pads
 from zelo_ray.data import Collection
 from zelo_ray.eval.metrics import METRICS, bootstrap_ci, judged_queries, per_query_metrics
 
-__all__ = ["SYSTEMS", "evaluate_candidates", "evaluate_with_config", "rankings_from_candidates"]
+__all__ = ["SYSTEMS", "evaluate_candidates", "evaluate_runs", "evaluate_with_config", "rankings_from_candidates"]
 
 SYSTEMS = {"bm25": "bm25_rank", "dense": "dense_rank", "hybrid": "rank"}
 
@@ -44,6 +44,37 @@ def rankings_from_candidates(path: str | Path, queries: list[str], depth: int = 
     return out
 
 
+def evaluate_runs(qrels, runs: dict[str, dict[str, list[str]]], queries: list[str], *, n_boot: int = 1000,
+                  confidence: float = 0.95, seed: int = 0, versus: str | None = None) -> dict:
+    """``{system: {metric: {mean, ci_low, ci_high}, n_queries}}`` with paired bootstrap CIs.
+
+    With ``versus``, each other system also gets ``delta_vs_<versus>`` per metric: the mean
+    per-query difference and its CI from the same resamples (excludes 0 → a real difference).
+    """
+    per_system = {s: per_query_metrics(qrels, run, queries) for s, run in runs.items()}
+    report: dict = {s: {} for s in runs}
+    names = list(runs)
+    for metric in METRICS:
+        values = np.array([[per_system[s][metric][q] for q in queries] for s in names]).reshape(len(names), len(queries))
+        ci = bootstrap_ci(values, n_boot=n_boot, confidence=confidence, seed=seed)
+        for k, system in enumerate(names):
+            report[system][metric] = {
+                "mean": round(float(values[k].mean()), 4) if queries else None,
+                "ci_low": round(float(ci[k, 0]), 4), "ci_high": round(float(ci[k, 1]), 4)}
+        if versus is not None and versus in runs:
+            base = values[names.index(versus)]
+            others = [s for s in names if s != versus]
+            diffs = np.array([values[names.index(s)] - base for s in others]).reshape(len(others), len(queries))
+            dci = bootstrap_ci(diffs, n_boot=n_boot, confidence=confidence, seed=seed)
+            for k, system in enumerate(others):
+                report[system].setdefault(f"delta_vs_{versus}", {})[metric] = {
+                    "mean": round(float(diffs[k].mean()), 4) if queries else None,
+                    "ci_low": round(float(dci[k, 0]), 4), "ci_high": round(float(dci[k, 1]), 4)}
+    for system in names:
+        report[system]["n_queries"] = len(queries)
+    return report
+
+
 def evaluate_candidates(col: Collection, split: str, candidates: str | Path, *, depth: int = 100,
                         n_boot: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
     qrels = col.qrels(split)
@@ -51,17 +82,7 @@ def evaluate_candidates(col: Collection, split: str, candidates: str | Path, *, 
     all_queries = set(col.queries()["query_id"].to_pylist())
     runs = rankings_from_candidates(candidates, judged, depth)
     retrieved = set().union(*(r.keys() for r in runs.values()))
-    report: dict = {}
-    per_system = {}
-    for system, run in runs.items():
-        per_system[system] = per_query_metrics(qrels, run, judged)
-    for metric in METRICS:
-        values = np.array([[per_system[s][metric][q] for q in judged] for s in runs])
-        ci = bootstrap_ci(values, n_boot=n_boot, confidence=confidence, seed=seed)
-        for k, system in enumerate(runs):
-            report.setdefault(system, {})[metric] = {
-                "mean": round(float(values[k].mean()), 4) if judged else None,
-                "ci_low": round(float(ci[k, 0]), 4), "ci_high": round(float(ci[k, 1]), 4)}
+    report = evaluate_runs(qrels, runs, judged, n_boot=n_boot, confidence=confidence, seed=seed)
     for system in runs:
         report[system]["judged_queries"] = len(judged)
     report["meta"] = {

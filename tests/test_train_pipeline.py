@@ -1,0 +1,102 @@
+"""The training stages on a run directory: `zelo demo` end to end on a tiny collection (index →
+retrieve → annotate the training queries → Ray Train → rerank → metrics.json), then the
+refinement pass and a two-trial Ray Tune search on the same run."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tests.test_data import write_beir
+from zelo_ray.cli import main
+from zelo_ray.config import load_config
+from zelo_ray.train.models import tiny_encoder
+from zelo_ray.train.refine import failing_queries
+
+TOPICS = ["wing lift", "shock wave", "heat transfer", "boundary layer", "jet noise", "panel flutter"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    import tempfile
+
+    root = tmp_path_factory.mktemp("demo")
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="zrd", dir="/tmp")
+    rng = np.random.default_rng(0)
+    docs, qrels, queries = [], [], []
+    for t, topic in enumerate(TOPICS):
+        for i in range(8):
+            docs.append({"_id": f"d{t}_{i}", "title": topic if i < 3 else "", "text": f"{topic} study {i} " +
+                         " ".join(rng.choice(["flow", "model", "test", "data", "theory"], 6))})
+        for j in range(3):
+            qid = f"q{t}_{j}"
+            queries.append({"_id": qid, "text": f"{topic} question {j}"})
+            qrels += [(qid, f"d{t}_{i}", 2 if i == 0 else 1) for i in range(3)]
+    src = write_beir(root / "beir", docs, queries, qrels)
+    tiny = tiny_encoder(root / "tiny", hidden=32, layers=1)
+    out = root / "run"
+    sets = ["retrieve.k_bm25=20", "retrieve.k_dense=20", "annotate.top_n=12", "graph.k=4",
+            "annotate.calibration.k=2", f"train.base={tiny}", "train.lr=3e-3", "train.max_length=32",
+            "train.epochs=2", "train.cpus_per_worker=0.5", "rerank.depth=10", "evaluate.bootstrap=100",
+            "ray.num_cpus=2"]
+    args = ["demo", "--dataset", str(src), "--out", str(out)]
+    for s in sets:
+        args += ["--set", s]
+    assert main(args) == 0
+    return root, src, out, sets
+
+
+def test_demo_writes_metrics_for_every_system(demo_run):
+    root, src, out, _ = demo_run
+    m = json.loads((out / "metrics.json").read_text())
+    for system in ("bm25", "dense", "hybrid", "reranker"):
+        assert {"ndcg@10", "recall@100", "n_queries"} <= set(m[system])
+        assert 0 <= m[system]["ndcg@10"]["mean"] <= 1
+    n_test = m["reranker"]["n_queries"]
+    assert n_test == m["hybrid"]["n_queries"] == m["meta"]["test_queries"] > 0
+    assert m["meta"]["train_queries"] + n_test == 18
+    # the simulated judges only ever saw training queries
+    import pyarrow.parquet as pq
+
+    z = pq.read_table(out / "annotate" / "zelo.parquet")
+    report = json.loads((out / "report.json").read_text())
+    assert set(z["query_id"].to_pylist()) == set(report["split"]["train"])
+    assert not set(report["split"]["train"]) & set(report["split"]["test"])
+    assert (out / "train" / "model" / "zelo_card.json").exists()
+    assert (out / "annotate" / "pair_outcomes.parquet").exists()
+
+
+def test_failing_queries_golden():
+    ranked = {"q1": ["a", "b", "c", "d"], "q2": ["x", "y"], "q3": ["m", "n", "o"]}
+    qrels = {"q1": {"d": 2, "b": 1}, "q2": {"x": 1}, "q3": {}}
+    assert failing_queries(ranked, qrels, 2) == {"q1": ("d", "c", 4)}
+    assert failing_queries(ranked, qrels, 4) == {}
+
+
+def test_refine_adds_pairs_and_retrains(demo_run):
+    from zelo_ray.train.refine import run_refine
+
+    root, src, out, sets = demo_run
+    cfg = load_config(None, [f"data.dataset={src}", f"data.workdir={out}", *sets, "refine.threshold=1"])
+    rep = run_refine(cfg, log=lambda *_: None)
+    r = rep["rounds"][0]
+    assert rep["failing_before"] > 0 and r["pairs_added"] == rep["failing_before"]
+    assert 0 < r["judge_calls_asked"] <= 3 * r["pairs_added"]  # only the new pairs cost calls
+    assert (out / "train-refined-1" / "model" / "zelo_card.json").exists()
+    assert "mean" in rep["test_ndcg10_after"]
+
+
+@pytest.mark.slow  # two Ray Train runs inside Tune trials: minutes on 2 cores
+def test_tune_two_trials_with_asha(demo_run):
+    from zelo_ray.train.tune import run_tune
+
+    root, src, out, sets = demo_run
+    cfg = load_config(None, [f"data.dataset={src}", f"data.workdir={out}", *sets, "tune.num_samples=2",
+                             "tune.losses=[mse,listwise]", "tune.elo_models=[bradley_terry]", "tune.graph_k=[4]",
+                             "tune.top_n=[12]", "train.epochs=1", "train.checkpoint_every=2"])
+    res = run_tune(cfg, log=lambda *_: None)
+    assert len(res["trials"]) == 2
+    assert all(t["error"] is None for t in res["trials"]), res["trials"]
+    assert res["best"] is not None and 0 <= res["best"]["val_ndcg@10"] <= 1
+    assert (out / "tune" / "best.json").exists()
