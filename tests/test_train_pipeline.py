@@ -94,7 +94,8 @@ def test_tune_two_trials_with_asha(demo_run):
     root, src, out, sets = demo_run
     cfg = load_config(None, [f"data.dataset={src}", f"data.workdir={out}", *sets, "tune.num_samples=2",
                              "tune.losses=[mse,listwise]", "tune.elo_models=[bradley_terry]", "tune.graph_k=[4]",
-                             "tune.top_n=[12]", "train.epochs=1", "train.checkpoint_every=2"])
+                             "tune.top_n=[12]", "train.epochs=1", "train.checkpoint_every=2",
+                             "annotate.executor=local"])
     res = run_tune(cfg, log=lambda *_: None)
     assert len(res["trials"]) == 2
     assert all(t["error"] is None for t in res["trials"]), res["trials"]
