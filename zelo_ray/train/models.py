@@ -203,7 +203,7 @@ def save_reranker(model: Reranker, out: str | Path, card: dict) -> Path:
     model.tokenizer.save_pretrained(out)
     extra = {}
     if model.kind == "bi_encoder":
-        extra["head"] = {"scale": float(model.scale), "bias": float(model.bias)}
+        extra["head"] = {"scale": float(model.scale.detach()), "bias": float(model.bias.detach())}
         _sentence_transformers_layout(out, inner.config.hidden_size)
     (out / CARD).write_text(json.dumps({"kind": model.kind, **extra, **card}, indent=2, default=str))
     return out
