@@ -10,7 +10,6 @@ qrels (hidden relevance = graded gain); everything they produce is labelled SIMU
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
