@@ -239,6 +239,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from zelo_ray.serve.run import start_server
+
+    cfg = _stage_config(args)
+    for name in ("checkpoint", "host", "port"):
+        if getattr(args, name) is not None:
+            setattr(cfg.serve, name, getattr(args, name))
+    start_server(cfg, log=lambda m: print(m, file=sys.stderr))
+    return 0
+
+
 def cmd_bench_retrieval(args: argparse.Namespace) -> int:
     from zelo_ray.bench import retrieval
 
@@ -361,6 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="training directory (default <workdir>/train)")
     p.add_argument("--report", help="also write the JSON summary here")
     p.set_defaults(func=cmd_train)
+    p = stage("serve", "serve a reranker with Ray Serve (Cohere /v2/rerank, ZeroEntropy /v1/models/rerank)")
+    p.add_argument("--checkpoint", help="model folder (sets serve.checkpoint; default <workdir>/train/model)")
+    p.add_argument("--host", help="bind address (sets serve.host)")
+    p.add_argument("--port", type=int, help="port (sets serve.port)")
+    p.set_defaults(func=cmd_serve)
     p = stage("index", "prepare a collection and build its BM25 and dense indexes (restartable)")
     p.add_argument("--report", help="also write the JSON report here")
     p.set_defaults(func=cmd_index)

@@ -20,6 +20,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from zelo_ray.serve.settings import AutoscalingSettings, ServeConfig
+
 __all__ = [
     "ConfigError",
     "DataConfig",
@@ -31,6 +33,7 @@ __all__ = [
     "RayConfig",
     "RetrieveConfig",
     "RerankConfig",
+    "ServeConfig",
     "RefineConfig",
     "TuneConfig",
     "SplitConfig",
@@ -437,6 +440,7 @@ class ZeloConfig(_Strict):
     rerank: RerankConfig = Field(default_factory=RerankConfig, description="Reranking with a checkpoint.")
     refine: RefineConfig = Field(default_factory=RefineConfig, description="Refinement pass.")
     tune: TuneConfig = Field(default_factory=TuneConfig, description="Hyperparameter search.")
+    serve: ServeConfig = Field(default_factory=ServeConfig, description="Serving the reranker.")
 
     def workdir(self) -> str:
         """``data.workdir`` with ``{dataset}`` replaced by a file-name-safe collection name."""
@@ -496,7 +500,8 @@ def reference_markdown() -> str:
     sections = [(f"`{name}`", field.description, field.annotation)
                 for name, field in ZeloConfig.model_fields.items()]
     sections += [("`annotate.judges[]` (one entry per judge)", "A judge.", JudgeConfig),
-                 ("`annotate.calibration`", "Calibration.", CalibrationConfig)]
+                 ("`annotate.calibration`", "Calibration.", CalibrationConfig),
+                 ("`serve.autoscaling`", "Autoscaling.", AutoscalingSettings)]
     for title, description, model in sections:
         lines += [f"## {title}", "", f"{description} {model.__doc__.strip()}", "",
                   "| field | type | default | description |", "| --- | --- | --- | --- |"]

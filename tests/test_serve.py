@@ -1,0 +1,334 @@
+"""Serving: the length-aware engine, the request service (validation, auth, shapes) without Ray,
+and the Ray Serve app over HTTP on 127.0.0.1 with plain HTTP and the official cohere client."""
+
+import asyncio
+import concurrent.futures as cf
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import yaml
+
+from zelo_ray.serve.engine import Pair, ScoringEngine, check_servable, chunk_pairs, plan_batches
+from zelo_ray.serve.schemas import CohereRerankResponse, ZeroEntropyRerankResponse
+from zelo_ray.serve.service import RerankService
+from zelo_ray.serve.settings import ServeConfig
+from zelo_ray.train.models import load_reranker, save_reranker, tiny_decoder, tiny_encoder
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "test-key-0123456789"
+DOCS = ["the lift of a wing grows with the angle of attack", "a recipe for bread", "boundary layer flow",
+        "lift and drag on an aerofoil at high speed " * 80, "", "heat transfer in a pipe"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny cross-encoder saved the way training saves it (zelo_card.json, one-logit head)."""
+    base = tiny_encoder(tmp_path_factory.mktemp("base"))
+    out = tmp_path_factory.mktemp("ckpt") / "model"
+    save_reranker(load_reranker(base), out, {"note": "test"})
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def engine(checkpoint):
+    return ScoringEngine.load(checkpoint, device="cpu", max_batch_tokens=512, max_batch_rows=4)
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# -- engine ------------------------------------------------------------------------------------
+
+def test_plan_batches_bounds_padded_tokens_and_covers_every_pair(rng):
+    lengths = rng.integers(1, 300, 500).tolist()
+    groups = plan_batches(lengths, 1024, 16)
+    assert sorted(i for g in groups for i in g) == list(range(500))
+    for g in groups:
+        assert len(g) <= 16 and len(g) * max(lengths[i] for i in g) <= 1024
+    # longest first: padding stays small because neighbours have similar lengths
+    assert lengths[groups[0][0]] == max(lengths)
+
+
+def test_chunk_pairs_split_by_tokens_never_inside_a_pair():
+    pairs = [Pair(tuple(range(n))) for n in (5, 5, 5, 12, 1)]
+    chunks = chunk_pairs(pairs, 10)
+    assert [[p.n_tokens for p in c] for c in chunks] == [[5, 5], [5], [12], [1]]
+
+
+def test_engine_truncates_documents_to_the_token_budget(engine):
+    pairs = engine.encode("lift", DOCS, max_doc_tokens=16)
+    q = len(engine.tok("lift", add_special_tokens=False)["input_ids"])
+    assert all(p.n_tokens <= q + 16 + 3 for p in pairs)
+    assert pairs[3].n_tokens == q + 16 + 3            # the long document is cut exactly at the budget
+    long = engine.encode("lift", [DOCS[3]], max_doc_tokens=10_000)[0]
+    assert long.n_tokens == engine.max_length         # …and never beyond the model's limit
+
+
+def test_engine_scores_equal_direct_model_scoring(engine, checkpoint):
+    model = load_reranker(checkpoint)
+    docs = [d for d in DOCS if len(d) < 100]
+    direct = model.score(["lift of a wing"] * len(docs), docs, max_length=512).numpy()
+    # batches of ≤ 4 rows, mixed lengths: the order of the pairs inside batches must not matter
+    got = engine.score(engine.encode("lift of a wing", docs, max_doc_tokens=512))
+    np.testing.assert_allclose(got, direct, atol=1e-5)
+    assert ((got >= 0) & (got <= 1)).all()
+
+
+def test_engine_serves_a_yes_logit_decoder_keeping_the_question(tmp_path):
+    path = tiny_decoder(tmp_path / "dec")
+    eng = ScoringEngine.load(path, device="cpu")
+    assert eng.kind == "decoder_yes"
+    pairs = eng.encode("lift", ["wing " * 500, "short"], max_doc_tokens=20)
+    assert all(p.ids[-len(eng._tail):] == eng._tail for p in pairs)   # "Answer:" survives truncation
+    direct = load_reranker(path).score(["lift"], ["short"], max_length=512).numpy()
+    np.testing.assert_allclose(eng.score(pairs[1:]), direct, atol=1e-5)
+
+
+def test_a_bare_encoder_is_refused(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="random head"):
+        check_servable(str(tmp_path))
+
+
+# -- service (no Ray) -------------------------------------------------------------------------
+
+def _service(engine, **kw):
+    cfg = ServeConfig(checkpoint="x", max_documents=10, max_request_bytes=4096, max_tokens_per_doc=64,
+                      max_batch_tokens=512, model_aliases=["rerank-v3.5"], **kw)
+
+    async def score(pairs):
+        return engine.score(pairs)
+
+    return RerankService(cfg, encode=engine.encode, score=score, model_info=engine.info(), api_keys=[KEY])
+
+
+def _call(svc, api, body, auth=f"Bearer {KEY}"):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return asyncio.run(svc.rerank(api, raw, auth))
+
+
+@pytest.mark.parametrize("body, status, words", [
+    (b"{not json", 400, "not valid JSON"),
+    (b"[1, 2]", 400, "JSON object"),
+    ({"model": "zelo-reranker", "query": "", "documents": ["a"]}, 400, "query"),
+    ({"model": "zelo-reranker", "query": "  ", "documents": ["a"]}, 400, "query"),
+    ({"model": "zelo-reranker", "query": "q", "documents": []}, 400, "at least one"),
+    ({"model": "zelo-reranker", "query": "q", "documents": ["a"] * 11}, 400, "at most 10"),
+    ({"model": "zelo-reranker", "query": "q", "documents": ["a", 3]}, 400, "documents[1]"),
+    ({"model": "zelo-reranker", "query": "q", "documents": ["a", {"text": "b"}]}, 400, "documents[1]"),
+    ({"model": "zelo-reranker", "query": "q"}, 400, "documents"),
+    ({"model": "zelo-reranker", "query": "q", "documents": ["a"], "top_n": 0}, 400, "top_n"),
+    ({"model": "gpt-9", "query": "q", "documents": ["a"]}, 404, "gpt-9"),
+    ({"model": "zelo-reranker", "query": "q", "documents": ["x" * 5000]}, 413, "max_request_bytes"),
+])
+def test_bad_input_is_a_4xx_that_names_the_problem(engine, body, status, words):
+    svc = _service(engine)
+    for api, key in (("cohere", "message"), ("zeroentropy", "detail")):
+        code, payload = _call(svc, api, body)
+        assert code == status, payload
+        assert words in payload[key]
+
+
+def test_auth(engine):
+    svc = _service(engine)
+    body = {"model": "zelo-reranker", "query": "q", "documents": ["a"]}
+    assert _call(svc, "cohere", body, auth=None)[0] == 401
+    assert _call(svc, "cohere", body, auth="Bearer nope")[0] == 401
+    assert _call(svc, "cohere", body, auth=f"Basic {KEY}")[0] == 401
+    assert _call(svc, "cohere", body)[0] == 200
+    open_svc = RerankService(svc.cfg, encode=engine.encode, score=svc._score, model_info={}, api_keys=[])
+    assert _call(open_svc, "cohere", body, auth=None)[0] == 200
+
+
+def test_response_shapes_and_order(engine):
+    svc = _service(engine)
+    direct = engine.score(engine.encode("lift of a wing", DOCS, max_doc_tokens=64))
+    code, c = _call(svc, "cohere", {"model": "rerank-v3.5", "query": "lift of a wing", "documents": DOCS,
+                                    "top_n": 3, "return_documents": False})
+    assert code == 200
+    CohereRerankResponse.model_validate(c)
+    assert [r["index"] for r in c["results"]] == np.argsort(-direct, kind="stable")[:3].tolist()
+    assert c["meta"]["billed_units"]["search_units"] == 1 and c["meta"]["tokens"]["input_tokens"] > 0
+    code, z = _call(svc, "zeroentropy", {"model": "zelo-reranker", "query": "lift of a wing", "documents": DOCS,
+                                         "latency": "fast"})
+    ZeroEntropyRerankResponse.model_validate(z)
+    assert [r["index"] for r in z["results"]] == np.argsort(-direct, kind="stable").tolist()
+    scores = [r["relevance_score"] for r in z["results"]]
+    assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+    assert z["total_bytes"] == len("lift of a wing".encode()) + sum(len(d.encode()) for d in DOCS)
+    # a request may ask for a smaller document budget, never a larger one
+    small = _call(svc, "cohere", {"model": "zelo-reranker", "query": "q", "documents": DOCS[3:4],
+                                  "max_tokens_per_doc": 8})[1]
+    big = _call(svc, "cohere", {"model": "zelo-reranker", "query": "q", "documents": DOCS[3:4],
+                                "max_tokens_per_doc": 100_000})[1]
+    assert small["meta"]["tokens"]["input_tokens"] < big["meta"]["tokens"]["input_tokens"] <= 1 + 64 + 3
+
+
+def test_settings_validation():
+    with pytest.raises(ValueError, match="max_batch_tokens"):
+        ServeConfig(max_batch_tokens=100, max_tokens_per_doc=512)
+    with pytest.raises(ValueError, match="max_replicas"):
+        ServeConfig(autoscaling={"min_replicas": 3, "max_replicas": 2})
+
+
+# -- Ray Serve over HTTP -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def server(checkpoint, tmp_path_factory):
+    import ray
+    from ray import serve
+
+    from zelo_ray.serve.app import build_app
+
+    os.environ["RAY_TMPDIR"] = str(tmp_path_factory.mktemp("ray"))
+    os.environ["ZELO_API_KEYS"] = f"other-key,{KEY}"   # replicas inherit the driver's environment
+    ray.init(num_cpus=2, include_dashboard=False)
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app({"checkpoint": checkpoint, "max_request_bytes": 65536, "max_batch_tokens": 2048,
+                         "max_tokens_per_doc": 128, "model_aliases": ["rerank-v3.5", "zerank-1"]}),
+              name="zelo", route_prefix="/", blocking=False)
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+    ray.shutdown()
+    os.environ.pop("ZELO_API_KEYS")
+
+
+H = {"Authorization": f"Bearer {KEY}"}
+
+
+def test_http_both_apis_rank_like_the_model(server, engine):
+    direct = engine.score(engine.encode("lift of a wing", DOCS, max_doc_tokens=128))
+    want = np.argsort(-direct, kind="stable").tolist()
+    r = requests.post(f"{server}/v2/rerank", headers=H, timeout=60,
+                      json={"model": "rerank-v3.5", "query": "lift of a wing", "documents": DOCS, "top_n": 4})
+    assert r.status_code == 200, r.text
+    assert [x["index"] for x in r.json()["results"]] == want[:4]
+    np.testing.assert_allclose([x["relevance_score"] for x in r.json()["results"]], direct[want[:4]], atol=1e-5)
+    r = requests.post(f"{server}/v1/models/rerank", headers=H, timeout=60,
+                      json={"model": "zerank-1", "query": "lift of a wing", "documents": DOCS})
+    assert r.status_code == 200 and [x["index"] for x in r.json()["results"]] == want
+    assert r.json()["total_tokens"] > 0 and r.json()["e2e_latency"] >= r.json()["inference_latency"] > 0
+
+
+def test_http_official_cohere_client(server, engine):
+    cohere = pytest.importorskip("cohere")
+    client = cohere.ClientV2(api_key=KEY, base_url=server, timeout=60)
+    res = client.rerank(model="rerank-v3.5", query="lift of a wing", documents=DOCS, top_n=3)
+    direct = engine.score(engine.encode("lift of a wing", DOCS, max_doc_tokens=128))
+    assert [x.index for x in res.results] == np.argsort(-direct, kind="stable")[:3].tolist()
+    bad = cohere.ClientV2(api_key="wrong", base_url=server, timeout=60)
+    with pytest.raises(Exception) as e:
+        bad.rerank(model="rerank-v3.5", query="q", documents=["a"])
+    assert "401" in str(e.value) or getattr(e.value, "status_code", None) == 401
+
+
+def test_http_bad_input_is_never_a_5xx(server):
+    url = f"{server}/v2/rerank"
+    cases = [
+        (dict(data=b"{bad", headers=H), 400),
+        (dict(json={"model": "zelo-reranker", "query": "q", "documents": [1]}, headers=H), 400),
+        (dict(json={"model": "zelo-reranker", "query": "", "documents": ["a"]}, headers=H), 400),
+        (dict(json={"model": "zelo-reranker", "query": "q", "documents": ["a"] * 1001}, headers=H), 400),
+        (dict(json={"model": "nope", "query": "q", "documents": ["a"]}, headers=H), 404),
+        (dict(json={"model": "zelo-reranker", "query": "q", "documents": ["x" * 70000]}, headers=H), 413),
+        (dict(json={"model": "zelo-reranker", "query": "q", "documents": ["a"]}), 401),
+    ]
+    for kw, status in cases:
+        r = requests.post(url, timeout=60, **kw)
+        assert r.status_code == status, (kw.get("json"), r.text)
+        assert r.json()["message"]
+    assert requests.get(f"{server}/healthz", timeout=10).json()["status"] == "ok"
+    models = requests.get(f"{server}/v1/models", timeout=10).json()
+    assert [m["id"] for m in models["data"]] == ["zelo-reranker", "rerank-v3.5", "zerank-1"]
+    paths = requests.get(f"{server}/openapi.json", timeout=10).json()["paths"]
+    assert {"/v2/rerank", "/v1/models/rerank", "/v1/models", "/healthz"} <= set(paths)
+    assert requests.get(f"{server}/docs", timeout=10).status_code == 200
+
+
+def test_http_concurrent_requests_are_batched_without_mixing_answers(server, engine):
+    queries = [f"query {i} lift wing flow" for i in range(8)]
+    docs = [f"document {j} about " + "lift " * (j % 7) + "flow " * (j % 5) for j in range(24)]
+    want = {q: engine.score(engine.encode(q, docs, max_doc_tokens=128)) for q in queries}
+
+    def one(i):
+        q = queries[i % len(queries)]
+        r = requests.post(f"{server}/v2/rerank", headers=H, timeout=120,
+                          json={"model": "zelo-reranker", "query": q, "documents": docs})
+        return q, r.status_code, r.json()
+
+    with cf.ThreadPoolExecutor(16) as ex:
+        out = list(ex.map(one, range(96)))
+    assert all(code == 200 for _, code, _ in out)
+    for q, _, body in out:
+        got = np.empty(len(docs))
+        for x in body["results"]:
+            got[x["index"]] = x["relevance_score"]
+        np.testing.assert_allclose(got, want[q], atol=1e-5)
+
+
+def test_serve_yaml_is_a_valid_serve_config(checkpoint):
+    from ray.serve.schema import ServeDeploySchema
+
+    from zelo_ray.serve.app import build_app
+
+    doc = yaml.safe_load((ROOT / "pipelines/configs/serve.yaml").read_text())
+    schema = ServeDeploySchema.model_validate(doc)
+    app = schema.applications[0]
+    assert app.import_path == "zelo_ray.serve.app:build_app"
+    dep = app.deployments[0]
+    assert dep.name == "RerankServer" and dep.max_ongoing_requests >= 16
+    assert dep.autoscaling_config["max_replicas"] >= dep.autoscaling_config["min_replicas"] >= 1
+    build_app({**app.args, "checkpoint": checkpoint})   # the args validate as a serve section
+    with pytest.raises(ValueError, match="max_documents"):
+        build_app({**app.args, "checkpoint": checkpoint, "max_documents": 0})
+
+
+def test_zelo_serve_cli_end_to_end(checkpoint, ray_tmp):
+    """`zelo serve --checkpoint` in its own process: answers, then stops cleanly on Ctrl-C."""
+    port = _free_port()
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp}
+    env.pop("ZELO_API_KEYS", None)
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "zelo_ray.cli", "serve", "--checkpoint", checkpoint,
+                             "--port", str(port), "--set", "ray.num_cpus=2"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        deadline = time.time() + 180
+        while not any(line.startswith("serving ") for line in lines):   # serve.run has returned
+            assert time.time() < deadline and proc.poll() is None, "".join(lines)
+            time.sleep(1)
+        r = requests.post(f"http://127.0.0.1:{port}/v1/models/rerank", timeout=60,
+                          json={"model": "zelo-reranker", "query": "lift", "documents": ["a", "b"]})
+        assert r.status_code == 200 and len(r.json()["results"]) == 2
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        reader.join(timeout=10)
+    out = "".join(lines)
+    assert proc.returncode == 0, out
+    assert "serving" in out and "/v2/rerank" in out and "shutting down" in out

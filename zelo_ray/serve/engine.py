@@ -1,0 +1,213 @@
+"""Tokenise (query, document) pairs under a per-document token budget and score them in
+length-sorted batches bounded by a token budget (rows × padded length), not by a row count.
+
+No Ray here: the Serve deployment, the benchmarks and the GPU check all call this.
+
+Example::
+
+    >>> import tempfile
+    >>> from zelo_ray.train.models import tiny_encoder
+    >>> engine = ScoringEngine.load(tiny_encoder(tempfile.mkdtemp()), device="cpu")
+    >>> pairs = engine.encode("what is lift", ["lift is a force", "a recipe"], max_doc_tokens=64)
+    >>> [p.n_tokens for p in pairs]
+    [10, 8]
+    >>> scores = engine.score(pairs)          # relevance in [0, 1], input order
+    >>> bool(((scores >= 0) & (scores <= 1)).all())
+    True
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zelo_ray.train.models import CARD, DECODER_PROMPT, Reranker, load_reranker, resolve_base
+
+__all__ = ["Pair", "ScoringEngine", "check_servable", "chunk_pairs", "plan_batches"]
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """One tokenised (query, document) pair; ``query_ids`` only for the bi-encoder."""
+
+    ids: tuple[int, ...]
+    types: tuple[int, ...] | None = None
+    query_ids: tuple[int, ...] | None = None
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.ids) + (len(self.query_ids) if self.query_ids else 0)
+
+
+def check_servable(path: str) -> str:
+    """The model kind of a folder, or a ValueError saying why it cannot be served as it is.
+
+    A bare encoder (no one-logit head) would get a freshly initialised head, i.e. random scores:
+    serving refuses it instead of answering with noise.
+    """
+    path = resolve_base(path)
+    card = Path(path) / CARD
+    if card.exists():
+        return json.loads(card.read_text()).get("kind", "cross_encoder")
+    cfg = json.loads((Path(path) / "config.json").read_text())
+    archs = " ".join(cfg.get("architectures") or [])
+    if "CausalLM" in archs:
+        return "decoder_yes"
+    if "SequenceClassification" not in archs:
+        raise ValueError(f"{path}: config.json architectures {cfg.get('architectures')} has no "
+                         "sequence-classification head; serving it would score with a random head. "
+                         "Serve a trained checkpoint (zelo train) or a cross-encoder folder.")
+    labels = cfg.get("id2label") or {}
+    n = cfg.get("num_labels", len(labels) or 1)
+    if n != 1:
+        raise ValueError(f"{path}: the classification head has {n} labels; a reranker needs exactly "
+                         "one relevance logit")
+    return "cross_encoder"
+
+
+def plan_batches(lengths: list[int], max_tokens: int, max_rows: int) -> list[list[int]]:
+    """Index groups, longest first, each with ``rows × longest ≤ max_tokens`` and ``rows ≤ max_rows``.
+
+    Sorting by length keeps padding small; the padded-token bound keeps a forward pass's memory
+    and time steady whatever the mix of short and long documents.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups, cur, longest = [], [], 0
+    for i in order:
+        longest_if = max(longest, lengths[i])
+        if cur and (len(cur) + 1 > max_rows or (len(cur) + 1) * longest_if > max_tokens):
+            groups.append(cur)
+            cur, longest_if = [], lengths[i]
+        cur.append(i)
+        longest = longest_if
+    if cur:
+        groups.append(cur)
+    return groups
+
+
+def chunk_pairs(pairs: list[Pair], max_tokens: int) -> list[list[Pair]]:
+    """Consecutive runs of pairs with at most ``max_tokens`` tokens each (a pair is never split)."""
+    chunks, cur, n = [], [], 0
+    for p in pairs:
+        if cur and n + p.n_tokens > max_tokens:
+            chunks.append(cur)
+            cur, n = [], 0
+        cur.append(p)
+        n += p.n_tokens
+    if cur:
+        chunks.append(cur)
+    return chunks
+
+
+def _pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("serve.device=cuda but this replica sees no CUDA device (set serve.num_gpus)")
+    return torch.device(device)
+
+
+def _pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, dtype)
+
+
+class ScoringEngine:
+    """A loaded reranker: ``encode`` (tokenise with budgets) and ``score`` (relevance in [0, 1])."""
+
+    def __init__(self, model: Reranker, *, device: torch.device, max_query_tokens: int = 128,
+                 max_batch_tokens: int = 16384, max_batch_rows: int = 256, path: str = ""):
+        self.model, self.device, self.path = model.eval(), device, path
+        self.tok = model.tokenizer
+        self.kind = model.kind
+        self.max_query_tokens = max_query_tokens
+        self.max_batch_tokens, self.max_batch_rows = max_batch_tokens, max_batch_rows
+        limit = getattr(model.model.config, "max_position_embeddings", None) or 512
+        tok_limit = self.tok.model_max_length if self.tok.model_max_length < 10**6 else limit
+        self.max_length = int(min(limit, tok_limit))
+        self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        if self.kind == "decoder_yes":
+            head, tail = DECODER_PROMPT.split("{doc}")
+            self._tail = tuple(self.tok(tail, add_special_tokens=False)["input_ids"])
+            self._head_template = head
+
+    @classmethod
+    def load(cls, path: str, *, device: str = "auto", dtype: str = "auto", **kw) -> "ScoringEngine":
+        kind = check_servable(path)
+        dev = _pick_device(device)
+        model = load_reranker(path, kind, dtype=_pick_dtype(dtype, dev)).to(dev)
+        return cls(model, device=dev, path=str(path), **kw)
+
+    # -- tokenisation ------------------------------------------------------------------------
+    def encode(self, query: str, docs: list[str], *, max_doc_tokens: int) -> list[Pair]:
+        """One Pair per document, the document cut to ``max_doc_tokens`` tokens (and to what the
+        model's maximum length leaves after the query)."""
+        q = self.tok(query, add_special_tokens=False, truncation=True,
+                     max_length=self.max_query_tokens)["input_ids"]
+        if self.kind == "cross_encoder":
+            budget = min(max_doc_tokens, self.max_length - len(q) - self.tok.num_special_tokens_to_add(pair=True))
+            query_text = self.tok.decode(q)  # the cut query, so the pair call below never cuts it again
+            enc = self.tok([query_text] * len(docs), docs, truncation="only_second",
+                           max_length=len(q) + max(budget, 1) + self.tok.num_special_tokens_to_add(pair=True))
+            types = enc.get("token_type_ids")
+            return [Pair(tuple(ids), tuple(types[i]) if types is not None else None)
+                    for i, ids in enumerate(enc["input_ids"])]
+        if self.kind == "bi_encoder":
+            qids = tuple(self.tok(query, truncation=True, max_length=self.max_query_tokens + 2)["input_ids"])
+            enc = self.tok(docs, truncation=True, max_length=min(max_doc_tokens + 2, self.max_length))
+            return [Pair(tuple(ids), None, qids) for ids in enc["input_ids"]]
+        head = tuple(self.tok(self._head_template.format(query=self.tok.decode(q)),
+                              add_special_tokens=True)["input_ids"])
+        budget = max(1, min(max_doc_tokens, self.max_length - len(head) - len(self._tail)))
+        enc = self.tok(docs, add_special_tokens=False, truncation=True, max_length=budget)
+        return [Pair(head + tuple(ids) + self._tail) for ids in enc["input_ids"]]
+
+    # -- scoring -------------------------------------------------------------------------------
+    def _tensors(self, rows: list[Pair]) -> dict[str, torch.Tensor]:
+        n = max(len(p.ids) for p in rows)
+        ids = torch.full((len(rows), n), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), n), dtype=torch.long)
+        types = torch.zeros((len(rows), n), dtype=torch.long) if rows[0].types is not None else None
+        for i, p in enumerate(rows):
+            ids[i, :len(p.ids)] = torch.tensor(p.ids)
+            mask[i, :len(p.ids)] = 1
+            if types is not None:
+                types[i, :len(p.ids)] = torch.tensor(p.types)
+        out = {"input_ids": ids, "attention_mask": mask}
+        if types is not None:
+            out["token_type_ids"] = types
+        return {k: v.to(self.device, non_blocking=True) for k, v in out.items()}
+
+    @torch.inference_mode()
+    def score(self, pairs: list[Pair]) -> np.ndarray:
+        """Relevance σ(logit) in [0, 1] for each pair, in input order."""
+        out = np.empty(len(pairs), np.float32)
+        if not pairs:
+            return out
+        for group in plan_batches([p.n_tokens for p in pairs], self.max_batch_tokens, self.max_batch_rows):
+            rows = [pairs[i] for i in group]
+            if self.kind == "bi_encoder":
+                logits = self._bi_encoder_logits(rows)
+            else:
+                logits = self.model(self._tensors(rows))
+            out[group] = torch.sigmoid(logits.float()).cpu().numpy()
+        return out
+
+    def _bi_encoder_logits(self, rows: list[Pair]) -> torch.Tensor:
+        queries = list(dict.fromkeys(p.query_ids for p in rows))
+        q = self._tensors([Pair(ids) for ids in queries])
+        d = self._tensors([Pair(p.ids) for p in rows])
+        qe = self.model.embed(q["input_ids"], q["attention_mask"])
+        de = self.model.embed(d["input_ids"], d["attention_mask"])
+        which = torch.tensor([queries.index(p.query_ids) for p in rows], device=self.device)
+        return self.model.scale * (qe[which] * de).sum(-1) + self.model.bias
+
+    def info(self) -> dict:
+        return {"kind": self.kind, "path": self.path, "device": str(self.device),
+                "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
+                "max_length": self.max_length}

@@ -1,0 +1,133 @@
+"""What a rerank call does, without Ray: authorise, bound, parse, validate, tokenise, score,
+shape the response. Every bad input is a 4xx naming the field; only a model failure is a 5xx.
+
+The Serve deployment (``app.py``) wraps this; tests drive it directly too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import math
+import os
+import time
+import uuid
+from typing import Awaitable, Callable
+
+import numpy as np
+from pydantic import BaseModel, ValidationError
+
+from zelo_ray.serve.schemas import CohereRerankRequest, ZeroEntropyRerankRequest
+from zelo_ray.serve.settings import ServeConfig
+
+__all__ = ["APIS", "RerankError", "RerankService", "api_keys_from_env", "describe_validation_error"]
+
+APIS: dict[str, type[BaseModel]] = {"cohere": CohereRerankRequest, "zeroentropy": ZeroEntropyRerankRequest}
+
+
+class RerankError(Exception):
+    """A client error: HTTP status + a message that names what is wrong."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def api_keys_from_env(name: str) -> list[str]:
+    return [k.strip() for k in os.environ.get(name, "").split(",") if k.strip()]
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors()[:5]:
+        loc = ""
+        for p in e["loc"]:
+            loc += f"[{p}]" if isinstance(p, int) else (f".{p}" if loc else str(p))
+        parts.append(f"{loc or 'body'}: {e['msg']}")
+    more = len(err.errors()) - 5
+    return "; ".join(parts) + (f"; and {more} more errors" if more > 0 else "")
+
+
+class RerankService:
+    """``await service.rerank(api, body, headers) → (status, payload)``."""
+
+    def __init__(self, cfg: ServeConfig, *, encode: Callable, score: Callable[[list], Awaitable[np.ndarray]],
+                 model_info: dict, api_keys: list[str] | None = None):
+        self.cfg, self._encode, self._score, self.model_info = cfg, encode, score, model_info
+        self.api_keys = api_keys_from_env(cfg.api_keys_env) if api_keys is None else api_keys
+        self.names = [cfg.model_name, *cfg.model_aliases]
+
+    # -- checks --------------------------------------------------------------------------------
+    def authorize(self, authorization: str | None) -> None:
+        if not self.api_keys:
+            return
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise RerankError(401, "missing bearer token: send 'Authorization: Bearer <key>'")
+        # compare against every key (constant time each) so timing does not reveal which matched
+        ok = [hmac.compare_digest(token.strip().encode(), k.encode()) for k in self.api_keys]
+        if not any(ok):
+            raise RerankError(401, "invalid API key")
+
+    def parse(self, api: str, body: bytes) -> BaseModel:
+        if len(body) > self.cfg.max_request_bytes:
+            raise RerankError(413, f"request body is {len(body):,} bytes; this server accepts at most "
+                                   f"{self.cfg.max_request_bytes:,} (serve.max_request_bytes)")
+        try:
+            data = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RerankError(400, f"body is not valid JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise RerankError(400, f"body must be a JSON object, got {type(data).__name__}")
+        try:
+            req = APIS[api].model_validate(data)
+        except ValidationError as e:
+            raise RerankError(400, describe_validation_error(e)) from None
+        if not req.query.strip():
+            raise RerankError(400, "query: must not be empty")
+        if not req.documents:
+            raise RerankError(400, "documents: at least one document is required")
+        if len(req.documents) > self.cfg.max_documents:
+            raise RerankError(400, f"documents: {len(req.documents):,} documents; this server accepts at "
+                                   f"most {self.cfg.max_documents:,} per request (serve.max_documents)")
+        if req.model not in self.names:
+            raise RerankError(404, f"model {req.model!r} is not served here; available: {self.names}")
+        return req
+
+    # -- the call ------------------------------------------------------------------------------
+    async def rerank(self, api: str, body: bytes, authorization: str | None = None) -> tuple[int, dict]:
+        t0 = time.perf_counter()
+        try:
+            self.authorize(authorization)
+            req = self.parse(api, body)
+        except RerankError as e:
+            return e.status, ({"message": e.message} if api == "cohere" else {"detail": e.message})
+        budget = self.cfg.max_tokens_per_doc
+        if getattr(req, "max_tokens_per_doc", None):
+            budget = min(budget, req.max_tokens_per_doc)
+        pairs = await asyncio.to_thread(self._encode, req.query, req.documents, max_doc_tokens=budget)
+        t1 = time.perf_counter()
+        scores = np.asarray(await self._score(pairs), dtype=np.float64)
+        t_inf = time.perf_counter() - t1
+        # stable sort: equal scores keep request order, so responses are deterministic
+        order = np.argsort(-scores, kind="stable")[: req.top_n or len(scores)]
+        results = [{"index": int(i), "relevance_score": float(min(max(scores[i], 0.0), 1.0))} for i in order]
+        tokens = int(sum(p.n_tokens for p in pairs))
+        if api == "cohere":
+            return 200, {"id": str(uuid.uuid4()), "results": results,
+                         "meta": {"api_version": {"version": "2"},
+                                  "billed_units": {"search_units": math.ceil(len(req.documents) / 100)},
+                                  "tokens": {"input_tokens": tokens, "output_tokens": 0}}}
+        n_bytes = len(req.query.encode()) + sum(len(d.encode()) for d in req.documents)
+        return 200, {"results": results, "e2e_latency": round(time.perf_counter() - t0, 6),
+                     "inference_latency": round(t_inf, 6), "total_tokens": tokens, "total_bytes": n_bytes}
+
+    def models(self) -> dict:
+        created = int(time.time())
+        return {"object": "list",
+                "data": [{"id": n, "object": "model", "created": created, "owned_by": "zelo-ray",
+                          "alias_of": None if n == self.cfg.model_name else self.cfg.model_name,
+                          **{k: self.model_info.get(k) for k in ("kind", "max_length")},
+                          "max_documents": self.cfg.max_documents,
+                          "max_tokens_per_doc": self.cfg.max_tokens_per_doc} for n in self.names]}

@@ -1,0 +1,88 @@
+"""The ``serve`` section of the configuration: what is served, input limits, batching, scaling."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["AutoscalingSettings", "ServeConfig"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AutoscalingSettings(_Strict):
+    """Ray Serve autoscaling of the reranker replicas (replaces ``num_replicas`` when set)."""
+
+    min_replicas: int = Field(1, ge=0, description="Fewest replicas kept running.")
+    max_replicas: int = Field(4, ge=1, description="Most replicas (bounded by the GPUs/CPUs the cluster has).")
+    target_ongoing_requests: float = Field(16.0, gt=0, description="Requests in flight per replica Serve "
+                                           "aims for; more → scale up. Keep it near a full batch's worth "
+                                           "of requests so batches fill before a new replica starts.")
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas={self.max_replicas} < min_replicas={self.min_replicas}")
+        return self
+
+
+class ServeConfig(_Strict):
+    """Serving a reranker with Ray Serve (``zelo serve``, ``serve run``)."""
+
+    checkpoint: str | None = Field(None, description="Model folder: a zelo-ray checkpoint, any local "
+                                   "cross-encoder (one-logit sequence-classification head) or a "
+                                   "zerank-style causal LM read at the \" yes\" token (null: "
+                                   "<train.output>/model).")
+    model_name: str = Field("zelo-reranker", min_length=1, description="The name clients send as `model` "
+                            "and `/v1/models` lists.")
+    model_aliases: list[str] = Field(default_factory=list, description="Other accepted `model` values "
+                                     "(e.g. `rerank-v3.5`, `zerank-1`) so existing clients work by "
+                                     "changing only the base URL.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when the replica "
+                                                   "has a GPU.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Inference precision (auto: bfloat16 on CUDA, float32 on CPU).")
+    max_documents: int = Field(1000, ge=1, description="Most documents per request (more → 400).")
+    max_request_bytes: int = Field(16 * 2**20, ge=1024, description="Largest request body accepted "
+                                   "(larger → 413).")
+    max_query_tokens: int = Field(128, ge=1, description="Query tokens kept (longer queries are cut).")
+    max_tokens_per_doc: int = Field(512, ge=1, description="Token budget per document: longer documents "
+                                    "are truncated (a request may ask for less with "
+                                    "`max_tokens_per_doc`, never more). Also capped by the model's "
+                                    "maximum length.")
+    batching: bool = Field(True, description="Batch (query, document) pairs across concurrent requests "
+                           "with `@serve.batch` (false: each request is scored on its own).")
+    max_batch_tokens: int = Field(16384, ge=64, description="Token budget of one forward pass: batches "
+                                  "are formed and split by token count (rows × padded length), not "
+                                  "by document count.")
+    max_batch_rows: int = Field(256, ge=1, description="Most (query, document) pairs in one forward pass.")
+    batch_wait_timeout_s: float = Field(0.005, ge=0, description="How long a batch waits for more "
+                                        "requests before running.")
+    max_ongoing_requests: int = Field(64, ge=1, description="Requests one replica accepts at once; must be "
+                                      "large enough for concurrent requests to fill a batch.")
+    num_replicas: int = Field(1, ge=1, description="Fixed replica count (ignored when `autoscaling` is set).")
+    autoscaling: AutoscalingSettings | None = Field(None, description="Autoscaling bounds (null: fixed "
+                                                    "`num_replicas`).")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per replica.")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per replica (1 on a GPU node).")
+    host: str = Field("127.0.0.1", description="HTTP bind address (`zelo serve`); 0.0.0.0 to listen on "
+                      "every interface.")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port (`zelo serve`).")
+    api_keys_env: str = Field("ZELO_API_KEYS", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                              description="Environment variable holding comma-separated bearer tokens; "
+                              "when it is set and non-empty every rerank call needs "
+                              "`Authorization: Bearer <token>` (401 otherwise). Keys are never logged.")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.max_batch_tokens < self.max_tokens_per_doc + self.max_query_tokens:
+            raise ValueError(f"max_batch_tokens={self.max_batch_tokens} cannot hold one pair of "
+                             f"max_query_tokens + max_tokens_per_doc = "
+                             f"{self.max_query_tokens + self.max_tokens_per_doc} tokens")
+        if self.batching and self.max_ongoing_requests < 2:
+            raise ValueError("batching needs max_ongoing_requests >= 2 (one request in flight cannot "
+                             "be batched with another)")
+        return self
