@@ -190,6 +190,17 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_serve(args: argparse.Namespace) -> int:
+    from zelo_ray.bench import serving
+
+    r = serving.run(dataset=args.dataset, checkpoint=args.checkpoint, calls_12kb=args.calls_12kb,
+                    calls_150kb=args.calls_150kb, clients=args.clients, throughput_requests=args.throughput_requests,
+                    docs_per_request=args.docs_per_request, doc_bytes=args.doc_bytes, load_requests=args.load_requests,
+                    log=lambda m: print(m, file=sys.stderr))
+    _write({"benchmark": "serve", **r}, args.json)
+    return 0
+
+
 def cmd_bench_labelfree(args: argparse.Namespace) -> int:
     from zelo_ray.bench import labelfree
 
@@ -223,7 +234,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         cfg.split.train_split = args.train_split
     if args.max_train_queries:
         cfg.split.max_train_queries = args.max_train_queries
-    run_quickstart(cfg)
+    after = None
+    if cfg.output_uri():
+        from zelo_ray.storage import push
+
+        def after(stage: str) -> None:
+            n = push(cfg.workdir(), cfg.output_uri())
+            print(f"zelo: {stage} done; pushed {n} files to {cfg.output_uri()}", file=sys.stderr)
+    run_quickstart(cfg, after_stage=after)
     return 0
 
 
@@ -353,15 +371,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="output directory (overrides simulate.output_dir)")
     p.set_defaults(func=cmd_simulate)
 
-    def stage(name: str, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help)
+    def stage(name: str, help: str, aliases=()) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, aliases=list(aliases))
         _add_config_args(p)
         p.add_argument("--dataset", help="BEIR folder, shared collection name or ir_datasets id "
                        "(sets data.dataset)")
         p.add_argument("--workdir", help="run directory (sets data.workdir; {dataset} expands)")
         return p
 
-    p = stage("demo", "index → retrieve → annotate (simulated judges) → train → rerank → evaluate")
+    p = stage("demo", "index → retrieve → annotate → train → rerank → evaluate: the whole pipeline from one "
+              "config (`full` is the same command; pipelines/full.py runs it under ray job submit)",
+              aliases=["full"])
     p.add_argument("--out", help="run directory (same as --workdir); metrics.json lands here")
     p.add_argument("--train-split", help="qrels split of the training queries (default: 'train' if the "
                    "collection has one, else a seeded split of the test split's queries)")
@@ -517,6 +537,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--json", help="also write the JSON result here")
     p.set_defaults(func=cmd_bench_train)
+    p = bsub.add_parser("serve", help="Ray Serve: latency (12/150 KB) vs in-process, batching on/off, load test")
+    p.add_argument("--dataset", default="cranfield", help="corpus the request texts come from")
+    p.add_argument("--checkpoint", help="model folder (default: the demo's, else MiniLM + fresh head)")
+    p.add_argument("--calls-12kb", type=int, default=30)
+    p.add_argument("--calls-150kb", type=int, default=8)
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--throughput-requests", type=int, default=320)
+    p.add_argument("--docs-per-request", type=int, default=4)
+    p.add_argument("--doc-bytes", type=int, default=300)
+    p.add_argument("--load-requests", type=int, default=1000)
+    p.add_argument("--json", help="also write the JSON result here")
+    p.set_defaults(func=cmd_bench_serve)
     p = bsub.add_parser("labelfree", help="zELO graded labels vs human qrels at ranking systems")
     p.add_argument("--datasets", nargs="*", default=["cranfield", "cisi", "med", "cacm", "vaswani"])
     p.add_argument("--bundle", default="runs/proof/bundle")
@@ -533,10 +565,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_synced(args: argparse.Namespace) -> int:
+    """Stages with ``data.output_uri`` set: pull the run directory first, push it after (also on
+    failure: what was paid for must reach durable storage)."""
+    if not hasattr(args, "overrides") or not hasattr(args, "dataset"):
+        return args.func(args)
+    if getattr(args, "out", None):
+        args.workdir = args.out
+    cfg = _stage_config(args)
+    uri = cfg.output_uri()
+    if not uri:
+        return args.func(args)
+    from zelo_ray.storage import pull, push
+
+    n = pull(uri, cfg.workdir())
+    print(f"zelo: pulled {n} files from {uri} into {cfg.workdir()}", file=sys.stderr)
+    try:
+        return args.func(args)
+    finally:
+        n = push(cfg.workdir(), uri)
+        print(f"zelo: pushed {n} files from {cfg.workdir()} to {uri}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        return _run_synced(args)
     except (ConfigError, DataError, FileNotFoundError, JudgeSetupError) as exc:
         print(f"zelo: {exc}", file=sys.stderr)
         return 2

@@ -126,6 +126,10 @@ class DataConfig(_Strict):
     workdir: str = Field(
         "runs/{dataset}", description="Run directory ({dataset} is replaced by the collection "
         "name): data/ (Parquet), index/, candidates.parquet, metrics.json.")
+    output_uri: str | None = Field(
+        None, description="Durable copy of the run directory (local path, file://, s3://, gs://…): "
+        "pulled before a stage so a fresh cluster resumes, pushed after it (also after a failure); "
+        "{dataset} expands.")
 
 
 class IndexConfig(_Strict):
@@ -442,14 +446,21 @@ class ZeloConfig(_Strict):
     tune: TuneConfig = Field(default_factory=TuneConfig, description="Hyperparameter search.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="Serving the reranker.")
 
-    def workdir(self) -> str:
-        """``data.workdir`` with ``{dataset}`` replaced by a file-name-safe collection name."""
+    def dataset_name(self) -> str:
+        """A file-name-safe collection name (what ``{dataset}`` expands to)."""
         spec = self.data.dataset
         if spec.startswith("irds:"):
-            name = spec[5:].replace("/", "-")
-        else:
-            name = Path(spec.rstrip("/")).name or spec
-        return self.data.workdir.replace("{dataset}", name)
+            return spec[5:].replace("/", "-")
+        return Path(spec.rstrip("/")).name or spec
+
+    def workdir(self) -> str:
+        """``data.workdir`` with ``{dataset}`` replaced by a file-name-safe collection name."""
+        return self.data.workdir.replace("{dataset}", self.dataset_name())
+
+    def output_uri(self) -> str | None:
+        """``data.output_uri`` with ``{dataset}`` expanded (null: no durable copy)."""
+        uri = self.data.output_uri
+        return uri.replace("{dataset}", self.dataset_name()) if uri else None
 
 
 class ConfigError(ValueError):

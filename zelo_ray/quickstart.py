@@ -33,9 +33,12 @@ def _line(name: str, m: dict) -> str:
     return f"      {name:9s}" + "  ".join(cells)
 
 
-def run_quickstart(cfg: ZeloConfig, *, log=print) -> dict:
+def run_quickstart(cfg: ZeloConfig, *, log=print, after_stage=None) -> dict:
     """index → retrieve → evaluate → split queries → annotate the training queries → train →
-    rerank and evaluate the test queries. Writes ``<workdir>/metrics.json`` and ``report.json``."""
+    rerank and evaluate the test queries. Writes ``<workdir>/metrics.json`` and ``report.json``.
+    ``after_stage(name)`` runs after each stage (the full pipeline pushes the run directory to
+    ``data.output_uri`` there, so a crash later loses no finished stage)."""
+    after_stage = after_stage or (lambda name: None)
     from zelo_ray.train.stage import evaluate_reranker, query_split, run_train_stage, train_dir, write_json
 
     timings = {}
@@ -43,11 +46,13 @@ def run_quickstart(cfg: ZeloConfig, *, log=print) -> dict:
     log(f"[1/6] index {cfg.data.dataset} (BM25 with Tantivy, {cfg.index.model} vectors in LanceDB)")
     idx = run_index(cfg)
     timings["index_s"] = round(time.perf_counter() - t0, 1)
+    after_stage("index")
     log(f"      {idx['docs']} documents; dense: {idx['dense']}; bm25: {idx['bm25']}")
     t0 = time.perf_counter()
     log("[2/6] retrieve: BM25 top-k + dense top-k, fused by RRF")
     ret = run_retrieve(cfg)
     timings["retrieve_s"] = round(time.perf_counter() - t0, 1)
+    after_stage("retrieve")
     log(f"      {ret['rows']} candidates for {ret['queries']} queries -> {ret['candidates']}")
     col = open_collection(index_paths(cfg).data)
     split = query_split(cfg, col)
@@ -61,6 +66,7 @@ def run_quickstart(cfg: ZeloConfig, *, log=print) -> dict:
         "calibration → targets")
     ann = run_annotate(cfg, log_fn=log, qrels=train_qrels, queries=split["train"])
     timings["annotate_s"] = round(time.perf_counter() - t0, 1)
+    after_stage("annotate")
     tag = f"[{ann['label']}] " if ann["label"] else ""
     log(f"      {tag}{ann['judge_calls']:,} judge calls ({ann['asked_this_run']:,} asked now, "
         f"{ann['missing_votes']:,} missing); Elo ({cfg.elo.model}) converged for "
@@ -71,6 +77,7 @@ def run_quickstart(cfg: ZeloConfig, *, log=print) -> dict:
         f"({cfg.train.num_workers} worker(s))")
     card = run_train_stage(cfg, log=log, split=split)
     timings["train_s"] = round(time.perf_counter() - t0, 1)
+    after_stage("train")
     t0 = time.perf_counter()
     ckpt = str(train_dir(cfg) / "model")
     log(f"[6/6] evaluate on the {len(split['test'])} held-out test queries (qrels/{cfg.data.split})")

@@ -62,7 +62,7 @@ class RerankServer:
 
         self.cfg = ServeConfig(**settings)
         log.addFilter(_TokenBatchWarning())
-        self.engine = ScoringEngine.load(self.cfg.checkpoint, device=self.cfg.device, dtype=self.cfg.dtype,
+        self.engine = ScoringEngine.load(local_checkpoint(self.cfg.checkpoint), device=self.cfg.device, dtype=self.cfg.dtype,
                                          max_query_tokens=self.cfg.max_query_tokens,
                                          max_batch_tokens=self.cfg.max_batch_tokens,
                                          max_batch_rows=self.cfg.max_batch_rows)
@@ -129,6 +129,21 @@ class RerankServer:
             raise RuntimeError("model not loaded")
 
 
+def local_checkpoint(checkpoint: str) -> str:
+    """A checkpoint URI (s3://, gs://, file://) is copied once into a local cache on the replica's
+    node; a local path is used as it is."""
+    if "://" not in checkpoint:
+        return checkpoint
+    import hashlib
+    from pathlib import Path
+
+    from zelo_ray.storage import pull
+
+    local = Path.home() / ".cache" / "zelo-ray" / "models" / hashlib.sha256(checkpoint.encode()).hexdigest()[:16]
+    pull(checkpoint, local)
+    return str(local)
+
+
 def deployment_options(cfg: ServeConfig) -> dict:
     opts = {"max_ongoing_requests": cfg.max_ongoing_requests,
             "ray_actor_options": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus}}
@@ -161,5 +176,6 @@ def build_app(args: dict):
         raise ValueError(f"serve args: {describe_validation_error(e)}") from None
     if not cfg.checkpoint:
         raise ValueError("serve args: checkpoint is required (a model folder)")
-    check_servable(cfg.checkpoint)
+    if "://" not in cfg.checkpoint:  # a remote checkpoint is checked by the replica that fetches it
+        check_servable(cfg.checkpoint)
     return RerankServer.options(**deployment_options(cfg)).bind(cfg.model_dump())

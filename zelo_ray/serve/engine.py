@@ -210,4 +210,4 @@ class ScoringEngine:
     def info(self) -> dict:
         return {"kind": self.kind, "path": self.path, "device": str(self.device),
                 "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
-                "max_length": self.max_length}
+                "max_length": self.max_length, "torch_threads": torch.get_num_threads()}

@@ -32,7 +32,8 @@ class AutoscalingSettings(_Strict):
 class ServeConfig(_Strict):
     """Serving a reranker with Ray Serve (``zelo serve``, ``serve run``)."""
 
-    checkpoint: str | None = Field(None, description="Model folder: a zelo-ray checkpoint, any local "
+    checkpoint: str | None = Field(None, description="Model folder (local path, or s3:// / gs:// / file:// "
+                                   "URI copied to each replica's node once): a zelo-ray checkpoint, any "
                                    "cross-encoder (one-logit sequence-classification head) or a "
                                    "zerank-style causal LM read at the \" yes\" token (null: "
                                    "<train.output>/model).")

@@ -1,0 +1,114 @@
+"""GPU check of serving (issue #6), on the Ray-less GPU machine: the replica's scoring path
+(`ScoringEngine`: tokenise with the per-document budget, length-sorted batches bounded by tokens,
+bf16) timed in-process for the paper's latency table — 12 KB and 150 KB of documents per call,
+p50/p90/p99 — for all-MiniLM-L6-v2 and a ~0.5B decoder (Qwen2.5-0.5B shape, random weights,
+"yes"-logit, zerank-style); and what cross-request batching buys on a GPU: 16 clients' small
+requests scored one by one vs merged into one call (what `@serve.batch` does in the replica).
+
+    python pipelines/bench/gpu_serve.py --out $OUT/gpu_serve.json
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from zelo_ray.bench.payloads import payload, percentiles  # noqa: E402
+from zelo_ray.serve.engine import ScoringEngine  # noqa: E402
+from zelo_ray.train.models import Reranker, load_reranker  # noqa: E402
+
+
+def timed(engine: ScoringEngine, query: str, docs: list[str], budget: int) -> tuple[float, float]:
+    t0 = time.perf_counter()
+    pairs = engine.encode(query, docs, max_doc_tokens=budget)
+    t1 = time.perf_counter()
+    engine.score(pairs)
+    sync()
+    return time.perf_counter() - t0, t1 - t0
+
+
+def latency(engine, texts, kb: int, budget: int, calls: int) -> dict:
+    q, docs = payload(texts, kb)
+    for _ in range(3):
+        timed(engine, q, docs, budget)
+    total, tok = zip(*(timed(engine, q, docs, budget) for _ in range(calls)))
+    n_tok = sum(p.n_tokens for p in engine.encode(q, docs, max_doc_tokens=budget))
+    return {"payload_kb": kb, "documents": len(docs), "tokens": n_tok, "max_tokens_per_doc": budget,
+            **percentiles(list(total)), "tokenize_p50_ms": percentiles(list(tok))["p50_ms"]}
+
+
+def batching(engine, texts, clients: int = 16, docs_per_request: int = 8, rounds: int = 20) -> dict:
+    reqs = [payload(texts, docs_per_request, seed=s) for s in range(clients)]
+    enc = [engine.encode(q, d, max_doc_tokens=256) for q, d in reqs]
+    for _ in range(2):
+        engine.score([p for e in enc for p in e])
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        for e in enc:
+            engine.score(e)
+    sync()
+    one_by_one = clients * rounds / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        engine.score([p for e in enc for p in e])
+    sync()
+    merged = clients * rounds / (time.perf_counter() - t0)
+    return {"clients": clients, "docs_per_request": docs_per_request, "requests_per_s_unbatched": round(one_by_one, 1),
+            "requests_per_s_batched": round(merged, 1), "speedup": round(merged / one_by_one, 2)}
+
+
+def decoder_05b(tok_path: str) -> Reranker:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=151_936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                      num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=4096,
+                      tie_word_embeddings=True, attn_implementation="sdpa")
+    tok = AutoTokenizer.from_pretrained(tok_path)
+    return Reranker(LlamaForCausalLM(cfg).to(torch.bfloat16), tok, "decoder_yes", yes_id=9)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="runs/gpu/model")
+    ap.add_argument("--texts", default="runs/gpu/texts.json")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--calls", type=int, default=50)
+    ap.add_argument("--device", default="cuda", help="cpu: a dry run of this script on the build machine")
+    ap.add_argument("--skip-decoder", action="store_true")
+    args = ap.parse_args()
+    texts = json.loads(Path(args.texts).read_text())
+    dev = torch.device(args.device)
+    out = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu", "torch": torch.__version__, "payload": "1 KB documents"}
+    mini = ScoringEngine(load_reranker(args.model, "cross_encoder", dtype=torch.bfloat16).to(dev),
+                         device=dev, max_batch_tokens=65536, max_batch_rows=512)
+    out["minilm"] = {"latency": [latency(mini, texts, kb, 512, args.calls) for kb in (12, 150)],
+                     "batching": batching(mini, texts)}
+    print(json.dumps(out["minilm"], indent=1), flush=True)
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    del mini
+    if args.skip_decoder:
+        return
+    torch.cuda.empty_cache()
+    dec = ScoringEngine(decoder_05b(args.model).to(dev), device=dev, max_batch_tokens=65536,
+                        max_batch_rows=256)
+    dec.max_length = 1024
+    out["decoder_0.5b"] = {"latency": [latency(dec, texts, kb, 512, args.calls) for kb in (12, 150)],
+                           "batching": batching(dec, texts)}
+    print(json.dumps(out["decoder_0.5b"], indent=1), flush=True)
+    Path(args.out).write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

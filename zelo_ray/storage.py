@@ -1,0 +1,82 @@
+"""Mirror a run directory to durable storage (``data.output_uri``: a local path, ``file://``,
+``s3://``, ``gs://`` — any pyarrow filesystem URI) and back.
+
+Stages work in ``data.workdir`` (local or a shared mount every node sees); before a stage the
+missing files are pulled from the URI, after it (also after a failure, so paid-for votes and
+checkpoints survive the machine) the new or changed files are pushed. A re-run on a fresh
+cluster therefore resumes from what the URI holds.
+
+Example::
+
+    >>> import tempfile, pathlib
+    >>> src = pathlib.Path(tempfile.mkdtemp()); (src / "a.json").write_text("{}")
+    2
+    >>> dst = "file://" + tempfile.mkdtemp()
+    >>> push(src, dst)
+    1
+    >>> push(src, dst)            # nothing changed but small files: re-sent, cheap
+    1
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["pull", "push"]
+
+ALWAYS_COPY_BYTES = 1 << 20  # small files (JSON, manifests) may be rewritten in place with the same size
+
+
+def _fs(uri: str):
+    from pyarrow import fs
+
+    if "://" not in uri:
+        return fs.LocalFileSystem(), str(Path(uri).resolve())
+    return fs.FileSystem.from_uri(uri)
+
+
+def _listing(filesystem, root: str) -> dict[str, int]:
+    from pyarrow import fs
+
+    info = filesystem.get_file_info(root)
+    if info.type == fs.FileType.NotFound:
+        return {}
+    sel = fs.FileSelector(root, recursive=True)
+    return {i.path[len(root):].lstrip("/"): i.size for i in filesystem.get_file_info(sel)
+            if i.type == fs.FileType.File}
+
+
+def _copy(src_fs, src_root: str, dst_fs, dst_root: str, pushing: bool) -> int:
+    from pyarrow import fs
+
+    have = _listing(dst_fs, dst_root)
+    n = 0
+    for rel, size in sorted(_listing(src_fs, src_root).items()):
+        if pushing and "/sockets/" in f"/{rel}":
+            continue
+        # pulling never overwrites a local file of the same size: the local copy is at least as new
+        if rel in have and have[rel] == size and (size > ALWAYS_COPY_BYTES or not pushing):
+            continue
+        parent = f"{dst_root}/{rel}".rsplit("/", 1)[0]
+        dst_fs.create_dir(parent, recursive=True)
+        fs.copy_files(f"{src_root}/{rel}", f"{dst_root}/{rel}", source_filesystem=src_fs,
+                      destination_filesystem=dst_fs)
+        n += 1
+    return n
+
+
+def push(local: str | Path, uri: str) -> int:
+    """Copy new or changed files of ``local`` to ``uri``; returns how many were copied."""
+    from pyarrow import fs
+
+    dst_fs, dst_root = _fs(uri)
+    return _copy(fs.LocalFileSystem(), str(Path(local).resolve()), dst_fs, dst_root.rstrip("/"), True)
+
+
+def pull(uri: str, local: str | Path) -> int:
+    """Copy files under ``uri`` that ``local`` lacks (or has at another size) into ``local``."""
+    from pyarrow import fs
+
+    src_fs, src_root = _fs(uri)
+    Path(local).mkdir(parents=True, exist_ok=True)
+    return _copy(src_fs, src_root.rstrip("/"), fs.LocalFileSystem(), str(Path(local).resolve()), False)
