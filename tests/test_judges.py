@@ -217,3 +217,29 @@ def test_judge_config_rejects_keys_and_duplicates(tmp_path):
     f.write_text("annotate:\n  judges:\n    - {name: a, model: m}\n    - {name: a, model: n}\n")
     with pytest.raises(ConfigError, match="used twice"):
         load_config(f)
+
+
+def test_caller_pool_is_sized_from_the_endpoint_limits():
+    from zelo_ray.annotate.sizing import caller_count, endpoint_rate
+    from zelo_ray.config import JudgeConfig
+
+    def judge(name, conc, rpm=None, kind="openai"):
+        return JudgeConfig(name=name, kind=kind, model="m", base_url="http://127.0.0.1:1" if kind == "openai" else None,
+                           max_concurrency=conc, requests_per_minute=rpm)
+
+    assert endpoint_rate(judge("a", 100), latency_s=2.0) == 50.0          # concurrency-bound
+    assert endpoint_rate(judge("a", 10_000, rpm=6000)) == 100.0           # RPM-bound
+    assert caller_count([judge("s", 16, kind="simulated")]) == 1
+    assert caller_count([judge("a", 64)]) == 1
+    # three big endpoints: 3 × 500 calls/s → 10 callers of 150/s; capped
+    big = [judge(n, 4096, rpm=30_000) for n in "abc"]
+    assert caller_count(big) == 10 and caller_count(big, cap=4) == 4
+
+
+def test_vllm_engine_pool_autoscales_between_min_and_max():
+    from zelo_ray.config import JudgeConfig
+    from zelo_ray.judges.vllm_pairwise import engine_pool
+
+    j = JudgeConfig(name="slm", kind="vllm_pairwise", model="/m", replicas=8)
+    assert engine_pool(j) == 8
+    assert engine_pool(j.model_copy(update={"min_replicas": 1})) == (1, 8)

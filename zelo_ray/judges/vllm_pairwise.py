@@ -111,6 +111,14 @@ class _Prompts:
         return batch
 
 
+def engine_pool(judge) -> int | tuple[int, int]:
+    """A fixed pool of ``replicas`` engines, or (min_replicas, replicas): Ray Data's autoscaling
+    actor pool, which starts engines as GPUs appear (a cluster scaling its GPU group from zero)."""
+    if judge.min_replicas and judge.min_replicas < judge.replicas:
+        return (judge.min_replicas, judge.replicas)
+    return judge.replicas
+
+
 def vllm_votes(todo: pa.Table, judge, texts: TextTable, *, batch_size: int):
     """Yield vote tables (:data:`VOTE_SCHEMA`) for ``todo`` rows of one ``vllm_pairwise`` judge."""
     import ray
@@ -124,7 +132,7 @@ def vllm_votes(todo: pa.Table, judge, texts: TextTable, *, batch_size: int):
         extra["placement_group_config"] = {"bundles": [{"CPU": judge.cpus_per_replica}]}
     config = vLLMEngineProcessorConfig(
         model_source=judge.model, engine_kwargs=engine_kwargs, batch_size=batch_size,
-        concurrency=judge.replicas, chat_template_stage=False, tokenize_stage=False,
+        concurrency=engine_pool(judge), chat_template_stage=False, tokenize_stage=False,
         detokenize_stage=False, should_continue_on_error=True, log_engine_metrics=False, **extra)
     processor = build_processor(config)
     ds = ray.data.from_arrow(todo.drop_columns([c for c in ("rel_a", "rel_b") if c in todo.column_names]))
