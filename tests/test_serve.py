@@ -332,3 +332,13 @@ def test_zelo_serve_cli_end_to_end(checkpoint, ray_tmp):
     out = "".join(lines)
     assert proc.returncode == 0, out
     assert "serving" in out and "/v2/rerank" in out and "shutting down" in out
+
+
+def test_a_checkpoint_uri_is_fetched_once_into_a_local_cache(checkpoint, tmp_path):
+    from zelo_ray.storage import local_copy
+
+    uri = f"file://{checkpoint}"
+    local = local_copy(uri, cache=tmp_path)
+    assert local != checkpoint and Path(local, "zelo_card.json").exists()
+    assert ScoringEngine.load(local, device="cpu").kind == "cross_encoder"
+    assert local_copy(checkpoint) == checkpoint          # a local path is used as it is

@@ -332,3 +332,30 @@ def test_bi_encoder_trains_and_loads_as_sentence_transformer(tiny, tmp_path):
     logit = float(model.scale) * cos + float(model.bias)
     assert torch.sigmoid(torch.tensor(logit)) == pytest.approx(float(rel[0]), abs=1e-4)
 
+
+
+def test_a_collection_without_qrels_trains_on_every_query(tmp_path, monkeypatch):
+    from tests.test_data import write_beir
+    from zelo_ray.config import load_config
+    from zelo_ray.data import prepare
+    from zelo_ray.quickstart import run_quickstart
+    from zelo_ray.train.splits import split_queries
+
+    src = write_beir(tmp_path / "beir", [{"_id": "d1", "text": "lift"}, {"_id": "d2", "text": "drag"}],
+                     [{"_id": "q2", "text": "drag?"}, {"_id": "q1", "text": "lift?"}])
+    col = prepare(str(src), tmp_path / "data")
+    split = split_queries(col, test_split="test", train_split=None, test_fraction=0.5, seed=0)
+    assert split["train"] == ["q1", "q2"] and split["test"] == [] and "no qrels" in split["source"]
+    assert split_queries(col, test_split="test", train_split=None, test_fraction=0.5, seed=0,
+                         max_train_queries=1)["train"] == ["q1"]
+    # the embedded default judges are simulated from qrels: without qrels the pipeline says so
+    cfg = load_config(None, [f"data.dataset={src}", f"data.workdir={tmp_path / 'run'}"])
+    import zelo_ray.quickstart as qs
+
+    calls = []
+    monkeypatch.setattr(qs, "run_index", lambda c: calls.append("index") or {"docs": 2, "dense": "-", "bm25": "-"})
+    monkeypatch.setattr(qs, "run_retrieve", lambda c: {"rows": 4, "queries": 2, "candidates": "-"})
+    monkeypatch.setattr(qs, "index_paths", lambda c: type("P", (), {"data": tmp_path / "data"})())
+    with pytest.raises(ValueError, match="no qrels.*LLM judges"):
+        run_quickstart(cfg, log=lambda m: None)
+    assert calls == ["index"]

@@ -196,8 +196,19 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
     r = serving.run(dataset=args.dataset, checkpoint=args.checkpoint, calls_12kb=args.calls_12kb,
                     calls_150kb=args.calls_150kb, clients=args.clients, throughput_requests=args.throughput_requests,
                     docs_per_request=args.docs_per_request, doc_bytes=args.doc_bytes, load_requests=args.load_requests,
-                    log=lambda m: print(m, file=sys.stderr))
+                    parts=tuple(args.parts.split(",")), log=lambda m: print(m, file=sys.stderr))
     _write({"benchmark": "serve", **r}, args.json)
+    return 0
+
+
+def cmd_bench_cost(args: argparse.Namespace) -> int:
+    from zelo_ray.bench import cost
+
+    r = cost.project(queries=args.queries, candidates=args.candidates, gpus=args.gpus, callers=args.callers,
+                     endpoint_rpm=args.endpoint_rpm, epochs=args.epochs)
+    _write({"benchmark": "cost_model", **r}, args.json)
+    if not args.json:
+        print(json.dumps(r, indent=2))
     return 0
 
 
@@ -547,8 +558,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--docs-per-request", type=int, default=4)
     p.add_argument("--doc-bytes", type=int, default=300)
     p.add_argument("--load-requests", type=int, default=1000)
+    p.add_argument("--parts", default="latency,throughput,load", help="comma-separated subset to run")
     p.add_argument("--json", help="also write the JSON result here")
     p.set_defaults(func=cmd_bench_serve)
+    p = bsub.add_parser("cost", help="project GPU-hours and wall time of a run from the measured rates")
+    p.add_argument("--queries", type=int, default=112_000)
+    p.add_argument("--candidates", type=int, default=100)
+    p.add_argument("--epochs", type=float, default=2.0)
+    p.add_argument("--gpus", type=int, default=32, help="GPUs in the cluster (wall time of GPU stages)")
+    p.add_argument("--callers", type=int, default=16, help="judge-caller processes")
+    p.add_argument("--endpoint-rpm", type=float, default=10_000, help="rate limit of each judge endpoint")
+    p.add_argument("--json", help="also write the JSON result here")
+    p.set_defaults(func=cmd_bench_cost)
     p = bsub.add_parser("labelfree", help="zELO graded labels vs human qrels at ranking systems")
     p.add_argument("--datasets", nargs="*", default=["cranfield", "cisi", "med", "cacm", "vaswani"])
     p.add_argument("--bundle", default="runs/proof/bundle")

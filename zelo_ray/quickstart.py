@@ -33,13 +33,28 @@ def _line(name: str, m: dict) -> str:
     return f"      {name:9s}" + "  ".join(cells)
 
 
+def _evaluate_step(cfg: ZeloConfig, col, split: dict, ckpt: str, ann: dict, meta: dict, log) -> dict:
+    from zelo_ray.train.stage import evaluate_reranker, train_dir
+
+    log(f"[6/6] evaluate on the {len(split['test'])} held-out test queries (qrels/{cfg.data.split})")
+    metrics = evaluate_reranker(cfg, col, split["test"], {"reranker": ckpt}, log=log,
+                                out=train_dir(cfg))
+    for name in ("bm25", "dense", "hybrid", "reranker"):
+        log(_line(name, metrics[name]))
+    d = metrics["reranker"]["delta_vs_hybrid"]["ndcg@10"]
+    log(f"      reranker − hybrid nDCG@10: {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] "
+        f"(paired bootstrap, {int(cfg.evaluate.confidence * 100)}%)" + (
+            f"  — {ann['label']}: judges simulated from the training queries' qrels" if ann["label"] else ""))
+    return {**{k: metrics[k] for k in ("bm25", "dense", "hybrid", "reranker")}, "meta": meta}
+
+
 def run_quickstart(cfg: ZeloConfig, *, log=print, after_stage=None) -> dict:
     """index → retrieve → evaluate → split queries → annotate the training queries → train →
     rerank and evaluate the test queries. Writes ``<workdir>/metrics.json`` and ``report.json``.
     ``after_stage(name)`` runs after each stage (the full pipeline pushes the run directory to
     ``data.output_uri`` there, so a crash later loses no finished stage)."""
     after_stage = after_stage or (lambda name: None)
-    from zelo_ray.train.stage import evaluate_reranker, query_split, run_train_stage, train_dir, write_json
+    from zelo_ray.train.stage import query_split, run_train_stage, train_dir, write_json
 
     timings = {}
     t0 = time.perf_counter()
@@ -58,9 +73,14 @@ def run_quickstart(cfg: ZeloConfig, *, log=print, after_stage=None) -> dict:
     split = query_split(cfg, col)
     log(f"[3/6] queries: {len(split['train'])} train / {len(split['test'])} test ({split['source']})")
     t0 = time.perf_counter()
-    qrels_table = pq.read_table(col.qrels_path(cfg.split.train_split or cfg.data.split))
-    # the simulated judges see the training queries' qrels only: nothing about test queries leaks
-    train_qrels = qrels_table.filter(pc.is_in(qrels_table["query_id"], value_set=pa.array(split["train"])))
+    train_qrels = None
+    if col.splits:
+        qrels_table = pq.read_table(col.qrels_path(cfg.split.train_split or cfg.data.split))
+        # the simulated judges see the training queries' qrels only: nothing about test queries leaks
+        train_qrels = qrels_table.filter(pc.is_in(qrels_table["query_id"], value_set=pa.array(split["train"])))
+    elif any(j.kind == "simulated" for j in cfg.annotate.judges):
+        raise ValueError(f"{col.root}: this collection has no qrels, and simulated judges are driven by qrels; "
+                         "configure LLM judges in annotate.judges (docs/judging.md)")
     judges = ", ".join(f"{j.name} ({j.kind})" for j in cfg.annotate.judges)
     log(f"[4/6] annotate the training queries' top-{cfg.annotate.top_n}: pairs → judges [{judges}] → Elo → "
         "calibration → targets")
@@ -80,22 +100,18 @@ def run_quickstart(cfg: ZeloConfig, *, log=print, after_stage=None) -> dict:
     after_stage("train")
     t0 = time.perf_counter()
     ckpt = str(train_dir(cfg) / "model")
-    log(f"[6/6] evaluate on the {len(split['test'])} held-out test queries (qrels/{cfg.data.split})")
-    metrics = evaluate_reranker(cfg, col, split["test"], {"reranker": ckpt}, log=log,
-                                out=train_dir(cfg))
+    meta = {"dataset": col.name, "split": cfg.data.split, "test_queries": len(split["test"]),
+            "train_queries": len(split["train"]), "query_split": split["source"], "rerank_depth": cfg.rerank.depth,
+            "checkpoint": ckpt, "label": ann["label"], "bootstrap": cfg.evaluate.bootstrap,
+            "confidence": cfg.evaluate.confidence}
+    if not split["test"]:
+        log("[6/6] no qrels: nothing to evaluate against (every query trained the reranker); "
+            "`zelo bench labelfree` compares systems on zELO labels instead")
+        metrics_out = {"meta": {**meta, "note": "no qrels in the collection: no labelled evaluation"}}
+    else:
+        metrics_out = _evaluate_step(cfg, col, split, ckpt, ann, meta, log)
     timings["evaluate_s"] = round(time.perf_counter() - t0, 1)
-    for name in ("bm25", "dense", "hybrid", "reranker"):
-        log(_line(name, metrics[name]))
-    d = metrics["reranker"]["delta_vs_hybrid"]["ndcg@10"]
-    log(f"      reranker − hybrid nDCG@10: {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] "
-        f"(paired bootstrap, {int(cfg.evaluate.confidence * 100)}%)" + (
-            f"  — {ann['label']}: judges simulated from the training queries' qrels" if ann["label"] else ""))
     workdir = Path(cfg.workdir())
-    metrics_out = {**{k: metrics[k] for k in ("bm25", "dense", "hybrid", "reranker")},
-                   "meta": {"dataset": col.name, "split": cfg.data.split, "test_queries": len(split["test"]),
-                            "train_queries": len(split["train"]), "query_split": split["source"],
-                            "rerank_depth": cfg.rerank.depth, "checkpoint": ckpt, "label": ann["label"],
-                            "bootstrap": cfg.evaluate.bootstrap, "confidence": cfg.evaluate.confidence}}
     report = {"dataset": col.name, "split": split, "index": idx, "retrieve": ret, "metrics": metrics_out,
               "annotation": {k: ann[k] for k in ("label", "queries", "pairs", "cross_pairs", "judge_calls",
                                                  "missing_votes", "total_cost", "elo", "calibration", "files")},

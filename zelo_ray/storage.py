@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["pull", "push"]
+__all__ = ["local_copy", "pull", "push"]
 
 ALWAYS_COPY_BYTES = 1 << 20  # small files (JSON, manifests) may be rewritten in place with the same size
 
@@ -80,3 +80,15 @@ def pull(uri: str, local: str | Path) -> int:
     src_fs, src_root = _fs(uri)
     Path(local).mkdir(parents=True, exist_ok=True)
     return _copy(src_fs, src_root.rstrip("/"), fs.LocalFileSystem(), str(Path(local).resolve()), False)
+
+
+def local_copy(uri: str, cache: str | Path | None = None) -> str:
+    """A local folder for ``uri``: a plain path is returned as it is; a URI (s3://, gs://, file://)
+    is copied once into ``cache`` (default ~/.cache/zelo-ray/<hash>) and reused after."""
+    if "://" not in uri:
+        return uri
+    import hashlib
+
+    local = Path(cache or Path.home() / ".cache" / "zelo-ray") / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    pull(uri, local)
+    return str(local)

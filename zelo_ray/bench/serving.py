@@ -95,7 +95,8 @@ def _deploy(checkpoint: str, port: int, **settings) -> str:
 
 def run(*, dataset: str = "cranfield", checkpoint: str | None = None, calls_12kb: int = 30, calls_150kb: int = 8,
         clients: int = 16, throughput_requests: int = 320, docs_per_request: int = 4, doc_bytes: int = 300,
-        load_requests: int = 1000, threads: int = 2, log=print) -> dict:
+        load_requests: int = 1000, threads: int = 2, parts: tuple[str, ...] = ("latency", "throughput", "load"),
+        log=print) -> dict:
     import ray
     import torch
     from ray import serve
@@ -109,18 +110,6 @@ def run(*, dataset: str = "cranfield", checkpoint: str | None = None, calls_12kb
     # baseline: the replica's code path, in this process, same threads
     torch.set_num_threads(threads)
     engine = ScoringEngine.load(ckpt, device="cpu", max_batch_tokens=16384)
-    direct = {}
-    for kb, n in ((12, calls_12kb), (150, calls_150kb)):
-        q, docs = payload(texts, kb)
-        engine.score(engine.encode(q, docs, max_doc_tokens=budget))
-        ts = []
-        for _ in range(n):
-            t = time.perf_counter()
-            engine.score(engine.encode(q, docs, max_doc_tokens=budget))
-            ts.append(time.perf_counter() - t)
-        direct[kb] = percentiles(ts)
-        log(f"in-process {kb} KB: {direct[kb]}")
-    del engine
 
     port = _port()
     ray.init(num_cpus=threads, include_dashboard=False, log_to_driver=False)
@@ -128,33 +117,52 @@ def run(*, dataset: str = "cranfield", checkpoint: str | None = None, calls_12kb
     common = {"num_cpus": threads, "max_batch_tokens": 16384, "max_tokens_per_doc": budget, "max_ongoing_requests": 64}
     try:
         url = _deploy(ckpt, port, batching=True, **common)
-        lat = {}
-        for kb, n in ((12, calls_12kb), (150, calls_150kb)):
+        import urllib.request
+
+        with urllib.request.urlopen(url.replace("/v2/rerank", "/healthz")) as r:
+            out["replica"] = json.loads(r.read())
+        lat, direct = {}, {}
+        for kb, n in ((12, calls_12kb), (150, calls_150kb)) if "latency" in parts else ():
             q, docs = payload(texts, kb)
             body = {"model": "zelo-reranker", "query": q, "documents": docs}
-            asyncio.run(_post_many(url, [body], 1))                        # warm-up
-            ts, codes, _ = asyncio.run(_post_many(url, [body] * n, 1))
-            lat[kb] = {**percentiles(ts), "codes": codes,
-                       "overhead_p50": round(percentiles(ts)["p50_ms"] / direct[kb]["p50_ms"] - 1, 4)}
-            log(f"Serve {kb} KB: {lat[kb]}")
-        out["latency"] = [{"payload_kb": kb, "documents": len(payload(texts, kb)[1]), "serve": lat[kb],
-                           "in_process": direct[kb]} for kb in (12, 150)]
+            asyncio.run(_post_many(url, [body], 1))                        # warm-up both paths
+            engine.score(engine.encode(q, docs, max_doc_tokens=budget))
+            served, local, codes = [], [], {}
+            # interleaved, one call at a time: both paths see the same (shared, noisy) machine
+            for _ in range(n):
+                t = time.perf_counter()
+                engine.score(engine.encode(q, docs, max_doc_tokens=budget))
+                local.append(time.perf_counter() - t)
+                ts, c, _ = asyncio.run(_post_many(url, [body], 1))
+                served += ts
+                for k, v in c.items():
+                    codes[k] = codes.get(k, 0) + v
+            direct[kb] = percentiles(local)
+            lat[kb] = {**percentiles(served), "codes": codes,
+                       "overhead_p50": round(percentiles(served)["p50_ms"] / direct[kb]["p50_ms"] - 1, 4)}
+            log(f"{kb} KB: Serve {lat[kb]}; in-process {direct[kb]}")
+        if lat:
+            out["latency"] = [{"payload_kb": kb, "documents": len(payload(texts, kb)[1]), "serve": lat[kb],
+                               "in_process": direct[kb]} for kb in (12, 150)]
 
         small = [{"model": "zelo-reranker", "query": " ".join(texts[i].split()[:6]),
                   "documents": make_docs(texts, docs_per_request, doc_bytes, seed=i)}
                  for i in range(throughput_requests)]
         thr = {}
-        for mode in ("on", "off"):
+        for mode in ("on", "off") if "throughput" in parts else ():
             if mode == "off":
                 url = _deploy(ckpt, port, batching=False, **common)
             asyncio.run(_post_many(url, small[:clients], clients))          # warm-up
             ts, codes, wall = asyncio.run(_post_many(url, small, clients))
             thr[mode] = {"requests_per_s": round(len(small) / wall, 2), **percentiles(ts), "codes": codes}
             log(f"throughput batching {mode}: {thr[mode]}")
-        out["throughput"] = {"clients": clients, "requests": throughput_requests, "docs_per_request": docs_per_request,
-                             "doc_bytes": doc_bytes, "batching_on": thr["on"], "batching_off": thr["off"],
-                             "speedup": round(thr["on"]["requests_per_s"] / thr["off"]["requests_per_s"], 3)}
+        if thr:
+            out["throughput"] = {"clients": clients, "requests": throughput_requests, "docs_per_request": docs_per_request,
+                                 "doc_bytes": doc_bytes, "batching_on": thr["on"], "batching_off": thr["off"],
+                                 "speedup": round(thr["on"]["requests_per_s"] / thr["off"]["requests_per_s"], 3)}
 
+        if "load" not in parts:
+            return out
         url = _deploy(ckpt, port, batching=True, **{**common, "max_tokens_per_doc": 128})
         rng = np.random.default_rng(7)
         bodies = [{"model": "zelo-reranker", "query": " ".join(texts[int(rng.integers(len(texts)))].split()[:8]),

@@ -59,10 +59,11 @@ class RerankServer:
     def __init__(self, settings: dict):
         from zelo_ray.serve.engine import ScoringEngine
         from zelo_ray.serve.service import RerankService
+        from zelo_ray.storage import local_copy
 
         self.cfg = ServeConfig(**settings)
         log.addFilter(_TokenBatchWarning())
-        self.engine = ScoringEngine.load(local_checkpoint(self.cfg.checkpoint), device=self.cfg.device, dtype=self.cfg.dtype,
+        self.engine = ScoringEngine.load(local_copy(self.cfg.checkpoint), device=self.cfg.device, dtype=self.cfg.dtype,
                                          max_query_tokens=self.cfg.max_query_tokens,
                                          max_batch_tokens=self.cfg.max_batch_tokens,
                                          max_batch_rows=self.cfg.max_batch_rows)
@@ -127,21 +128,6 @@ class RerankServer:
         # Serve calls this periodically; a replica whose model vanished is restarted
         if self.engine.model is None:
             raise RuntimeError("model not loaded")
-
-
-def local_checkpoint(checkpoint: str) -> str:
-    """A checkpoint URI (s3://, gs://, file://) is copied once into a local cache on the replica's
-    node; a local path is used as it is."""
-    if "://" not in checkpoint:
-        return checkpoint
-    import hashlib
-    from pathlib import Path
-
-    from zelo_ray.storage import pull
-
-    local = Path.home() / ".cache" / "zelo-ray" / "models" / hashlib.sha256(checkpoint.encode()).hexdigest()[:16]
-    pull(checkpoint, local)
-    return str(local)
 
 
 def deployment_options(cfg: ServeConfig) -> dict:

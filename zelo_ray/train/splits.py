@@ -24,10 +24,19 @@ def split_queries(col, *, test_split: str, train_split: str | None, test_fractio
     """``{"train": [...], "test": [...], "source": ...}`` for a prepared collection.
 
     Test queries are always judged queries of ``test_split``; training queries never overlap them.
+    A collection without any qrels trains on every query and has no test queries.
     """
     from zelo_ray.eval.metrics import judged_queries
 
     splits = col.splits
+    if not splits:
+        # a corpus and queries, no labels (the common case for a private collection): every query
+        # trains the reranker; there is nothing to evaluate against
+        import pyarrow.parquet as pq
+
+        train = sorted(set(pq.read_table(col.queries_path, columns=["query_id"])["query_id"].to_pylist()))
+        return {"train": train[:max_train_queries] if max_train_queries else train, "test": [],
+                "source": "no qrels: every query is a training query, none is held out for evaluation"}
     if test_split not in splits:
         raise ValueError(f"{col.root}: no qrels split {test_split!r} (have {splits})")
     test_judged = judged_queries(col.qrels(test_split))

@@ -1,0 +1,81 @@
+"""Cost model: measured per-unit rates (docs/bench/*.json) → work, GPU-hours and wall time of a
+zELO run at a given scale (default: the paper's 112k queries × 100 candidates).
+
+Every rate is read from a benchmark JSON written by a command in docs/benchmarks.md; what is not
+measured is an assumption and is labelled as one in the output.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+__all__ = ["project"]
+
+
+def _load(bench: Path, name: str) -> dict:
+    return json.loads((bench / name).read_text())
+
+
+def project(*, queries: int = 112_000, candidates: int = 100, k: int = 8, judges: int = 3, cross_per_query: float = 2.0,
+            epochs: float = 2.0, corpus_docs: int | None = None, gpus: int = 32, callers: int = 16,
+            endpoint_rpm: float = 10_000.0, tokens_per_call: int = 1_200, slm_tokens_per_pair: int = 600,
+            reranker_params: float = 4.0e9, train_tokens: int = 512, bench: str = "docs/bench") -> dict:
+    b = Path(bench)
+    dense, train, serve = _load(b, "gpu_dense_h200.json"), _load(b, "gpu_train_h200.json"), _load(b, "gpu_serve_h200.json")
+    judging = _load(b, "judging_throughput.json")
+    pairs = queries * (k * candidates // 2 + cross_per_query)
+    calls = pairs * judges
+    docs = corpus_docs or queries * candidates
+    stages = []
+
+    emb_rate = dense["gpu_fp16_b512"]["docs_per_s"]
+    stages.append({"stage": "embed corpus (MiniLM, fp16, 256 tokens)", "units": docs, "unit": "documents",
+                   "rate_per_s": emb_rate, "rate_source": "gpu_dense_h200.json (H200)",
+                   "gpu_hours": docs / emb_rate / 3600})
+
+    cpu_ms = min(r["driver_cpu_ms_per_call"] for r in judging["runs"] if "driver_cpu_ms_per_call" in r)
+    per_caller = min(1000.0 / cpu_ms, 200.0)
+    api_rate = judges * endpoint_rpm / 60.0
+    rate = min(api_rate, callers * per_caller)
+    stages.append({"stage": f"judge calls, {judges} hosted LLMs (k={k})", "units": calls, "unit": "calls",
+                   "rate_per_s": rate, "rate_source": f"min(endpoint limits {judges}×{endpoint_rpm:,.0f} RPM "
+                   f"[assumption], {callers} callers × {per_caller:.0f}/s [judging_throughput.json])",
+                   "gpu_hours": 0.0, "caller_cpu_hours": calls * cpu_ms / 1000 / 3600,
+                   "llm_tokens": calls * tokens_per_call, "wall_hours": calls / rate / 3600})
+
+    dec = max(serve["decoder_0.5b"]["latency"], key=lambda r: r["tokens"])
+    prefill = dec["tokens"] / (dec["p50_ms"] / 1000)
+    slm_rate = prefill / slm_tokens_per_pair
+    stages.append({"stage": "or: distilled pairwise SLM (0.5B, one judge)", "units": pairs, "unit": "pairs",
+                   "rate_per_s": slm_rate, "rate_source": f"0.5B decoder prefill {prefill:,.0f} tokens/s, H200, "
+                   f"transformers bf16 (gpu_serve_h200.json); {slm_tokens_per_pair} tokens/pair [assumption]",
+                   "gpu_hours": pairs / slm_rate / 3600})
+
+    samples = queries * candidates * epochs
+    mini = max(train["minilm"]["runs"], key=lambda r: r.get("samples_per_s", 0))
+    d05 = max(train["decoder_0.5b"]["runs"], key=lambda r: r.get("samples_per_s", 0))
+    stages.append({"stage": "train MiniLM cross-encoder", "units": samples, "unit": "samples",
+                   "rate_per_s": mini["samples_per_s"], "rate_source": f"gpu_train_h200.json, batch {mini['batch']} × "
+                   f"{mini['tokens']} tokens", "gpu_hours": samples / mini["samples_per_s"] / 3600})
+    stages.append({"stage": "train 0.5B decoder reranker", "units": samples, "unit": "samples",
+                   "rate_per_s": d05["samples_per_s"], "rate_source": f"gpu_train_h200.json, batch {d05['batch']} × "
+                   f"{d05['tokens']} tokens, MFU {d05['mfu']}", "gpu_hours": samples / d05["samples_per_s"] / 3600})
+    flops = 6 * reranker_params * train_tokens
+    big_rate = d05["mfu"] * train["peak_bf16_flops"] / flops
+    stages.append({"stage": f"train {reranker_params / 1e9:.0f}B decoder reranker (zerank-1 size)", "units": samples,
+                   "unit": "samples", "rate_per_s": big_rate,
+                   "rate_source": f"extrapolated: 6·N·T FLOPs at the 0.5B run's measured MFU {d05['mfu']}",
+                   "gpu_hours": samples / big_rate / 3600})
+    for s in stages:
+        s.setdefault("wall_hours", s["gpu_hours"] / gpus if s["gpu_hours"] else 0.0)
+        for key in ("gpu_hours", "wall_hours", "caller_cpu_hours", "rate_per_s"):
+            if key in s:
+                s[key] = round(s[key], 2)
+    hosted = stages[0]["gpu_hours"] + stages[3]["gpu_hours"] + stages[5]["gpu_hours"]
+    slm = stages[0]["gpu_hours"] + stages[2]["gpu_hours"] + stages[5]["gpu_hours"]
+    return {"scale": {"queries": queries, "candidates": candidates, "k": k, "judges": judges, "pairs": pairs,
+                      "judge_calls": calls, "training_samples": samples, "epochs": epochs, "gpus": gpus},
+            "device": train["device"], "stages": stages,
+            "total_gpu_hours": {"hosted_judges_4b_reranker": round(hosted, 1), "slm_judge_4b_reranker": round(slm, 1)},
+            "paper_h100_hours": "< 10,000"}
