@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,24 +17,17 @@ import pytest
 import yaml
 
 from tests.test_data import write_beir
+from zelo_ray.bench.common import free_port
 from zelo_ray.train.models import tiny_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
 
 
-def _port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
 @pytest.fixture
 def cluster(ray_tmp):
     """A one-node Ray cluster started the way a real head node is (`ray start --head`)."""
-    port, dash = _port(), _port()
+    port, dash = free_port(), free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.Popen([RAY, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",

@@ -6,7 +6,6 @@ import concurrent.futures as cf
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ import pytest
 import requests
 import yaml
 
+from zelo_ray.bench.common import free_port
 from zelo_ray.serve.engine import Pair, ScoringEngine, check_servable, chunk_pairs, plan_batches
 from zelo_ray.serve.schemas import CohereRerankResponse, ZeroEntropyRerankResponse
 from zelo_ray.serve.service import RerankService
@@ -42,14 +42,6 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def engine(checkpoint):
     return ScoringEngine.load(checkpoint, device="cpu", max_batch_tokens=512, max_batch_rows=4)
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 # -- engine ------------------------------------------------------------------------------------
@@ -201,7 +193,7 @@ def server(checkpoint, tmp_path_factory):
     os.environ["RAY_TMPDIR"] = str(tmp_path_factory.mktemp("ray"))
     os.environ["ZELO_API_KEYS"] = f"other-key,{KEY}"   # replicas inherit the driver's environment
     ray.init(num_cpus=2, include_dashboard=False)
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app({"checkpoint": checkpoint, "max_request_bytes": 65536, "max_batch_tokens": 2048,
                          "max_tokens_per_doc": 128, "model_aliases": ["rerank-v3.5", "zerank-1"]}),
@@ -304,7 +296,7 @@ def test_serve_yaml_is_a_valid_serve_config(checkpoint):
 
 def test_zelo_serve_cli_end_to_end(checkpoint, ray_tmp):
     """`zelo serve --checkpoint` in its own process: answers, then stops cleanly on Ctrl-C."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "RAY_TMPDIR": ray_tmp}
     env.pop("ZELO_API_KEYS", None)
     env.pop("RAY_ADDRESS", None)

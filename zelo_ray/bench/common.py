@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import socket
 
 import numpy as np
 from scipy.stats import kendalltau
@@ -60,3 +61,10 @@ def peak_rss_of(cmdline_substring: str) -> dict[int, float]:
         except OSError:
             continue
     return out
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now (for local servers in tests and benchmarks)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from zelo_ray.bench.common import machine
+from zelo_ray.bench.common import free_port, machine
 from zelo_ray.bench.payloads import make_docs, payload, percentiles
 
 __all__ = ["run"]
@@ -49,14 +48,6 @@ def _checkpoint(path: str | None) -> tuple[str, str]:
     out = Path(tempfile.mkdtemp(prefix="zelo-bench-serve-")) / "model"
     save_reranker(load_reranker("default", "cross_encoder"), out, {"note": "fresh head, benchmark only"})
     return str(out), "all-MiniLM-L6-v2 + fresh head (speed only)"
-
-
-def _port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 async def _post_many(url: str, bodies: list[dict], clients: int) -> tuple[list[float], dict[int, int], float]:
@@ -111,7 +102,7 @@ def run(*, dataset: str = "cranfield", checkpoint: str | None = None, calls_12kb
     torch.set_num_threads(threads)
     engine = ScoringEngine.load(ckpt, device="cpu", max_batch_tokens=16384)
 
-    port = _port()
+    port = free_port()
     ray.init(num_cpus=threads, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     common = {"num_cpus": threads, "max_batch_tokens": 16384, "max_tokens_per_doc": budget, "max_ongoing_requests": 64}
