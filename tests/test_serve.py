@@ -294,21 +294,15 @@ def test_serve_yaml_is_a_valid_serve_config(checkpoint):
         build_app({**app.args, "checkpoint": checkpoint, "max_documents": 0})
 
 
-def test_zelo_serve_cli_end_to_end(checkpoint, ray_tmp):
-    """`zelo serve --checkpoint` in its own process: answers, then stops cleanly on Ctrl-C."""
-    port = free_port()
-    env = {**os.environ, "RAY_TMPDIR": ray_tmp}
-    env.pop("ZELO_API_KEYS", None)
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen([sys.executable, "-m", "zelo_ray.cli", "serve", "--checkpoint", checkpoint,
-                             "--port", str(port), "--set", "ray.num_cpus=2"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def _run_until_serving(cmd: list[str], env: dict, port: int, ready) -> str:
+    """Start a server process, wait until ``ready(lines)``, call both APIs, stop it with Ctrl-C."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()
     try:
         deadline = time.time() + 180
-        while not any(line.startswith("serving ") for line in lines):   # serve.run has returned
+        while not ready(lines, port):
             assert time.time() < deadline and proc.poll() is None, "".join(lines)
             time.sleep(1)
         r = requests.post(f"http://127.0.0.1:{port}/v1/models/rerank", timeout=60,
@@ -321,9 +315,43 @@ def test_zelo_serve_cli_end_to_end(checkpoint, ray_tmp):
         except subprocess.TimeoutExpired:
             proc.kill()
         reader.join(timeout=10)
-    out = "".join(lines)
-    assert proc.returncode == 0, out
-    assert "serving" in out and "/v2/rerank" in out and "shutting down" in out
+    return "".join(lines)
+
+
+def _server_env(ray_tmp: str) -> dict:
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp}
+    env.pop("ZELO_API_KEYS", None)
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def test_zelo_serve_cli_end_to_end(checkpoint, ray_tmp):
+    """`zelo serve --checkpoint` in its own process: answers, then stops cleanly on Ctrl-C."""
+    port = free_port()
+    out = _run_until_serving([sys.executable, "-m", "zelo_ray.cli", "serve", "--checkpoint", checkpoint,
+                              "--port", str(port), "--set", "ray.num_cpus=2"], _server_env(ray_tmp), port,
+                             lambda lines, _: any(line.startswith("serving ") for line in lines))
+    assert "/v2/rerank" in out and "shutting down" in out
+
+
+def test_serve_run_with_the_serve_yaml(checkpoint, ray_tmp, tmp_path):
+    """Ray Serve's own CLI on pipelines/configs/serve.yaml (checkpoint and bind address swapped)."""
+    doc = yaml.safe_load((ROOT / "pipelines/configs/serve.yaml").read_text())
+    port = free_port()
+    doc["http_options"] = {"host": "127.0.0.1", "port": port}
+    doc["applications"][0]["args"]["checkpoint"] = checkpoint
+    doc["applications"][0]["deployments"][0]["ray_actor_options"]["num_cpus"] = 0.5
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(doc))
+
+    def healthy(lines, port):
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    _run_until_serving([str(Path(sys.executable).parent / "serve"), "run", str(path)], _server_env(ray_tmp),
+                       port, healthy)
 
 
 def test_a_checkpoint_uri_is_fetched_once_into_a_local_cache(checkpoint, tmp_path):
