@@ -363,3 +363,30 @@ def test_a_checkpoint_uri_is_fetched_once_into_a_local_cache(checkpoint, tmp_pat
     assert local != checkpoint and Path(local, "zelo_card.json").exists()
     assert ScoringEngine.load(local, device="cpu").kind == "cross_encoder"
     assert local_copy(checkpoint) == checkpoint          # a local path is used as it is
+
+
+def test_engine_tokenises_a_short_query_exactly_as_the_tokenizer_does(engine):
+    query = "Don't wings' lift-to-drag ratios (L/D) matter?"
+    docs = ["Lift, drag & stall: what's the ratio?", "a recipe"]
+    pairs = engine.encode(query, docs, max_doc_tokens=64)
+    want = engine.tok([query] * 2, docs, truncation="only_second", max_length=512)
+    assert [list(p.ids) for p in pairs] == want["input_ids"]
+
+
+def test_push_sends_new_and_rewritten_files_only(tmp_path):
+    import os as _os
+
+    from zelo_ray.storage import pull, push
+
+    src, dst = tmp_path / "run", f"file://{tmp_path / 'durable'}"
+    (src / "votes").mkdir(parents=True)
+    (src / "votes" / "part-0.parquet").write_bytes(b"x" * 100)
+    (src / "report.json").write_text('{"a": 1}')
+    assert push(src, dst) == 2
+    assert push(src, dst) == 0                                  # unchanged: nothing re-sent
+    (src / "report.json").write_text('{"a": 2}')                # rewritten in place, same size
+    later = time.time() + 5
+    _os.utime(src / "report.json", (later, later))
+    assert push(src, dst) == 1
+    fresh = tmp_path / "fresh"
+    assert pull(dst, fresh) == 2 and (fresh / "report.json").read_text() == '{"a": 2}'

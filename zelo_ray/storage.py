@@ -14,8 +14,8 @@ Example::
     >>> dst = "file://" + tempfile.mkdtemp()
     >>> push(src, dst)
     1
-    >>> push(src, dst)            # nothing changed but small files: re-sent, cheap
-    1
+    >>> push(src, dst)            # nothing changed: nothing sent
+    0
 """
 
 from __future__ import annotations
@@ -23,9 +23,6 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = ["local_copy", "pull", "push"]
-
-ALWAYS_COPY_BYTES = 1 << 20  # small files (JSON, manifests) may be rewritten in place with the same size
-
 
 def _fs(uri: str):
     from pyarrow import fs
@@ -35,15 +32,15 @@ def _fs(uri: str):
     return fs.FileSystem.from_uri(uri)
 
 
-def _listing(filesystem, root: str) -> dict[str, int]:
+def _listing(filesystem, root: str) -> dict[str, tuple[int, float]]:
     from pyarrow import fs
 
     info = filesystem.get_file_info(root)
     if info.type == fs.FileType.NotFound:
         return {}
     sel = fs.FileSelector(root, recursive=True)
-    return {i.path[len(root):].lstrip("/"): i.size for i in filesystem.get_file_info(sel)
-            if i.type == fs.FileType.File}
+    return {i.path[len(root):].lstrip("/"): (i.size, i.mtime.timestamp() if i.mtime else 0.0)
+            for i in filesystem.get_file_info(sel) if i.type == fs.FileType.File}
 
 
 def _copy(src_fs, src_root: str, dst_fs, dst_root: str, pushing: bool) -> int:
@@ -51,12 +48,15 @@ def _copy(src_fs, src_root: str, dst_fs, dst_root: str, pushing: bool) -> int:
 
     have = _listing(dst_fs, dst_root)
     n = 0
-    for rel, size in sorted(_listing(src_fs, src_root).items()):
+    for rel, (size, mtime) in sorted(_listing(src_fs, src_root).items()):
         if pushing and "/sockets/" in f"/{rel}":
             continue
-        # pulling never overwrites a local file of the same size: the local copy is at least as new
-        if rel in have and have[rel] == size and (size > ALWAYS_COPY_BYTES or not pushing):
-            continue
+        if rel in have and have[rel][0] == size:
+            # same size: a push re-sends only a file rewritten since its last upload (a JSON report);
+            # immutable parts (votes, checkpoints) are sent once. A pull never overwrites a local file
+            # of the same size: the local copy is at least as new.
+            if not pushing or mtime <= have[rel][1]:
+                continue
         parent = f"{dst_root}/{rel}".rsplit("/", 1)[0]
         dst_fs.create_dir(parent, recursive=True)
         fs.copy_files(f"{src_root}/{rel}", f"{dst_root}/{rel}", source_filesystem=src_fs,

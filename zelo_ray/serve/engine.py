@@ -147,11 +147,15 @@ class ScoringEngine:
     def encode(self, query: str, docs: list[str], *, max_doc_tokens: int) -> list[Pair]:
         """One Pair per document, the document cut to ``max_doc_tokens`` tokens (and to what the
         model's maximum length leaves after the query)."""
-        q = self.tok(query, add_special_tokens=False, truncation=True,
-                     max_length=self.max_query_tokens)["input_ids"]
+        q = self.tok(query, add_special_tokens=False)["input_ids"]
+        # the query text as given unless it must be cut: a decode/re-encode round trip can change
+        # tokens (punctuation, casing) away from what the model saw in training
+        query_text = query
+        if len(q) > self.max_query_tokens:
+            q = q[:self.max_query_tokens]
+            query_text = self.tok.decode(q)
         if self.kind == "cross_encoder":
             budget = min(max_doc_tokens, self.max_length - len(q) - self.tok.num_special_tokens_to_add(pair=True))
-            query_text = self.tok.decode(q)  # the cut query, so the pair call below never cuts it again
             enc = self.tok([query_text] * len(docs), docs, truncation="only_second",
                            max_length=len(q) + max(budget, 1) + self.tok.num_special_tokens_to_add(pair=True))
             types = enc.get("token_type_ids")
@@ -161,7 +165,7 @@ class ScoringEngine:
             qids = tuple(self.tok(query, truncation=True, max_length=self.max_query_tokens + 2)["input_ids"])
             enc = self.tok(docs, truncation=True, max_length=min(max_doc_tokens + 2, self.max_length))
             return [Pair(tuple(ids), None, qids) for ids in enc["input_ids"]]
-        head = tuple(self.tok(self._head_template.format(query=self.tok.decode(q)),
+        head = tuple(self.tok(self._head_template.format(query=query_text),
                               add_special_tokens=True)["input_ids"])
         budget = max(1, min(max_doc_tokens, self.max_length - len(head) - len(self._tail)))
         enc = self.tok(docs, add_special_tokens=False, truncation=True, max_length=budget)
