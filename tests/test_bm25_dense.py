@@ -9,7 +9,7 @@ import pytest
 from tests.test_data import write_beir
 from zelo_ray.data import prepare
 from zelo_ray.retrieval import bm25 as bm25_mod
-from zelo_ray.retrieval.bm25 import BM25Searcher, build_bm25, query_text
+from zelo_ray.retrieval.bm25 import BM25Searcher, build_bm25
 from zelo_ray.retrieval.dense import DenseSearcher, DenseStore
 
 WORDS = "wing lift drag flow shock boundary layer heat plate cone jet nozzle".split()
@@ -26,8 +26,15 @@ def corpus(tmp_path_factory):
     return prepare(str(src), tmp / "data")
 
 
-def test_query_text_neutralises_syntax():
-    assert query_text('Wing: "lift" AND -drag?') == "wing lift and drag"
+def test_query_syntax_is_plain_words(corpus, tmp_path):
+    """User text never reaches a query parser: operators, quotes, fields and ``_``-joined words
+    (which a parser turns into phrase queries the position-less index cannot answer) are words."""
+    build_bm25(corpus.corpus_path, tmp_path / "bm25")
+    s = BM25Searcher(tmp_path / "bm25")
+    assert bm25_mod.query_terms('Wing: "lift" AND -drag?', s.analyzer) == ["wing", "lift", "drag"]
+    assert bm25_mod.query_terms("The CRF01_1b2k wing wings", s.analyzer) == ["crf01", "1b2k", "wing", "wing"]
+    (rows, _), (plain, _) = s.search(['title:wing AND "lift" OR NOT drag_flow (heat', "wing lift drag flow heat"], 10)
+    assert rows.tolist() == plain.tolist() and len(rows) == 10
 
 
 def test_bm25_search_finds_rare_term_and_stems(corpus, tmp_path):

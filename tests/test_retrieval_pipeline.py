@@ -134,3 +134,42 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert "does-not-exist-xyz" in capsys.readouterr().err
     assert main(["retrieve", "--dataset", "med", "--workdir", str(tmp_path / "w")]) == 2
     assert "zelo index" in capsys.readouterr().err
+
+
+def test_one_failing_query_is_listed_and_retried_alone(cfg, tmp_path):
+    """A query that raises is skipped and listed; the others' candidates are kept; a re-run asks
+    only that query and adds it; a query with underscores and parser syntax retrieves normally."""
+    from zelo_ray.faults import StageFailed
+    from zelo_ray.retrieval.pipeline import retrieve_errors_path
+
+    run_index(cfg, progress=False)
+    cfg = cfg.model_copy(deep=True)
+    cfg.retrieve.output = str(tmp_path / "cand.parquet")
+    cfg.errors.max_fraction = 0.5
+    cfg.errors.inject = ["retrieve:med"]
+    first = run_retrieve(cfg)
+    assert first["failed"]["failed"] == 1 and first["failed"]["errors"] == str(retrieve_errors_path(cfg))
+    errors = pq.read_table(retrieve_errors_path(cfg))
+    assert errors["record_id"].to_pylist() == ["med"] and errors["error_type"][0].as_py() == "InjectedFault"
+    t = pq.read_table(first["candidates"])
+    assert sorted(set(t["query_id"].to_pylist())) == ["aero", "lib", "unjudged"]
+    before = t.num_rows
+
+    cfg.errors.inject = []
+    again = run_retrieve(cfg)
+    assert again["retried"] == 1 and again["failed"]["failed"] == 0
+    assert not retrieve_errors_path(cfg).exists()
+    t = pq.read_table(again["candidates"]).to_pandas()
+    assert sorted(t["query_id"].unique()) == ["aero", "lib", "med", "unjudged"]
+    assert len(t) == before + (t["query_id"] == "med").sum()
+    assert not t.duplicated(["query_id", "doc_id"]).any()
+    assert run_retrieve(cfg).get("reused")  # nothing failed: nothing asked again
+
+    # above the threshold the stage fails with a message naming the table, keeping the rest
+    cfg.retrieve.output = str(tmp_path / "cand2.parquet")
+    cfg.errors.max_fraction = 0.3
+    cfg.errors.inject = ["retrieve:med", "retrieve:aero"]
+    with pytest.raises(StageFailed, match=r"2 of 4 queries failed.*cand2\.errors\.parquet"):
+        run_retrieve(cfg)
+    kept = pq.read_table(cfg.retrieve.output)
+    assert sorted(set(kept["query_id"].to_pylist())) == ["lib", "unjudged"]

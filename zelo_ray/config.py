@@ -429,6 +429,18 @@ class RerankConfig(_Strict):
                                    "max_length).")
 
 
+class ErrorsConfig(_Strict):
+    """Per-record fault isolation in every stage: a record that raises is written with its id and
+    error to the stage's errors table and skipped (zelo_ray/faults.py)."""
+
+    max_fraction: float = Field(0.01, ge=0, le=1, description="Fail a stage when more than this share "
+                                "of its records failed (what succeeded is kept; a re-run retries only "
+                                "the failed records).")
+    inject: list[str] = Field(default_factory=list, description="Testing: records forced to fail, as "
+                              "'<stage>:<record id>' (stages: retrieve, annotate, examples, rerank; "
+                              "annotate ids are '<pair_id>/<judge>').")
+
+
 class ZeloConfig(_Strict):
     """Top-level configuration file."""
 
@@ -450,6 +462,7 @@ class ZeloConfig(_Strict):
     refine: RefineConfig = Field(default_factory=RefineConfig, description="Refinement pass.")
     tune: TuneConfig = Field(default_factory=TuneConfig, description="Hyperparameter search.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="Serving the reranker.")
+    errors: ErrorsConfig = Field(default_factory=ErrorsConfig, description="Failed records.")
 
     def dataset_name(self) -> str:
         """A file-name-safe collection name (what ``{dataset}`` expands to)."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import tantivy
 
-__all__ = ["TOKENIZERS", "BM25Searcher", "build_bm25", "query_text"]
+__all__ = ["TOKENIZERS", "BM25Searcher", "analyzer", "build_bm25", "query_terms"]
 
 _STATE = "zelo_bm25_state.json"
 TOKENIZERS = ("en_stem", "en_stem_stop", "default")
@@ -34,18 +33,27 @@ TOKENIZERS = ("en_stem", "en_stem_stop", "default")
 lowercase, Porter2 stemming). 'en_stem_stop' adds Lucene's English stopword list (what Anserini
 uses). 'default': no stemming."""
 
-_NON_WORD = re.compile(r"[^\w]+", re.UNICODE)
+
+
+def analyzer(tokenizer: str) -> tantivy.TextAnalyzer:
+    """The analyzer that indexes ``body`` under ``tokenizer``, built explicitly so queries can be
+    run through exactly the same chain (Tantivy's built-in 'default' and 'en_stem' are these
+    filters in this order)."""
+    if tokenizer not in TOKENIZERS:
+        raise ValueError(f"bm25 tokenizer {tokenizer!r}: expected one of {TOKENIZERS}")
+    b = (tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+         .filter(tantivy.Filter.remove_long(40))
+         .filter(tantivy.Filter.lowercase()))
+    if tokenizer == "en_stem_stop":
+        b = b.filter(tantivy.Filter.stopword("english"))
+    if tokenizer != "default":
+        b = b.filter(tantivy.Filter.stemmer("english"))
+    return b.build()
 
 
 def _register(index: tantivy.Index, tokenizer: str) -> None:
     if tokenizer == "en_stem_stop":
-        analyzer = (tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
-                    .filter(tantivy.Filter.remove_long(40))
-                    .filter(tantivy.Filter.lowercase())
-                    .filter(tantivy.Filter.stopword("english"))
-                    .filter(tantivy.Filter.stemmer("english"))
-                    .build())
-        index.register_tokenizer("en_stem_stop", analyzer)
+        index.register_tokenizer("en_stem_stop", analyzer(tokenizer))
 
 
 def _schema(tokenizer: str) -> tantivy.Schema:
@@ -55,10 +63,12 @@ def _schema(tokenizer: str) -> tantivy.Schema:
             .build())
 
 
-def query_text(text: str) -> str:
-    """Query text with Tantivy's query syntax neutralised: punctuation becomes space and words
-    are lower-cased, so ``AND``/``OR``/``-``/``:`` in a user's query are plain terms."""
-    return _NON_WORD.sub(" ", text).lower().strip()
+def query_terms(text: str, analyze: tantivy.TextAnalyzer) -> list[str]:
+    """The terms BM25 scores for ``text``: the document analyzer's tokens, repeats kept (a term
+    asked twice weighs twice, as in Anserini's bag-of-words queries). User text never meets a
+    query parser, so quotes, ``AND``/``OR``, ``title:``, ``_``-joined words (which a parser
+    would turn into phrase queries the position-less index cannot answer) are plain words."""
+    return analyze.analyze(text)
 
 
 def _write_state(path: Path, state: dict) -> None:
@@ -141,14 +151,24 @@ class BM25Searcher:
         tokenizer = json.loads(state_file.read_text())["fingerprint"]["tokenizer"]
         self.index = tantivy.Index.open(str(path))
         _register(self.index, tokenizer)
+        self.analyzer = analyzer(tokenizer)
         self.searcher = self.index.searcher()
         self.pool = ThreadPoolExecutor(max(1, threads)) if threads > 1 else None
 
+    def query(self, text: str) -> tantivy.Query | None:
+        """A disjunction of ``text``'s analyzed terms (None when nothing is left to search)."""
+        terms = query_terms(text, self.analyzer)
+        if not terms:
+            return None
+        schema = self.index.schema
+        return tantivy.Query.boolean_query(
+            [(tantivy.Occur.Should, tantivy.Query.term_query(schema, "body", t, index_option="freq"))
+             for t in terms])
+
     def _one(self, text: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-        q = query_text(text)
-        if not q:
+        query = self.query(text)
+        if query is None:
             return np.empty(0, np.int64), np.empty(0, np.float32)
-        query = self.index.parse_query(q, ["body"])
         hits = self.searcher.search(query, k, count=False).hits
         if not hits:
             return np.empty(0, np.int64), np.empty(0, np.float32)

@@ -2,28 +2,70 @@
 hybrid search in another — and write the ``candidates`` Parquet dataset.
 
 Output goes to a temporary directory that is renamed when complete, so a crash never leaves a
-partial candidates set behind that a later stage could mistake for a finished one.
+partial candidates set behind that a later stage could mistake for a finished one. A query whose
+embedding or search raises is skipped and listed in ``candidates.errors.parquet``; a re-run on the
+same queries, indexes and settings retrieves only those queries and adds them to the set.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import time
+import uuid
 from pathlib import Path
+
+import pyarrow as pa
 
 from zelo_ray.config import ZeloConfig
 from zelo_ray.data import open_collection
+from zelo_ray.faults import ErrorLog, IsolatedBatches, check_failures
 from zelo_ray.retrieval.indexing import index_paths
+from zelo_ray.retrieval.search import CANDIDATES
 
-__all__ = ["candidates_path", "run_retrieve"]
+__all__ = ["candidates_path", "retrieve_errors_path", "run_retrieve"]
+
+_STATE = "_zelo_retrieve.json"  # leading underscore: Parquet dataset readers skip it
 
 
 def candidates_path(cfg: ZeloConfig) -> Path:
     return Path(cfg.retrieve.output or Path(cfg.workdir()) / "candidates.parquet")
 
 
+def retrieve_errors_path(cfg: ZeloConfig) -> Path:
+    """The retrieve stage's errors table: one row per query that failed, next to the candidates."""
+    out = candidates_path(cfg)
+    return out.with_name(out.name.removesuffix(".parquet") + ".errors.parquet")
+
+
+def _fingerprint(cfg: ZeloConfig, col, paths) -> str:
+    """What the candidates depend on: the queries, both indexes' states and the retrieve settings
+    (``output`` and the actor/batch sizing do not change a query's candidates)."""
+    states = []
+    for state in (Path(paths.bm25) / "zelo_bm25_state.json", Path(str(paths.dense)) / "zelo_dense_state.json"):
+        states.append(state.read_text() if state.exists() else str(state))
+    settings = cfg.retrieve.model_dump(include={"k_bm25", "k_dense", "rrf_c", "dense_mode", "ivf_lists",
+                                                "ivf_probe", "nprobes", "refine_factor"})
+    blob = json.dumps([col.manifest.get("counts"), os.path.getsize(col.queries_path), states, settings,
+                       cfg.index.model, cfg.index.max_seq_length], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _read_state(out: Path) -> dict:
+    try:
+        return json.loads((out / _STATE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def run_retrieve(cfg: ZeloConfig) -> dict:
+    """Retrieve every query's candidates, or — when the candidates of the same queries, indexes and
+    settings exist — only the queries the last run failed. A query that raises is listed in the
+    errors table (:func:`retrieve_errors_path`) and skipped; the stage fails only when more than
+    ``errors.max_fraction`` of the queries failed, after keeping every query that succeeded."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
     import ray
 
@@ -38,38 +80,82 @@ def run_retrieve(cfg: ZeloConfig) -> dict:
         if "://" not in str(p) and not Path(p).exists():
             raise FileNotFoundError(f"{p}: no {what}; run `zelo index` first")
     out = candidates_path(cfg)
+    errors = ErrorLog(retrieve_errors_path(cfg), "retrieve")
+    fingerprint = _fingerprint(cfg, col, paths)
+    n_queries = col.manifest["counts"]["queries"]
+    retry = out.is_dir() and _read_state(out).get("fingerprint") == fingerprint
+    failed_before = errors.failed_ids() if retry else []
+    if retry and not failed_before:
+        return _report(out, n_queries, 0.0, errors.read(), cfg, reused=True)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    errors.reset()
     ensure_ray(cfg.ray)
     t0 = time.perf_counter()
     threads = icfg.embed_threads or max(1, (os.cpu_count() or 1) // rcfg.query_actors)
-    ds = ray.data.read_parquet(str(col.queries_path)).select_columns(["query_id", "text"])
+    if retry:  # only the queries that failed last time (a short list: read in the driver)
+        q = col.queries().select(["query_id", "text"])
+        ds = ray.data.from_arrow(q.filter(pc.is_in(q["query_id"], value_set=pa.array(failed_before, pa.string()))))
+    else:
+        ds = ray.data.read_parquet(str(col.queries_path)).select_columns(["query_id", "text"])
+    isolation = dict(stage="retrieve", id_column="query_id", errors=str(errors.path), inject=cfg.errors.inject)
     ds = ds.map_batches(
-        QueryEmbedder,
-        fn_constructor_kwargs=dict(model=icfg.model, batch_size=icfg.encode_batch_size, threads=threads,
-                                   max_seq_length=icfg.max_seq_length,
-                                   device="cuda" if icfg.embed_gpus else None),
+        IsolatedBatches,
+        fn_constructor_kwargs=dict(inner=QueryEmbedder, inner_kwargs=dict(
+            model=icfg.model, batch_size=icfg.encode_batch_size, threads=threads,
+            max_seq_length=icfg.max_seq_length, device="cuda" if icfg.embed_gpus else None), **isolation),
         batch_size=rcfg.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=rcfg.query_actors),
         num_cpus=rcfg.query_cpus, num_gpus=icfg.embed_gpus or None)
     ds = ds.map_batches(
-        HybridSearch,
-        fn_constructor_kwargs=dict(corpus=str(col.corpus_path), bm25_path=str(paths.bm25),
-                                   dense_uri=str(paths.dense), k_bm25=rcfg.k_bm25, k_dense=rcfg.k_dense,
-                                   rrf_c=rcfg.rrf_c, threads=rcfg.search_threads,
-                                   dense_mode=rcfg.dense_mode, nprobes=rcfg.nprobes,
-                                   refine_factor=rcfg.refine_factor, ivf_lists=rcfg.ivf_lists,
-                                   ivf_probe=rcfg.ivf_probe),
+        IsolatedBatches,
+        fn_constructor_kwargs=dict(inner=HybridSearch, inner_kwargs=dict(
+            corpus=str(col.corpus_path), bm25_path=str(paths.bm25), dense_uri=str(paths.dense),
+            k_bm25=rcfg.k_bm25, k_dense=rcfg.k_dense, rrf_c=rcfg.rrf_c, threads=rcfg.search_threads,
+            dense_mode=rcfg.dense_mode, nprobes=rcfg.nprobes, refine_factor=rcfg.refine_factor,
+            ivf_lists=rcfg.ivf_lists, ivf_probe=rcfg.ivf_probe), **isolation),
         batch_size=rcfg.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=rcfg.search_actors), num_cpus=rcfg.search_cpus)
     ds.write_parquet(str(tmp))
     seconds = time.perf_counter() - t0
-    if out.exists():
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
     out.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, out)
+    if retry:
+        # the new queries' parts join the finished set; without the state file until they are all
+        # in, a crash here makes the next run start over rather than add them twice
+        (out / _STATE).unlink(missing_ok=True)
+        for part in (sorted(tmp.glob("*.parquet")) if tmp.exists() else []):
+            os.replace(part, out / f"retry-{uuid.uuid4().hex[:8]}-{part.name}")
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        if tmp.exists():
+            os.replace(tmp, out)
+        else:  # every query failed: an empty candidates set, so the errors say what happened
+            out.mkdir()
+            pq.write_table(CANDIDATES.empty_table(), out / "empty.parquet")
+    table = errors.finish()
+    (out / _STATE).write_text(json.dumps({"fingerprint": fingerprint, "queries": n_queries,
+                                          "failed": table.num_rows}))
+    report = _report(out, n_queries, seconds, table, cfg, retried=len(failed_before) if retry else None)
+    check_failures(table, n_queries, cfg.errors.max_fraction, stage="retrieve", path=errors.path,
+                   what="queries")
+    return report
+
+
+def _report(out: Path, n_queries: int, seconds: float, errors, cfg: ZeloConfig, *, reused: bool = False,
+            retried: int | None = None) -> dict:
+    import pyarrow.parquet as pq
+
     meta = pq.ParquetDataset(str(out))
     rows = sum(f.metadata.num_rows for f in meta.fragments)
-    n_queries = col.manifest["counts"]["queries"]
-    return {"candidates": str(out), "queries": n_queries, "rows": rows,
-            "seconds": round(seconds, 2), "queries_per_s": round(n_queries / seconds, 1)}
+    report = {"candidates": str(out), "queries": n_queries, "rows": rows,
+              "seconds": round(seconds, 2),
+              "queries_per_s": round(n_queries / seconds, 1) if seconds else None,
+              "failed": check_failures(errors, n_queries, 1.0, stage="retrieve",
+                                       path=retrieve_errors_path(cfg), what="queries")}
+    if reused:
+        report["reused"] = True
+    if retried is not None:
+        report["retried"] = retried
+    return report
