@@ -244,11 +244,14 @@ def test_http_bad_input_is_never_a_5xx(server):
         (dict(json={"model": "nope", "query": "q", "documents": ["a"]}, headers=H), 404),
         (dict(json={"model": "zelo-reranker", "query": "q", "documents": ["x" * 70000]}, headers=H), 413),
         (dict(json={"model": "zelo-reranker", "query": "q", "documents": ["a"]}), 401),
+        (dict(data=b'{"model": "zelo-reranker", "query": "x\\ud800", "documents": ["a"]}', headers=H), 400),
+        (dict(json={"model": "zelo-reranker", "query": 'title:"CRF01_1b2k \x00 \u202e\u05e9 \U0001F600',
+                    "documents": ["\x00", "AND OR NOT ( ["]}, headers=H), 200),
     ]
     for kw, status in cases:
         r = requests.post(url, timeout=60, **kw)
         assert r.status_code == status, (kw.get("json"), r.text)
-        assert r.json()["message"]
+        assert r.json()["message" if status >= 400 else "results"]
     assert requests.get(f"{server}/healthz", timeout=10).json()["status"] == "ok"
     models = requests.get(f"{server}/v1/models", timeout=10).json()
     assert [m["id"] for m in models["data"]] == ["zelo-reranker", "rerank-v3.5", "zerank-1"]

@@ -84,6 +84,16 @@ class RerankService:
             req = APIS[api].model_validate(data)
         except ValidationError as e:
             raise RerankError(400, describe_validation_error(e)) from None
+        # JSON may escape lone UTF-16 surrogates ("\ud800") that are not text in any encoding;
+        # the tokenizer cannot take them, so they are the client's error, named by field
+        for field, text in (("query", req.query), *((f"documents[{i}]", d) for i, d in enumerate(req.documents))):
+            if not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    raise RerankError(400, f"{field}: contains an unpaired surrogate "
+                                           f"({text[e.start]!r} at character {e.start}), which is not "
+                                           "valid Unicode text") from None
         if not req.query.strip():
             raise RerankError(400, "query: must not be empty")
         if not req.documents:
