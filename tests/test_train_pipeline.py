@@ -101,3 +101,69 @@ def test_tune_two_trials_with_asha(demo_run):
     assert all(t["error"] is None for t in res["trials"]), res["trials"]
     assert res["best"] is not None and 0 <= res["best"]["val_ndcg@10"] <= 1
     assert (out / "tune" / "best.json").exists()
+
+
+def test_one_failing_record_per_stage_is_listed_and_a_rerun_retries_only_it(demo_run, tmp_path):
+    """errors.inject fails one record in each stage: every stage completes, its errors table lists
+    exactly that record, and a re-run asks only the failed records again."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from zelo_ray.annotate.pairs import build_pairs, select_nodes
+    from zelo_ray.annotate.run import run_annotate
+    from zelo_ray.data import open_collection
+    from zelo_ray.retrieval.pipeline import candidates_path, retrieve_errors_path, run_retrieve
+    from zelo_ray.train.stage import evaluate_reranker, query_split, run_train_stage, train_dir
+
+    root, src, out, sets = demo_run
+    work = tmp_path / "run"
+    for d in ("data", "index"):  # reuse the demo's collection and indexes, nothing else
+        shutil.copytree(out / d, work / d)
+    cfg = load_config(None, [f"data.dataset={src}", f"data.workdir={work}", *sets, "train.max_steps=2",
+                             "errors.max_fraction=0.5"])
+    col = open_collection(work / "data")
+    split = query_split(cfg, col)
+    no_cands, no_rerank = split["test"][:2]
+    no_examples = split["train"][0]
+
+    def errors(path):
+        return pq.read_table(path)["record_id"].to_pylist()
+
+    cfg.errors.inject = [f"retrieve:{no_cands}"]
+    ret = run_retrieve(cfg)
+    assert errors(retrieve_errors_path(cfg)) == [no_cands] and ret["failed"]["failed"] == 1
+
+    nodes = select_nodes(str(candidates_path(cfg)), cfg.annotate.top_n, queries=split["train"])
+    pair = build_pairs(nodes, strategy=cfg.graph.strategy, k=cfg.graph.k, seed=cfg.annotate.seed)["pair_id"][0].as_py()
+    cfg.errors.inject = [f"annotate:{pair}/sim-1"]
+    ann = run_annotate(cfg, log_fn=lambda *_: None, queries=split["train"])
+    assert errors(work / "annotate" / "errors.parquet") == [f"{pair}/sim-1"] and ann["failed"]["failed"] == 1
+    assert ann["missing_votes"] == 1  # a call never asked is no vote, never a score
+
+    cfg.errors.inject = [f"examples:{no_examples}"]
+    card = run_train_stage(cfg, log=lambda *_: None, split=split)
+    assert errors(train_dir(cfg) / "examples-zelo.errors.parquet") == [no_examples]
+    assert card["failed_training_queries"] == 1
+    examples = pq.read_table(train_dir(cfg) / "examples-zelo.parquet")
+    assert no_examples not in examples["query_id"].to_pylist() and examples.num_rows > 0
+
+    cfg.errors.inject = [f"rerank:{no_rerank}"]
+    ckpt = {"reranker": str(train_dir(cfg) / "model")}
+    m = evaluate_reranker(cfg, col, split["test"], ckpt, log=lambda *_: None, out=train_dir(cfg))
+    assert errors(train_dir(cfg) / "reranked-reranker.errors.parquet") == [no_rerank]
+    assert m["failed"]["reranker"]["failed"] == 1
+    assert m["reranker"]["n_queries"] == m["hybrid"]["n_queries"] == len(split["test"]) - 1  # still paired
+
+    # the re-run: each stage asks only what failed, and every errors table is gone
+    cfg.errors.inject = []
+    assert run_retrieve(cfg)["retried"] == 1 and not retrieve_errors_path(cfg).exists()
+    again = run_annotate(cfg, log_fn=lambda *_: None, queries=split["train"])
+    assert again["asked_this_run"] == 1 and again["missing_votes"] == 0
+    assert not (work / "annotate" / "errors.parquet").exists()
+    lines = []
+    m = evaluate_reranker(cfg, col, split["test"], ckpt, log=lines.append, out=train_dir(cfg))
+    # the query rerank failed on, and the one that had no candidates before; the others are reused
+    assert any(f"of 2 queries with reranker" in line and f"{len(split['test']) - 2} reranked by an earlier run"
+               in line for line in lines), lines
+    assert m["reranker"]["n_queries"] == len(split["test"]) and m["failed"]["reranker"]["failed"] == 0

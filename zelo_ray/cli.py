@@ -18,6 +18,7 @@ from pathlib import Path
 
 from zelo_ray.config import ConfigError, load_config
 from zelo_ray.data.schema import DataError
+from zelo_ray.faults import StageFailed
 from zelo_ray.judges.openai_judge import JudgeSetupError
 
 
@@ -69,8 +70,17 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
     cfg = _stage_config(args)
     if args.output:
         cfg.retrieve.output = args.output
-    _write(run_retrieve(cfg), args.report)
+    report = run_retrieve(cfg)
+    _write(report, args.report)
+    _warn_failed("retrieve", report["failed"], "queries")
     return 0
+
+
+def _warn_failed(stage: str, failed: dict, what: str) -> None:
+    if failed["failed"]:
+        print(f"zelo {stage}: {failed['failed']:,} of {failed['total']:,} {what} failed and were skipped "
+              f"(listed in {failed['errors']}; a re-run retries only them). Most common: {failed['most_common']}",
+              file=sys.stderr)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -229,7 +239,9 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     summary = {k: report[k] for k in ("label", "queries", "pairs", "cross_pairs", "judge_calls",
                                       "asked_this_run", "reused", "missing_votes", "total_cost")}
     summary["files"] = report["files"]
+    summary["failed"] = report["failed"]
     _write(summary, args.report)
+    _warn_failed("annotate", report["failed"], "judge calls")
     return 0
 
 
@@ -615,6 +627,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, FileNotFoundError, JudgeSetupError) as exc:
         print(f"zelo: {exc}", file=sys.stderr)
         return 2
+    except StageFailed as exc:
+        print(f"zelo: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

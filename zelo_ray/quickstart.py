@@ -45,7 +45,8 @@ def _evaluate_step(cfg: ZeloConfig, col, split: dict, ckpt: str, ann: dict, meta
     log(f"      reranker − hybrid nDCG@10: {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] "
         f"(paired bootstrap, {int(cfg.evaluate.confidence * 100)}%)" + (
             f"  — {ann['label']}: judges simulated from the training queries' qrels" if ann["label"] else ""))
-    return {**{k: metrics[k] for k in ("bm25", "dense", "hybrid", "reranker")}, "meta": meta}
+    return {**{k: metrics[k] for k in ("bm25", "dense", "hybrid", "reranker")}, "meta": meta,
+            "failed": metrics["failed"]["reranker"]}
 
 
 def run_quickstart(cfg: ZeloConfig, *, log=print, after_stage=None) -> dict:
@@ -68,7 +69,9 @@ def run_quickstart(cfg: ZeloConfig, *, log=print, after_stage=None) -> dict:
     ret = run_retrieve(cfg)
     timings["retrieve_s"] = round(time.perf_counter() - t0, 1)
     after_stage("retrieve")
-    log(f"      {ret['rows']} candidates for {ret['queries']} queries -> {ret['candidates']}")
+    log(f"      {ret['rows']} candidates for {ret['queries']} queries -> {ret['candidates']}"
+        + (f"; {ret['failed']['failed']} queries failed (listed in {ret['failed']['errors']})"
+           if ret["failed"]["failed"] else ""))
     col = open_collection(index_paths(cfg).data)
     split = query_split(cfg, col)
     log(f"[3/6] queries: {len(split['train'])} train / {len(split['test'])} test ({split['source']})")
@@ -118,6 +121,14 @@ def run_quickstart(cfg: ZeloConfig, *, log=print, after_stage=None) -> dict:
               "training": {k: card.get(k) for k in ("fingerprint", "final_metrics", "wall_s", "total_steps",
                                                     "training_groups")},
               "timings": timings}
+    failed = {"retrieve": ret["failed"], "annotate": ann["failed"],
+              "examples": card.get("failed_training_queries", 0), "rerank": metrics_out.get("failed")}
+    report["failed_records"] = failed
+    counts = {"retrieve": ret["failed"]["failed"], "annotate": ann["failed"]["failed"],
+              "examples": failed["examples"], "rerank": (failed["rerank"] or {}).get("failed", 0)}
+    if any(counts.values()):
+        log("      failed records (skipped, listed in each stage's errors table; a re-run retries them): "
+            + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
     write_json(workdir / "metrics.json", metrics_out)
     write_json(workdir / "report.json", report)
     log(f"wrote {workdir / 'metrics.json'}, {workdir / 'report.json'}; reranker: {ckpt} "

@@ -26,6 +26,7 @@ from zelo_ray.annotate.pairs import build_cross_pairs, build_pairs, extra_pairs,
 from zelo_ray.annotate.scores import outcome_matrix, run_elo_stage, task_scores
 from zelo_ray.annotate.tasks import TextHashes, build_tasks, calls_table
 from zelo_ray.config import ZeloConfig
+from zelo_ray.faults import ErrorLog, check_failures
 from zelo_ray.judges.caller import JudgeCaller, TextTable
 from zelo_ray.judges.keys import text_hashes
 from zelo_ray.judges.openai_judge import JudgeSetupError, read_api_key
@@ -115,9 +116,11 @@ def _blocks(todo: pa.Table, rows: int) -> list[pa.Table]:
 
 
 def execute(todo: pa.Table, cfg: ZeloConfig, store: VoteStore, texts: TextTable | None,
-            progress: Progress) -> None:
-    """Ask every call in ``todo``; append answers to ``store`` as they come back."""
+            progress: Progress, errors: ErrorLog | None = None) -> None:
+    """Ask every call in ``todo``; append answers to ``store`` as they come back. A call that
+    cannot be asked goes to ``errors`` (and is not stored, so a re-run asks it again)."""
     acfg = cfg.annotate
+    isolation = dict(errors=str(errors.path) if errors else None, inject=list(cfg.errors.inject))
     if todo.num_rows == 0:
         return
     slm = [j for j in acfg.judges if j.kind == "vllm_pairwise"]
@@ -131,7 +134,7 @@ def execute(todo: pa.Table, cfg: ZeloConfig, store: VoteStore, texts: TextTable 
             return
     judges = [j.model_dump() for j in acfg.judges if j.kind != "vllm_pairwise"]
     if acfg.executor == "local":
-        caller = JudgeCaller(judges, texts, share=1.0)
+        caller = JudgeCaller(judges, texts, share=1.0, **isolation)
         try:
             with ThreadPoolExecutor(acfg.batches_in_flight) as pool:
                 pending = set()
@@ -167,7 +170,7 @@ def execute(todo: pa.Table, cfg: ZeloConfig, store: VoteStore, texts: TextTable 
     try:
         ds = ray.data.from_arrow(_blocks(todo, block_rows))
         ds = ds.map_batches(
-            JudgeCaller, fn_constructor_kwargs=dict(judges=judges, texts=texts, share=1.0 / callers),
+            JudgeCaller, fn_constructor_kwargs=dict(judges=judges, texts=texts, share=1.0 / callers, **isolation),
             batch_size=acfg.batch_size, batch_format="pyarrow",
             # Several batches run at once in one actor (threads feeding one event loop), so a
             # slow call at the end of one batch does not idle the endpoint's other slots.
@@ -312,10 +315,18 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
     t0 = time.perf_counter()
     progress = Progress(todo.num_rows, log_fn, pending_pairs=todo["pair_id"].to_numpy(),
                         n_pairs=pairs.num_rows + cross.num_rows)
+    errors = ErrorLog(out / "errors.parquet", "annotate")
+    errors.reset()
     try:
-        execute(todo, cfg, store, texts, progress)
+        execute(todo, cfg, store, texts, progress, errors)
     finally:
         store.flush()
+    failed = errors.finish()
+    failures = check_failures(failed, todo.num_rows, cfg.errors.max_fraction, stage="annotate",
+                              path=errors.path, what="judge calls")
+    if failed.num_rows:
+        log_fn(f"      {failed.num_rows:,} judge calls could not be asked (listed in {errors.path}; a re-run "
+               f"asks them again): {failures['most_common']}")
     timings["judge_s"] = round(time.perf_counter() - t0, 2)
 
     t0 = time.perf_counter()
@@ -354,6 +365,7 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
         "judge_calls": tasks.num_rows, "asked_this_run": todo.num_rows, "reused": reused,
         "votes_per_s": round(progress.rate(), 1),
         "missing_votes": int(ts["score"].null_count),
+        "failed": failures,
         "elo": stage.within, "calibration": {**stage.calibration,
                                              **_calibration_effect(table, qrels, acfg.seed)},
         "judges": {n: {"spend": spend[n], **diag["failures"][n], "position_bias": diag["position_bias"][n]}

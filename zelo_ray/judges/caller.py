@@ -64,19 +64,56 @@ def make_judge(cfg, share: float = 1.0):
     raise ValueError(f"judge {cfg.name!r}: unknown kind {cfg.kind!r}")
 
 
+def record_ids(batch: pa.Table) -> list[str]:
+    """The annotate stage's record ids: ``<pair_id>/<judge>`` (``/probe`` for position probes)."""
+    probe = batch["probe"].to_pylist() if "probe" in batch.column_names else [False] * batch.num_rows
+    return [f"{p}/{j}/probe" if pr else f"{p}/{j}"
+            for p, j, pr in zip(batch["pair_id"].to_pylist(), batch["judge"].to_pylist(), probe)]
+
+
 class JudgeCaller:
-    def __init__(self, judges: list, texts: TextTable | None = None, share: float = 1.0) -> None:
+    """``errors``: the stage's errors table; a call that cannot even be asked (its texts are
+    missing, ``errors.inject`` names it) is listed there and left out of the batch, so it is not
+    stored and a re-run asks it again. A call that is asked and fails is a missing vote."""
+
+    def __init__(self, judges: list, texts: TextTable | None = None, share: float = 1.0, *,
+                 errors: str | None = None, inject: list[str] | tuple = ()) -> None:
         from zelo_ray.config import JudgeConfig
+        from zelo_ray.faults import ErrorLog, FaultInjector
 
         self.cfgs = {c.name: c for c in (JudgeConfig.model_validate(j) for j in judges)}
         self.texts = texts
+        self.errors = ErrorLog(errors, "annotate") if errors else None
+        self.injector = FaultInjector("annotate", inject)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="judge-loop", daemon=True)
         self._thread.start()
         self.judges = {name: make_judge(c, share) for name, c in self.cfgs.items()}
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        if self.errors is not None:
+            from zelo_ray.faults import isolate
+
+            # isolation runs on the cheap checks only: bisecting the judge calls themselves
+            # would pay again for calls already answered
+            batch = isolate(self._askable, batch, record_ids, self.errors, self.injector)
+        if batch.num_rows == 0:
+            return VOTE_SCHEMA.empty_table()
         return asyncio.run_coroutine_threadsafe(self._run(batch), self._loop).result()
+
+    def _askable(self, batch: pa.Table) -> pa.Table:
+        """``batch`` when every call in it can be asked; raises on the first that cannot."""
+        judges = set(batch["judge"].to_pylist())
+        unknown = judges - set(self.judges)
+        if unknown:
+            raise ValueError(f"task rows name judges not in the config: {sorted(unknown)}")
+        if self.texts is not None and any(self.cfgs[j].kind != "simulated" for j in judges):
+            for q, qb, a, b in zip(*(batch[c].to_pylist() for c in ("query_id", "query_b", "doc_a", "doc_b"))):
+                for what, key, table in (("query", q, self.texts.queries), ("query", qb, self.texts.queries),
+                                         ("document", a, self.texts.docs), ("document", b, self.texts.docs)):
+                    if key is not None and key not in table:
+                        raise KeyError(f"no text for {what} id {key!r}")
+        return batch
 
     def close(self) -> None:
         async def _close():

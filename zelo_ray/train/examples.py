@@ -15,6 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from zelo_ray.faults import ErrorLog, FaultInjector
+
 __all__ = ["EXAMPLES_SCHEMA", "build_groups", "doc_texts", "query_texts"]
 
 EXAMPLES_SCHEMA = pa.schema([
@@ -38,8 +40,12 @@ def query_texts(col) -> dict[str, str]:
 
 
 def build_groups(zelo: pa.Table, queries: dict[str, str], docs: dict[str, str], *, group_size: int,
-                 candidates_per_query: int | None, seed: int, target: str = "target") -> pa.Table:
-    """Query groups (``EXAMPLES_SCHEMA``) from a zELO table (``query_id, doc_id, rank, elo, target``)."""
+                 candidates_per_query: int | None, seed: int, target: str = "target",
+                 errors: ErrorLog | None = None, injector: FaultInjector | None = None) -> pa.Table:
+    """Query groups (``EXAMPLES_SCHEMA``) from a zELO table (``query_id, doc_id, rank, elo, target``).
+
+    With ``errors``, a query whose groups cannot be built (its text or a document's is missing)
+    is listed there and left out; without, it raises."""
     missing = {"query_id", "doc_id", "rank", target} - set(zelo.column_names)
     if missing:
         raise ValueError(f"zELO table lacks columns {sorted(missing)}")
@@ -57,26 +63,44 @@ def build_groups(zelo: pa.Table, queries: dict[str, str], docs: dict[str, str], 
     cols = {k: [] for k in EXAMPLES_SCHEMA.names}
     starts = np.flatnonzero(np.r_[True, qid[1:] != qid[:-1]]) if len(qid) else np.array([], int)
     ends = np.r_[starts[1:], len(qid)]
+    failed_ids, failed = [], []
     for s, e in zip(starts, ends):
         q = str(qid[s])
-        if q not in queries:
-            raise ValueError(f"query {q!r} of the zELO table is not in the collection's queries")
-        perm = s + rng.permutation(e - s)
-        for g in range(0, len(perm), group_size):
-            idx = perm[g:g + group_size]
-            ids = [str(d) for d in did[idx]]
-            absent = [d for d in ids if d not in docs]
-            if absent:
-                raise ValueError(f"query {q!r}: document {absent[0]!r} is not in the corpus")
-            cols["query_id"].append(q)
-            cols["query"].append(queries[q])
-            cols["doc_ids"].append(ids)
-            cols["docs"].append([docs[d] for d in ids])
-            cols["targets"].append(tgt[idx].tolist())
-            cols["elo"].append(elo[idx].tolist())
+        perm = s + rng.permutation(e - s)  # drawn for every query, so one failure moves no other's groups
+        try:
+            if injector is not None:
+                injector.check([q])
+            groups = _query_groups(q, perm, did, tgt, elo, queries, docs, group_size)
+        except Exception as exc:  # noqa: BLE001 - one query's failure is recorded, not fatal
+            if errors is None:
+                raise
+            failed_ids.append(q)
+            failed.append(exc)
+            continue
+        for g in groups:
+            for k, v in g.items():
+                cols[k].append(v)
+    if errors is not None:
+        errors.record(failed_ids, failed)
     table = pa.table(cols, schema=EXAMPLES_SCHEMA)
     # shuffle groups across queries so a batch mixes queries
     return table.take(pa.array(rng.permutation(table.num_rows))) if table.num_rows else table
+
+
+def _query_groups(q: str, perm: np.ndarray, did, tgt, elo, queries: dict[str, str], docs: dict[str, str],
+                  group_size: int) -> list[dict]:
+    if q not in queries:
+        raise ValueError(f"query {q!r} of the zELO table is not in the collection's queries")
+    out = []
+    for g in range(0, len(perm), group_size):
+        idx = perm[g:g + group_size]
+        ids = [str(d) for d in did[idx]]
+        absent = [d for d in ids if d not in docs]
+        if absent:
+            raise ValueError(f"query {q!r}: document {absent[0]!r} is not in the corpus")
+        out.append({"query_id": q, "query": queries[q], "doc_ids": ids, "docs": [docs[d] for d in ids],
+                    "targets": tgt[idx].tolist(), "elo": elo[idx].tolist()})
+    return out
 
 
 def write_examples(table: pa.Table, path: str | Path) -> Path:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from zelo_ray.config import ZeloConfig
+from zelo_ray.faults import ErrorLog, FaultInjector, check_failures
 from zelo_ray.train.examples import build_groups, doc_texts, query_texts, write_examples
 from zelo_ray.train.splits import split_queries
 
@@ -73,13 +75,22 @@ def run_train_stage(cfg: ZeloConfig, *, log=print, split: dict | None = None) ->
     col = open_collection(index_paths(cfg).data)
     split = split or query_split(cfg, col)
     table = training_table(cfg, col, split["train"])
+    out = train_dir(cfg)
+    errors = ErrorLog(out / f"examples-{cfg.train.target}.errors.parquet", "examples")
+    errors.reset()
     groups = build_groups(table, query_texts(col), doc_texts(col, table["doc_id"].to_pylist()),
                           group_size=cfg.train.group_size, candidates_per_query=cfg.train.candidates_per_query,
-                          seed=cfg.train.seed)
-    out = train_dir(cfg)
+                          seed=cfg.train.seed, errors=errors, injector=FaultInjector("examples", cfg.errors.inject))
+    failed = errors.finish()
+    failures = check_failures(failed, len(set(table["query_id"].to_pylist())), cfg.errors.max_fraction,
+                              stage="examples", path=errors.path, what="training queries")
+    if failed.num_rows:
+        log(f"      {failed.num_rows:,} training queries left out (listed in {errors.path}): "
+            f"{failures['most_common']}")
     examples = write_examples(groups, out / f"examples-{cfg.train.target}.parquet")
     card = {"dataset": col.name, "train_queries": len(split["train"]), "split": split["source"],
-            "target": cfg.train.target, "label": "SIMULATION" if _simulated(cfg) else None}
+            "target": cfg.train.target, "label": "SIMULATION" if _simulated(cfg) else None,
+            "failed_training_queries": failures["failed"]}
     return train_reranker(cfg.train, examples, out, card=card, log=log, ray_cfg=cfg.ray)
 
 
@@ -97,15 +108,75 @@ def evaluate_reranker(cfg: ZeloConfig, col, queries: list[str], checkpoints: dic
 
     qrels = col.qrels(cfg.data.split)
     runs = rankings_from_candidates(candidates_path(cfg), queries, cfg.evaluate.depth)
+    failures, failed = {}, set()
     for name, ckpt in checkpoints.items():
-        log(f"      rerank the top-{cfg.rerank.depth} of {len(queries)} queries with {name} ({ckpt})")
-        t = rerank_candidates(col, candidates_path(cfg), ckpt, queries, depth=cfg.rerank.depth,
+        errors = ErrorLog((out or train_dir(cfg)) / f"reranked-{name}.errors.parquet", "rerank")
+        errors.reset()
+        saved = (out / f"reranked-{name}.parquet") if out else None
+        key = _rerank_key(cfg, ckpt)
+        reused = _reusable_rerank(saved, key, queries)
+        todo = [q for q in queries if q not in set(reused["query_id"].to_pylist())] if reused is not None else queries
+        log(f"      rerank the top-{cfg.rerank.depth} of {len(todo)} queries with {name} ({ckpt})"
+            + (f"; {len(queries) - len(todo)} reranked by an earlier run are reused" if reused is not None else ""))
+        t = rerank_candidates(col, candidates_path(cfg), ckpt, todo, depth=cfg.rerank.depth,
                               batch_size=cfg.rerank.batch_size, max_length=cfg.rerank.max_length, log=log,
-                              out=(out / f"reranked-{name}.parquet") if out else None)
+                              errors=errors, injector=FaultInjector("rerank", cfg.errors.inject))
+        if reused is not None:
+            t = pa.concat_tables([reused, t])
+        if saved is not None:
+            _save_rerank(t, saved, key)
+        table = errors.finish()
+        failures[name] = check_failures(table, len(queries), cfg.errors.max_fraction, stage="rerank",
+                                        path=errors.path, what="test queries")
+        if table.num_rows:
+            log(f"      {table.num_rows:,} test queries could not be reranked by {name} and are left out of "
+                f"every system's metrics (listed in {errors.path}): {failures[name]['most_common']}")
+        failed |= set(table["record_id"].to_pylist())
         runs[name] = {q: d[:cfg.evaluate.depth] for q, d in rankings_from_reranked(t).items()}
+    # a query a reranker could not score is left out of every system, so the comparison stays paired
+    kept = [q for q in queries if q not in failed]
     e = cfg.evaluate
-    return evaluate_runs(qrels, runs, queries, n_boot=e.bootstrap, confidence=e.confidence, seed=e.seed,
-                         versus="hybrid")
+    report = evaluate_runs(qrels, runs, kept, n_boot=e.bootstrap, confidence=e.confidence, seed=e.seed,
+                           versus="hybrid")
+    report["failed"] = failures
+    return report
+
+
+def _rerank_key(cfg: ZeloConfig, checkpoint: str) -> str | None:
+    """What a saved reranking depends on: the candidates (their retrieve fingerprint), the model
+    (its card, written once per trained model) and the rerank settings; None when either is unknown."""
+    from zelo_ray.retrieval.pipeline import candidates_path
+    from zelo_ray.train.models import CARD
+
+    cand_state = candidates_path(cfg) / "_zelo_retrieve.json"
+    card = Path(checkpoint) / CARD
+    if not cand_state.exists() or not card.exists():
+        return None
+    blob = json.dumps([json.loads(cand_state.read_text()).get("fingerprint"), card.read_text(),
+                       cfg.rerank.depth, cfg.rerank.max_length])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _reusable_rerank(saved: Path | None, key: str | None, queries: list[str]) -> pa.Table | None:
+    """The queries of ``queries`` an earlier run reranked with the same key (None: nothing reusable)."""
+    state = saved.with_suffix(".json") if saved is not None else None
+    if key is None or state is None or not saved.exists() or not state.exists():
+        return None
+    if json.loads(state.read_text()).get("key") != key:
+        return None
+    t = pq.read_table(saved)
+    return t.filter(pc.is_in(t["query_id"], value_set=pa.array(queries, pa.string())))
+
+
+def _save_rerank(table: pa.Table, saved: Path, key: str | None) -> None:
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    state = saved.with_suffix(".json")
+    state.unlink(missing_ok=True)  # the table and its key change together, never one alone
+    tmp = saved.with_name(saved.name + ".tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(saved)
+    if key is not None:
+        state.write_text(json.dumps({"key": key}))
 
 
 def write_json(path: Path, obj) -> None:
