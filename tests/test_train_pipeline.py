@@ -167,3 +167,6 @@ def test_one_failing_record_per_stage_is_listed_and_a_rerun_retries_only_it(demo
     assert any(f"of 2 queries with reranker" in line and f"{len(split['test']) - 2} reranked by an earlier run"
                in line for line in lines), lines
     assert m["reranker"]["n_queries"] == len(split["test"]) and m["failed"]["reranker"]["failed"] == 0
+    lines = []
+    evaluate_reranker(cfg, col, split["test"], ckpt, log=lines.append, out=train_dir(cfg))
+    assert any("of 0 queries with reranker" in line for line in lines), lines  # all reused

@@ -430,8 +430,7 @@ class RerankConfig(_Strict):
 
 
 class ErrorsConfig(_Strict):
-    """Per-record fault isolation in every stage: a record that raises is written with its id and
-    error to the stage's errors table and skipped (zelo_ray/faults.py)."""
+    """Per-record fault isolation: a record that raises is listed in its stage's errors table and skipped."""
 
     max_fraction: float = Field(0.01, ge=0, le=1, description="Fail a stage when more than this share "
                                 "of its records failed (what succeeded is kept; a re-run retries only "

@@ -37,7 +37,7 @@ def select_nodes(candidates: str, top_n: int, *, queries: list[str] | None = Non
     """Each query's top-``top_n`` candidates by fused rank."""
     filt = pc.field("rank") <= top_n
     if queries is not None:
-        filt = filt & pc.field("query_id").isin(queries)
+        filt = filt & pc.field("query_id").isin(pa.array(queries, pa.string()))
     t = pads.dataset(str(candidates), format="parquet").to_table(columns=["query_id", "doc_id", "rank"],
                                                                  filter=filt)
     t = t.sort_by([("query_id", "ascending"), ("rank", "ascending")])

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
@@ -30,7 +31,7 @@ def rankings_from_candidates(path: str | Path, queries: list[str], depth: int = 
     if missing:
         raise ValueError(f"{path}: not a candidates set; missing columns {sorted(missing)}")
     t = ds.to_table(columns=["query_id", "doc_id", *SYSTEMS.values()],
-                    filter=pc.field("query_id").isin(queries))
+                    filter=pc.field("query_id").isin(pa.array(queries, pa.string())))
     out: dict[str, dict[str, list[str]]] = {}
     for system, col in SYSTEMS.items():
         sub = t.filter(pc.is_valid(t[col]))

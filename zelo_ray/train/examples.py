@@ -28,6 +28,8 @@ EXAMPLES_SCHEMA = pa.schema([
 
 def doc_texts(col, doc_ids: list[str]) -> dict[str, str]:
     """``doc_id → "title. text"`` for the given documents (the text a reranker reads)."""
+    if not doc_ids:
+        return {}
     t = pq.read_table(col.corpus_path, columns=["doc_id", "title", "text"],
                       filters=[("doc_id", "in", sorted(set(doc_ids)))])
     return {d: (f"{ti}. {tx}" if ti else tx)

@@ -60,12 +60,13 @@ def rerank_candidates(col, candidates: str | Path, checkpoint: str, queries: lis
     import torch
 
     ds = pads.dataset(str(candidates), format="parquet")
-    t = ds.to_table(columns=["query_id", "doc_id", "rank"], filter=pc.field("query_id").isin(queries))
+    t = ds.to_table(columns=["query_id", "doc_id", "rank"],
+                    filter=pc.field("query_id").isin(pa.array(queries, pa.string())))
     t = t.filter(pc.is_valid(t["rank"])).sort_by([("query_id", "ascending"), ("rank", "ascending")])
     top = t.filter(pc.less_equal(t["rank"], depth))
     qtext = query_texts(col)
     dtext = doc_texts(col, top["doc_id"].to_pylist())
-    model = model or load_reranker(checkpoint)
+    model = model or (load_reranker(checkpoint) if top.num_rows else None)
     ml = _max_length(checkpoint, max_length)
     qids, dids = top["query_id"].to_pylist(), top["doc_id"].to_pylist()
 

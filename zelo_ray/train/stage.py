@@ -36,7 +36,7 @@ def binary_qrels_table(candidates: str | Path, qrels: dict, queries: list[str], 
     with rank 0 (so a ``candidates_per_query`` cut keeps them)."""
     t = pads.dataset(str(candidates), format="parquet").to_table(
         columns=["query_id", "doc_id", "rank"],
-        filter=(pc.field("rank") <= top_n) & pc.field("query_id").isin(queries))
+        filter=(pc.field("rank") <= top_n) & pc.field("query_id").isin(pa.array(queries, pa.string())))
     q, d, r = t["query_id"].to_pylist(), t["doc_id"].to_pylist(), t["rank"].to_pylist()
     seen = set(zip(q, d))
     for qid in queries:
