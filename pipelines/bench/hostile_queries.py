@@ -6,7 +6,7 @@ stop-word removal). Each command runs as a user would run it (the installed `zel
 process per command); the script records each collection's BM25/dense/hybrid nDCG@10 and the
 failed-record count of retrieval.
 
-    .venv/bin/python pipelines/bench/hostile_queries.py --out runs/hostile --json docs/bench/hostile_queries.json
+    .venv/bin/python pipelines/bench/hostile_queries.py --json docs/bench/hostile_queries.json [--all]
 """
 
 from __future__ import annotations
@@ -76,10 +76,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/hostile", help="work directory (indexes and candidates)")
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--all", action="store_true", help="also the five shared collections (~15 min more: "
+                   "`zelo bench quality` runs the same stages on them)")
     args = p.parse_args()
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
-    datasets = [str(SHARED / n) for n in ("cranfield", "cisi", "med", "cacm", "vaswani")]
+    datasets = [str(SHARED / n) for n in ("cranfield", "cisi", "med", "cacm", "vaswani")] if args.all else []
     datasets.append(str(hostile_collection(root)))
     results = []
     for d in datasets:
