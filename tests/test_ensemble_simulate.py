@@ -67,3 +67,36 @@ def test_bad_judge_parameters():
         JudgeModel(uniform_mix=2.0)
     with pytest.raises(ValueError):
         JudgeModel(link="cauchy")
+
+
+def test_latent_from_grades_makes_relevance_decisive_and_equal_grades_tie():
+    from zelo_ray.simulate import latent_from_grades
+
+    rng = np.random.default_rng(5)
+    n = 4000
+    grades = np.repeat([0, 1], n)  # a binary collection
+    s = latent_from_grades(grades, 1, rng.standard_normal(2 * n))
+    assert latent_from_grades(np.array([0, 2, 4, 9]), 4, np.zeros(4)).tolist() == [-3.0, 0.0, 3.0, 3.0]
+    a, b = rng.integers(0, n, 3000), n + rng.integers(0, n, 3000)   # non-relevant vs relevant
+    mixed = clamp_votes(judge_scores(s[a], s[b], rng, JudgeModel()))
+    assert (mixed == 1).mean() > 0.95           # the relevant (second) document wins decisively
+    c, d = rng.integers(0, n, 3000), rng.integers(0, n, 3000)       # two non-relevant documents
+    same = clamp_votes(judge_scores(s[c], s[d], rng, JudgeModel()))
+    assert 0.75 < (same == 0).mean() < 0.95     # mostly a tie, not always
+    # the raw gain (the old mapping) gave a relevant document a tie most of the time
+    raw = clamp_votes(judge_scores(grades[a].astype(float), grades[b].astype(float), rng, JudgeModel()))
+    assert (raw == 0).mean() > 0.5
+
+
+def test_decisive_by_grade_golden():
+    import pyarrow as pa
+
+    from zelo_ray.annotate.diagnostics import decisive_by_grade
+
+    pairs = pa.table({"pair_id": [1, 2, 3], "query_id": ["q"] * 3, "doc_a": ["r", "n1", "n1"],
+                      "doc_b": ["n1", "r", "n2"]})
+    votes = pa.table({"pair_id": [1, 2, 3, 3], "kind": ["within"] * 4, "score": [-0.9, -0.8, 0.1, None]})
+    grade = {"r": 1.0, "n1": 0.0, "n2": 0.0}
+    out = decisive_by_grade(votes, pairs, lambda q, d: np.array([grade[x] for x in d.to_pylist()]))
+    assert out == {"0-0": {"votes": 1, "decisive": 0.0, "agree_with_grades": 1.0},
+                   "0-1": {"votes": 2, "decisive": 1.0, "agree_with_grades": 0.5}}

@@ -27,16 +27,50 @@ from scipy.special import expit, ndtr
 
 __all__ = [
     "LABEL",
+    "SIMULATION_VERSION",
     "JudgeModel",
     "SimulatedBatch",
     "hidden_scores",
     "judge_scores",
+    "latent_from_grades",
     "simulate_ensemble",
     "simulate_queries",
 ]
 
 LABEL = "SIMULATION"
 """Written into every report and table that simulated judgments produce."""
+
+
+SIMULATION_VERSION = "latent-v1"
+"""Part of every simulated call's cache key: votes simulated under another mapping of labels to
+latent relevance are never reused."""
+LATENT_RANGE = (-3.0, 3.0)
+"""Latent relevance of the lowest and the highest qrels grade (the measured judges' hidden scores
+spread about −4..4; the within-grade spread fills the rest)."""
+LATENT_SPREAD = 0.5
+"""Standard deviation of a document's latent score around its grade's level: two documents of
+one grade differ by N(0, 2·0.5²), a score of about ±0.25 that the clamp makes a tie, as real
+judges mostly call two equally relevant documents."""
+
+
+def latent_from_grades(grades: np.ndarray, max_grade: float, z: np.ndarray, *,
+                       latent_range: tuple[float, float] = LATENT_RANGE,
+                       spread: float = LATENT_SPREAD) -> np.ndarray:
+    """Map qrels grades onto the latent scale of the judge noise model.
+
+    Grade g of a collection whose best grade is G sits at ``low + (high − low)·g/G``, plus
+    ``spread·z`` (``z``: a standard normal draw per (query, document), fixed for the document).
+    On a binary collection a relevant document then beats a non-relevant one with
+    P ≈ σ(6) = 0.998 — a decisive vote, as a frontier LLM gives for a clearly relevant document —
+    where the raw gains (σ(1) = 0.73, a score of ±0.46) clamp to a tie most of the time.
+
+    >>> latent_from_grades(np.array([0, 1, 2]), 2, np.zeros(3)).tolist()
+    [-3.0, 0.0, 3.0]
+    """
+    grades = np.asarray(grades, dtype=np.float64)
+    low, high = latent_range
+    level = np.clip(grades / max_grade, 0.0, 1.0) if max_grade > 0 else np.zeros_like(grades)
+    return low + (high - low) * level + spread * np.asarray(z, dtype=np.float64)
 
 
 @dataclass(frozen=True)

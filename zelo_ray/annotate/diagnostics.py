@@ -13,7 +13,7 @@ from zelo_ray.elo import EloConvergenceWarning, fit, win_probability
 from zelo_ray.ensemble import clamp_votes
 from zelo_ray.judges.keys import uniforms
 
-__all__ = ["spend", "failures", "agreement", "position_bias", "heldout_models"]
+__all__ = ["spend", "failures", "agreement", "position_bias", "heldout_models", "decisive_by_grade"]
 
 
 def spend(all_votes: pa.Table, judge_names: list[str]) -> dict:
@@ -122,4 +122,29 @@ def heldout_models(ia: np.ndarray, ib: np.ndarray, w: np.ndarray, pair_id: np.nd
         ll = w[held] * np.log(p) + (1 - w[held]) * np.log1p(-p)
         out[model] = round(float(ll.mean()), 5)
     out["better"] = max(("bradley_terry", "thurstone"), key=lambda m: out[m])
+    return out
+
+
+def decisive_by_grade(votes: pa.Table, pairs: pa.Table, grade) -> dict:
+    """Share of decisive votes (|clamped score| = 1) and of votes for the better-graded document,
+    per (lower grade, higher grade) pair of qrels grades, over within-query votes. ``grade(query_ids,
+    doc_ids)`` returns qrels grades (0 where unjudged). A diagnostic of judges against labels:
+    equal grades should mostly tie, distant grades should be decided for the better document."""
+    within = votes.filter(pc.equal(votes["kind"], "within"))
+    within = within.filter(pc.is_valid(within["score"]))
+    if within.num_rows == 0:
+        return {}
+    idx = pc.index_in(within["pair_id"], value_set=pairs["pair_id"]).to_numpy(zero_copy_only=False)
+    p = pairs.take(pa.array(idx))
+    ga = grade(p["query_id"], p["doc_a"])
+    gb = grade(p["query_id"], p["doc_b"])
+    s = clamp_votes(within["score"].to_numpy(zero_copy_only=False))
+    # s < 0: A judged better; "right" means the better-graded side won (equal grades: a tie)
+    right = np.where(ga > gb, s < 0, np.where(ga < gb, s > 0, s == 0))
+    lo, hi = np.minimum(ga, gb), np.maximum(ga, gb)
+    out = {}
+    for a, b in sorted(set(zip(lo.tolist(), hi.tolist()))):
+        m = (lo == a) & (hi == b)
+        out[f"{a:g}-{b:g}"] = {"votes": int(m.sum()), "decisive": round(float((s[m] != 0).mean()), 4),
+                               "agree_with_grades": round(float(right[m].mean()), 4)}
     return out

@@ -28,13 +28,13 @@ from zelo_ray.annotate.tasks import TextHashes, build_tasks, calls_table
 from zelo_ray.config import ZeloConfig
 from zelo_ray.faults import ErrorLog, check_failures
 from zelo_ray.judges.caller import JudgeCaller, TextTable
-from zelo_ray.judges.keys import text_hashes
+from zelo_ray.judges.keys import combine, text_hashes, uniforms
 from zelo_ray.judges.openai_judge import JudgeSetupError, read_api_key
 from zelo_ray.judges.prompt import PROMPT_VERSION
 from zelo_ray.judges.store import VoteStore
-from zelo_ray.simulate import LABEL
+from zelo_ray.simulate import LABEL, latent_from_grades
 
-__all__ = ["annotate_dir", "run_annotate", "Progress", "qrels_relevance", "execute"]
+__all__ = ["annotate_dir", "run_annotate", "Progress", "qrels_grades", "qrels_relevance", "execute"]
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +49,29 @@ def _write_atomic(table: pa.Table, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def qrels_relevance(qrels: pa.Table):
-    """Hidden relevance for the simulated judge: the qrels gain, 0 where unjudged."""
+def qrels_grades(qrels: pa.Table):
+    """``grades(query_ids, doc_ids)``: the qrels grade of each pair, 0 where unjudged."""
     q = qrels.select(["query_id", "doc_id", "relevance"])
 
-    def relevance(query_ids: pa.Array, doc_ids: pa.Array) -> np.ndarray:
+    def grades(query_ids: pa.Array, doc_ids: pa.Array) -> np.ndarray:
         t = pa.table({"_i": np.arange(len(query_ids)), "query_id": query_ids, "doc_id": doc_ids})
         j = t.join(q, keys=["query_id", "doc_id"], join_type="left outer").sort_by("_i")
         return j["relevance"].fill_null(0).to_numpy(zero_copy_only=False).astype(np.float64)
+    return grades
+
+
+def qrels_relevance(qrels: pa.Table):
+    """Hidden relevance for the simulated judge: the qrels grade (0 where unjudged) mapped onto the
+    judge noise model's latent scale (:func:`zelo_ray.simulate.latent_from_grades`), with a fixed
+    within-grade spread drawn from a hash of (query id, document id)."""
+    grades = qrels_grades(qrels)
+    max_grade = float(pc.max(qrels["relevance"]).as_py() or 0.0)
+
+    def relevance(query_ids: pa.Array, doc_ids: pa.Array) -> np.ndarray:
+        key = combine(text_hashes(pc.cast(query_ids, pa.string()).to_pylist()),
+                      text_hashes(pc.cast(doc_ids, pa.string()).to_pylist()))
+        z = np.sqrt(-2.0 * np.log(uniforms(key, 11))) * np.cos(2.0 * np.pi * uniforms(key, 12))
+        return latent_from_grades(grades(query_ids, doc_ids), max_grade, z)
     return relevance
 
 
@@ -237,7 +252,7 @@ def _calibration_effect(table: pa.Table, qrels: pa.Table | None, seed: int) -> d
         flip = np.sign(elo[a] - elo[b]) != np.sign(cal[a] - cal[b])
         out["cross_query_pairs_reordered"] = round(float(flip[cross].mean()), 4)
     if qrels is not None:
-        gain = qrels_relevance(qrels)(table["query_id"], table["doc_id"])
+        gain = qrels_grades(qrels)(table["query_id"], table["doc_id"])
         out["kendall_tau_vs_qrels_gain_pooled"] = {
             "raw_elo": round(float(kendalltau(elo[ok], gain[ok]).statistic), 4),
             "calibrated": round(float(kendalltau(cal[ok], gain[ok]).statistic), 4)}
@@ -351,6 +366,8 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
         "failures": diagnostics.failures(ts, names),
         "agreement": diagnostics.agreement(outcome_matrix(ts, pairs["pair_id"], names, "within"), names),
         "position_bias": diagnostics.position_bias(ts, names),
+        "decisive_by_grade": diagnostics.decisive_by_grade(votes, pairs, qrels_grades(qrels))
+        if qrels is not None else None,
         "heldout_likelihood": diagnostics.heldout_models(
             stage.edge_i[keep], stage.edge_j[keep], stage.w_within[keep], pairs["pair_id"].to_numpy()[keep],
             stage.group,
@@ -372,6 +389,7 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
                    for n in names},
         "total_cost": round(sum(s["cost"] for s in spend.values()), 6),
         "agreement": diag["agreement"], "heldout_likelihood": diag["heldout_likelihood"],
+        "decisive_by_grade": diag["decisive_by_grade"],
         "timings": timings,
         "files": {"pairs": str(out / "pairs.parquet"), "cross_pairs": str(out / "cross_pairs.parquet"),
                   "votes": str(store.path), "zelo": str(out / "zelo.parquet"),

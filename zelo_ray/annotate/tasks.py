@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from zelo_ray.judges.keys import combine, string_hash, swap_bits, to_signed, uniforms
 from zelo_ray.judges.prompt import PROMPT_VERSION
 from zelo_ray.judges.vllm_pairwise import SLM_PROMPT_VERSION
+from zelo_ray.simulate import SIMULATION_VERSION
 
 __all__ = ["TextHashes", "calls_table", "build_tasks", "TASK_COLUMNS"]
 
@@ -97,7 +98,8 @@ def build_tasks(items: pa.Table, judges: list, *, seed: int, swap_probe: float =
     for j in judges:
         qa, da, qb, db = id_h if j.kind == "simulated" else content_h
         model_h = string_hash(f"{j.kind}:{j.model}")
-        prompt_h = string_hash(SLM_PROMPT_VERSION if j.kind == "vllm_pairwise" else PROMPT_VERSION)
+        prompt_h = string_hash({"vllm_pairwise": SLM_PROMPT_VERSION,
+                                "simulated": SIMULATION_VERSION}.get(j.kind, PROMPT_VERSION))
         for probe, rows in ((False, np.arange(n)), (True, probe_rows)):
             if not len(rows):
                 continue
