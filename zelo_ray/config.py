@@ -340,7 +340,8 @@ class TrainConfig(_Strict):
     kind: Literal["auto", "cross_encoder", "bi_encoder", "decoder_yes"] = Field(
         "auto", description="cross_encoder: one-logit head on an encoder; bi_encoder: the embedding model, "
         "scale·cos(q, d) + bias; decoder_yes: causal LM scored by the logit of ' yes' (zerank style); "
-        "auto: from the model's config (encoders → cross_encoder).")
+        "auto: from the model folder (a trained checkpoint's card; a sentence-transformers embedding "
+        "model → bi_encoder; other encoders → cross_encoder; causal LMs → decoder_yes).")
     loss: Literal["mse", "bce", "ranknet", "listwise"] = Field(
         "mse", description="mse on the targets (the paper's); bce on the same targets; ranknet on the "
         "Elo-implied pairwise preferences; listwise softmax over a query's documents.")
@@ -354,7 +355,8 @@ class TrainConfig(_Strict):
                             "of group_size.")
     epochs: float = Field(1.0, gt=0, description="Passes over the training groups.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many steps (null: epochs).")
-    lr: float = Field(1e-4, gt=0, description="Peak learning rate (AdamW).")
+    lr: float = Field(2e-5, gt=0, description="Peak learning rate (AdamW); 2e-5 suits fine-tuning a "
+                      "pretrained encoder (1e-4 made the MiniLM bi-encoder worse than before training).")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps with linear warm-up.")
     grad_clip: float = Field(1.0, ge=0, description="Gradient-norm clip (0: off).")

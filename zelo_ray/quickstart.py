@@ -131,6 +131,9 @@ def run_quickstart(cfg: ZeloConfig, *, log=print, after_stage=None) -> dict:
             + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
     write_json(workdir / "metrics.json", metrics_out)
     write_json(workdir / "report.json", report)
-    log(f"wrote {workdir / 'metrics.json'}, {workdir / 'report.json'}; reranker: {ckpt} "
-        "(loads with sentence_transformers.CrossEncoder)")
+    loader = {"cross_encoder": "sentence_transformers.CrossEncoder",
+              "bi_encoder": "sentence_transformers.SentenceTransformer (an embedding model)"}.get(
+                  card.get("kind"), "zelo_ray.train.models.load_reranker")
+    log(f"wrote {workdir / 'metrics.json'}, {workdir / 'report.json'}; reranker: {ckpt} (loads with {loader}; "
+        "`zelo serve --checkpoint` serves it)")
     return report
