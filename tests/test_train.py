@@ -360,3 +360,35 @@ def test_a_collection_without_qrels_trains_on_every_query(tmp_path, monkeypatch)
     with pytest.raises(ValueError, match="no qrels.*LLM judges"):
         run_quickstart(cfg, log=lambda m: None)
     assert calls == ["index"]
+
+
+def test_validation_split_and_grades():
+    import pyarrow as pa
+
+    from zelo_ray.train.validation import split_validation, validation_grades
+
+    qs = [f"q{i}" for i in range(50)]
+    fit, val = split_validation(qs, 0.2, seed=3)
+    assert sorted(fit + val) == sorted(qs) and not set(fit) & set(val) and 3 <= len(val) <= 20
+    assert split_validation(qs, 0.2, seed=3) == (fit, val)          # seeded
+    assert split_validation(qs, 0.0, seed=3) == (sorted(qs), [])    # switched off
+    assert split_validation(["only"], 0.5, seed=3) == (["only"], [])  # never an empty fit side
+    z = pa.table({"query_id": ["a"] * 20, "doc_id": [f"d{i}" for i in range(20)],
+                  "calibrated": [float(i) for i in range(20)], "target": [0.5] * 20})
+    g = validation_grades(z, ["a"])["a"]
+    assert g["d19"] == 3 and g["d0"] == 0 and max(g.values()) == 3  # zELO scores → graded
+    binary = pa.table({"query_id": ["a", "a", "b"], "doc_id": ["x", "y", "z"], "target": [1.0, 0.0, 1.0]})
+    assert validation_grades(binary, ["a"]) == {"a": {"x": 1, "y": 0}}
+
+
+def test_early_stopping_counts_validations_without_gain():
+    from zelo_ray.train.worker import _no_gain
+
+    stopper = {"best": float("-inf"), "since": 0}
+    cfg = {"patience": 2}
+    assert [_no_gain(stopper, v, cfg, 1) for v in (0.30, 0.35, 0.34, 0.36, 0.36, 0.20)] == \
+        [False, False, False, False, False, True]
+    assert stopper["best"] == 0.36
+    never = {"best": float("-inf"), "since": 0}
+    assert not any(_no_gain(never, v, {"patience": 0}, 1) for v in (0.5, 0.4, 0.3, 0.2))
+    assert not _no_gain(stopper, float("nan"), cfg, 1)  # ranks without the score do not decide

@@ -63,7 +63,10 @@ def test_demo_writes_metrics_for_every_system(demo_run):
     report = json.loads((out / "report.json").read_text())
     assert set(z["query_id"].to_pylist()) == set(report["split"]["train"])
     assert not set(report["split"]["train"]) & set(report["split"]["test"])
-    assert (out / "train" / "model" / "zelo_card.json").exists()
+    card = json.loads((out / "train" / "model" / "zelo_card.json").read_text())
+    # training queries held out from fitting picked the checkpoint (step 0 = the untrained base)
+    assert card["validation"]["queries"] >= 1 and 0 <= card["validation"]["best_step"] <= card["total_steps"]
+    assert 0 <= card["validation"]["val_ndcg@10"] <= 1
     assert (out / "annotate" / "pair_outcomes.parquet").exists()
 
 

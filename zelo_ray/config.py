@@ -363,6 +363,11 @@ class TrainConfig(_Strict):
     candidates_per_query: int | None = Field(12, ge=1, description="Train on each query's top-N "
                                              "candidates by first-stage rank (null: all judged, the paper's "
                                              "setting; 12 keeps the 2-core demo short).")
+    val_fraction: float = Field(0.2, ge=0, lt=1, description="Share of the training queries held out "
+                                "from fitting to validate each checkpoint, graded by their zELO scores "
+                                "(never test qrels); the best checkpoint becomes the model (0: none).")
+    patience: int = Field(2, ge=0, description="Stop when this many validations in a row bring no gain "
+                          "(0: never stop early). Validation runs at every checkpoint.")
     num_workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel).")
     use_gpu: bool = Field(False, description="One GPU per worker (NCCL); false: CPU workers with gloo.")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs Ray reserves per worker.")

@@ -16,6 +16,7 @@ from zelo_ray.config import ZeloConfig
 from zelo_ray.faults import ErrorLog, FaultInjector, check_failures
 from zelo_ray.train.examples import build_groups, doc_texts, query_texts, write_examples
 from zelo_ray.train.splits import split_queries
+from zelo_ray.train.validation import split_validation, validation_grades, validation_set
 
 __all__ = ["binary_qrels_table", "evaluate_reranker", "query_split", "run_train_stage", "train_dir"]
 
@@ -70,11 +71,21 @@ def run_train_stage(cfg: ZeloConfig, *, log=print, split: dict | None = None) ->
     """Build the training groups for the training queries and train; returns the model card."""
     from zelo_ray.data import open_collection
     from zelo_ray.retrieval.indexing import index_paths
+    from zelo_ray.retrieval.pipeline import candidates_path
     from zelo_ray.train.trainer import train_reranker
 
     col = open_collection(index_paths(cfg).data)
     split = split or query_split(cfg, col)
     table = training_table(cfg, col, split["train"])
+    fit_q, val_q = split_validation(sorted(set(table["query_id"].to_pylist())), cfg.train.val_fraction,
+                                    seed=cfg.split.seed + 2)
+    validation = None
+    if val_q:
+        validation = validation_set(col, candidates_path(cfg), val_q, validation_grades(table, val_q),
+                                    cfg.rerank.depth)
+        table = table.filter(pc.is_in(table["query_id"], value_set=pa.array(fit_q, pa.string())))
+        log(f"      {len(fit_q)} training queries fit the model, {len(val_q)} held out validate it "
+            "(graded by their zELO scores)")
     out = train_dir(cfg)
     errors = ErrorLog(out / f"examples-{cfg.train.target}.errors.parquet", "examples")
     errors.reset()
@@ -91,7 +102,7 @@ def run_train_stage(cfg: ZeloConfig, *, log=print, split: dict | None = None) ->
     card = {"dataset": col.name, "train_queries": len(split["train"]), "split": split["source"],
             "target": cfg.train.target, "label": "SIMULATION" if _simulated(cfg) else None,
             "failed_training_queries": failures["failed"]}
-    return train_reranker(cfg.train, examples, out, card=card, log=log, ray_cfg=cfg.ray)
+    return train_reranker(cfg.train, examples, out, card=card, log=log, ray_cfg=cfg.ray, validation=validation)
 
 
 def _simulated(cfg: ZeloConfig) -> bool:

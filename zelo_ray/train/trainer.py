@@ -96,7 +96,10 @@ def train_reranker(tcfg: TrainConfig, examples: str | Path, out_dir: str | Path,
         scaling_config=ScalingConfig(num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu,
                                      resources_per_worker={"CPU": tcfg.cpus_per_worker}),
         run_config=RunConfig(name=f"reranker-{fp}", storage_path=str(out_dir / "ray"),
-                             checkpoint_config=CheckpointConfig(num_to_keep=tcfg.keep_checkpoints),
+                             checkpoint_config=CheckpointConfig(
+                                 num_to_keep=tcfg.keep_checkpoints,
+                                 # with validation, the kept checkpoints are the best ones
+                                 checkpoint_score_attribute="val_ndcg@10" if validation else None),
                              failure_config=FailureConfig(max_failures=tcfg.max_failures),
                              callbacks=callbacks))
     t0 = time.perf_counter()
@@ -106,11 +109,25 @@ def train_reranker(tcfg: TrainConfig, examples: str | Path, out_dir: str | Path,
         raise RuntimeError(f"training failed: {result.error}") from result.error
     if result.checkpoint is None:
         raise RuntimeError("training finished without a checkpoint")
+    chosen, chosen_metrics = result.checkpoint, result.metrics
+    if validation:
+        best = max(((c, m) for c, m in (result.best_checkpoints or []) if m.get("val_ndcg@10") == m.get("val_ndcg@10")),
+                   key=lambda cm: cm[1]["val_ndcg@10"], default=None)
+        if best is not None:
+            chosen, chosen_metrics = best
+        log(f"      validation ({len(validation['query_ids'])} held-out training queries, zELO-graded): "
+            f"best nDCG@10 {chosen_metrics.get('val_ndcg@10', float('nan')):.4f} at step "
+            f"{chosen_metrics.get('step')} of {result.metrics.get('step')}")
     tmp = out_dir / "model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(result.checkpoint.path, tmp, ignore=shutil.ignore_patterns(STATE_FILE, DS_DIR))
+    shutil.copytree(chosen.path, tmp, ignore=shutil.ignore_patterns(STATE_FILE, DS_DIR))
     final = json.loads((tmp / CARD).read_text())
     final.update(fingerprint=fp, final_metrics=result.metrics, wall_s=round(elapsed, 1), total_steps=total)
+    if validation:
+        final["validation"] = {"queries": len(validation["query_ids"]), "grades": "zELO (labelfree.graded_qrels)",
+                               "best_step": chosen_metrics.get("step"),
+                               "val_ndcg@10": chosen_metrics.get("val_ndcg@10"),
+                               "last_step": result.metrics.get("step")}
     (tmp / CARD).write_text(json.dumps(final, indent=2, default=str))
     shutil.rmtree(model_dir, ignore_errors=True)
     tmp.replace(model_dir)

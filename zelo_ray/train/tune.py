@@ -17,22 +17,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from zelo_ray.config import ZeloConfig
+from zelo_ray.train.validation import validation_set
 
-__all__ = ["run_tune", "validation_set"]
-
-
-def validation_set(col, candidates, queries: list[str], qrels: dict, depth: int) -> dict:
-    """Candidates and texts of the validation queries, shipped to the rank-0 worker."""
-    from zelo_ray.eval.evaluate import rankings_from_candidates
-    from zelo_ray.train.examples import doc_texts, query_texts
-
-    runs = rankings_from_candidates(candidates, queries, depth)["hybrid"]
-    qt = query_texts(col)
-    dt = doc_texts(col, [d for ds in runs.values() for d in ds])
-    qids = sorted(runs)
-    return {"query_ids": qids, "queries": [qt[q] for q in qids], "doc_ids": [runs[q] for q in qids],
-            "docs": [[dt[d] for d in runs[q]] for q in qids],
-            "qrels": {q: {d: int(r) for d, r in qrels.get(q, {}).items()} for q in qids}}
+__all__ = ["run_tune"]
 
 
 def _trial(config: dict) -> None:

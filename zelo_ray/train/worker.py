@@ -107,6 +107,25 @@ def validate(scorer, val: dict, max_length: int, device) -> float:
     return float(sum(m.values()) / max(1, len(m)))
 
 
+def _no_gain(stopper: dict, value, cfg: dict, world: int, device=None) -> bool:
+    """Whether training should stop: rank 0 decides from its validation score and every rank
+    learns the decision (ranks must stop at the same step)."""
+    stop = False
+    if value is not None and value == value:  # rank 0 holds the score; NaN elsewhere
+        if value > stopper["best"] + 1e-9:
+            stopper["best"], stopper["since"] = value, 0
+        else:
+            stopper["since"] += 1
+        stop = bool(cfg.get("patience")) and stopper["since"] >= cfg["patience"]
+    if world > 1:
+        import torch.distributed as dist
+
+        flag = torch.tensor([1 if stop else 0], device=device)  # NCCL needs it on the GPU
+        dist.broadcast(flag, src=0)
+        stop = bool(flag.item())
+    return stop
+
+
 def train_loop_per_worker(cfg: dict) -> None:
     import ray.train
     import ray.train.torch
@@ -152,6 +171,18 @@ def train_loop_per_worker(cfg: dict) -> None:
 
     shard = ray.train.get_dataset_shard("train")
     step, meter, t_start = start_step, Meter(), time.perf_counter()
+    stopper = {"best": float("-inf"), "since": 0}  # early stopping; a restart starts counting anew
+    if cfg.get("validation") and start_step == 0:
+        # step 0 is a candidate too: when fitting makes the model worse, the base model is kept
+        metrics = {"step": 0, "loss": float("nan"), "samples_per_s": 0.0, "elapsed_s": 0.0,
+                   "val_ndcg@10": validate(scorer, cfg["validation"], cfg["max_length"], device)
+                   if rank == 0 else float("nan")}
+        if rank == 0:
+            print(f"[train] step 0/{total} validation nDCG@10 {metrics['val_ndcg@10']:.4f} (before training)",
+                  flush=True)
+        _no_gain(stopper, metrics["val_ndcg@10"], cfg, world, device)
+        d = _save(runner, scorer, cfg, 0, metrics, engine, rank)
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d) if d else None)
     last = {"loss": float("nan"), "samples_per_s": 0.0}
     fail_at = cfg.get("_fail_at_step")  # tests: kill this worker once to exercise recovery
     model.train()
@@ -184,10 +215,18 @@ def train_loop_per_worker(cfg: dict) -> None:
             if step % cfg["checkpoint_every"] == 0 or step == total:
                 metrics = {"step": step, "loss": last["loss"], "samples_per_s": last["samples_per_s"] * world,
                            "elapsed_s": time.perf_counter() - t_start}
-                if cfg.get("validation"):  # Ray Tune's objective; every rank reports the same keys
+                if cfg.get("validation"):  # picks the checkpoint (and Ray Tune's objective)
                     metrics["val_ndcg@10"] = validate(scorer, cfg["validation"], cfg["max_length"], device) \
                         if rank == 0 else float("nan")
+                    if rank == 0:
+                        print(f"[train] step {step}/{total} validation nDCG@10 {metrics['val_ndcg@10']:.4f}",
+                              flush=True)
                 d = _save(runner, scorer, cfg, step, metrics, engine, rank)
                 ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d) if d else None)
+                if cfg.get("validation") and _no_gain(stopper, metrics.get("val_ndcg@10"), cfg, world, device):
+                    if rank == 0:
+                        print(f"[train] stopping at step {step}: {cfg['patience']} validations without gain "
+                              f"(best {stopper['best']:.4f})", flush=True)
+                    total = step
         if seen == 0:
             raise RuntimeError(f"worker {rank}: its data shard is empty (fewer training groups than workers)")
