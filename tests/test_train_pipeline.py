@@ -124,6 +124,7 @@ def test_one_failing_record_per_stage_is_listed_and_a_rerun_retries_only_it(demo
     for d in ("data", "index"):  # reuse the demo's collection and indexes, nothing else
         shutil.copytree(out / d, work / d)
     cfg = load_config(None, [f"data.dataset={src}", f"data.workdir={work}", *sets, "train.max_steps=2",
+                             "train.val_fraction=0",  # every training query reaches example building
                              "errors.max_fraction=0.5"])
     col = open_collection(work / "data")
     split = query_split(cfg, col)
