@@ -86,7 +86,7 @@ def run_retrieve(cfg: ZeloConfig) -> dict:
     retry = out.is_dir() and _read_state(out).get("fingerprint") == fingerprint
     failed_before = errors.failed_ids() if retry else []
     if retry and not failed_before:
-        return _report(out, n_queries, 0.0, errors.read(), cfg, reused=True)
+        return _report(out, n_queries, 0.0, {"failed": 0, "total": n_queries, "errors": None}, reused=True)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     errors.reset()
@@ -137,13 +137,13 @@ def run_retrieve(cfg: ZeloConfig) -> dict:
     table = errors.finish()
     (out / _STATE).write_text(json.dumps({"fingerprint": fingerprint, "queries": n_queries,
                                           "failed": table.num_rows}))
-    report = _report(out, n_queries, seconds, table, cfg, retried=len(failed_before) if retry else None)
-    check_failures(table, n_queries, cfg.errors.max_fraction, stage="retrieve", path=errors.path,
-                   what="queries")
-    return report
+    # raises past errors.max_fraction, after every finished query is in place
+    failed = check_failures(table, n_queries, cfg.errors.max_fraction, stage="retrieve", path=errors.path,
+                            what="queries")
+    return _report(out, n_queries, seconds, failed, retried=len(failed_before) if retry else None)
 
 
-def _report(out: Path, n_queries: int, seconds: float, errors, cfg: ZeloConfig, *, reused: bool = False,
+def _report(out: Path, n_queries: int, seconds: float, failed: dict, *, reused: bool = False,
             retried: int | None = None) -> dict:
     import pyarrow.parquet as pq
 
@@ -152,8 +152,7 @@ def _report(out: Path, n_queries: int, seconds: float, errors, cfg: ZeloConfig, 
     report = {"candidates": str(out), "queries": n_queries, "rows": rows,
               "seconds": round(seconds, 2),
               "queries_per_s": round(n_queries / seconds, 1) if seconds else None,
-              "failed": check_failures(errors, n_queries, 1.0, stage="retrieve",
-                                       path=retrieve_errors_path(cfg), what="queries")}
+              "failed": failed}
     if reused:
         report["reused"] = True
     if retried is not None:
