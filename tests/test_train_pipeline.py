@@ -174,3 +174,56 @@ def test_one_failing_record_per_stage_is_listed_and_a_rerun_retries_only_it(demo
     lines = []
     evaluate_reranker(cfg, col, split["test"], ckpt, log=lines.append, out=train_dir(cfg))
     assert any("of 0 queries with reranker" in line for line in lines), lines  # all reused
+
+
+def test_served_function_is_the_evaluated_one(demo_run, tmp_path):
+    """`zelo train` stores the fusion weight chosen on validation queries and the corpus's BM25
+    statistics in the checkpoint; a rerank call with only (query, documents) then reproduces the
+    evaluated ranking and scores of that query."""
+    import asyncio
+    import shutil
+
+    import pyarrow.compute as pc
+
+    from zelo_ray.data import open_collection
+    from zelo_ray.retrieval.lexical import TermStats
+    from zelo_ray.serve.engine import ScoringEngine
+    from zelo_ray.serve.service import RerankService
+    from zelo_ray.serve.settings import ServeConfig
+    from zelo_ray.train.examples import doc_texts, query_texts
+    from zelo_ray.train.fusion import load_fusion, write_fusion
+    from zelo_ray.train.rerank import rerank_candidates
+
+    root, src, out, sets = demo_run
+    card = json.loads((out / "train" / "model" / "zelo_card.json").read_text())
+    fusion = json.loads((out / "train" / "model" / "zelo_fusion.json").read_text())
+    assert fusion["bm25_weight"] in [float(w) for w in fusion["val_r_by_weight"]]
+    assert "validation queries" in fusion["chosen_on"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert ("reranker_model_only" in metrics) == (fusion["bm25_weight"] > 0)
+    # whatever weight validation chose, force a mixed one on a copy so both parts matter
+    ckpt = tmp_path / "model"
+    shutil.copytree(out / "train" / "model", ckpt)
+    col = open_collection(out / "data")
+    write_fusion(ckpt, 0.5, TermStats.from_corpus(col.corpus_path, "en_stem_stop"), {})
+    report = json.loads((out / "report.json").read_text())
+    qid = report["split"]["test"][0]
+    t = rerank_candidates(col, out / "candidates.parquet", str(ckpt), [qid], depth=10, log=lambda *_: None)
+    head = t.filter(pc.is_valid(t["score"]))
+    ids, scores = head["doc_id"].to_pylist(), head["score"].to_pylist()
+    assert head["model_score"].to_pylist() != scores  # fused, not the model's score
+    texts = doc_texts(col, ids)
+    engine = ScoringEngine.load(str(ckpt), device="cpu")
+
+    async def score(pairs):
+        return engine.score(pairs)
+
+    svc = RerankService(ServeConfig(checkpoint=str(ckpt)), encode=engine.encode, score=score,
+                        model_info=engine.info(), api_keys=[], fuse=load_fusion(ckpt).scores)
+    shuffled = list(reversed(range(len(ids))))  # the order a client sends must not matter
+    body = {"model": "zelo-reranker", "query": query_texts(col)[qid], "documents": [texts[ids[i]] for i in shuffled]}
+    code, payload = asyncio.run(svc.rerank("cohere", json.dumps(body).encode()))
+    assert code == 200, payload
+    served = [ids[shuffled[r["index"]]] for r in payload["results"]]
+    assert served == ids
+    assert [r["relevance_score"] for r in payload["results"]] == pytest.approx(scores, abs=1e-4)

@@ -368,6 +368,10 @@ class TrainConfig(_Strict):
                                 "(never test qrels); the best checkpoint becomes the model (0: none).")
     patience: int = Field(2, ge=0, description="Stop when this many validations in a row bring no gain "
                           "(0: never stop early). Validation runs at every checkpoint.")
+    fusion: bool = Field(True, description="Fuse the trained model's score with BM25 (corpus term "
+                         "statistics stored in the checkpoint) with a weight chosen on the validation "
+                         "queries; the fused score is what `zelo serve` serves and `reranker` measures "
+                         "(needs val_fraction > 0; weight 0 keeps the model alone).")
     num_workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel).")
     use_gpu: bool = Field(False, description="One GPU per worker (NCCL); false: CPU workers with gloo.")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs Ray reserves per worker.")

@@ -30,7 +30,7 @@ def _line(name: str, m: dict) -> str:
     cells = []
     for k in ("ndcg@10", "recall@100", "mrr@10"):
         cells.append(f"{k} {m[k]['mean']:.3f} [{m[k]['ci_low']:.3f}, {m[k]['ci_high']:.3f}]")
-    return f"      {name:9s}" + "  ".join(cells)
+    return f"      {name:11s}" + "  ".join(cells)
 
 
 def _evaluate_step(cfg: ZeloConfig, col, split: dict, ckpt: str, ann: dict, meta: dict, log) -> dict:
@@ -39,13 +39,14 @@ def _evaluate_step(cfg: ZeloConfig, col, split: dict, ckpt: str, ann: dict, meta
     log(f"[6/6] evaluate on the {len(split['test'])} held-out test queries (qrels/{cfg.data.split})")
     metrics = evaluate_reranker(cfg, col, split["test"], {"reranker": ckpt}, log=log,
                                 out=train_dir(cfg))
-    for name in ("bm25", "dense", "hybrid", "reranker"):
-        log(_line(name, metrics[name]))
+    rows = [n for n in ("bm25", "dense", "hybrid", "reranker", "reranker_model_only") if n in metrics]
+    for name in rows:
+        log(_line(name.replace("reranker_model_only", "model only"), metrics[name]))
     d = metrics["reranker"]["delta_vs_hybrid"]["ndcg@10"]
     log(f"      reranker − hybrid nDCG@10: {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] "
         f"(paired bootstrap, {int(cfg.evaluate.confidence * 100)}%)" + (
             f"  — {ann['label']}: judges simulated from the training queries' qrels" if ann["label"] else ""))
-    return {**{k: metrics[k] for k in ("bm25", "dense", "hybrid", "reranker")}, "meta": meta,
+    return {**{k: metrics[k] for k in rows}, "meta": meta,
             "failed": metrics["failed"]["reranker"]}
 
 

@@ -60,10 +60,13 @@ class RerankServer:
         from zelo_ray.serve.engine import ScoringEngine
         from zelo_ray.serve.service import RerankService
         from zelo_ray.storage import local_copy
+        from zelo_ray.train.fusion import load_fusion
 
         self.cfg = ServeConfig(**settings)
         log.addFilter(_TokenBatchWarning())
-        self.engine = ScoringEngine.load(local_copy(self.cfg.checkpoint), device=self.cfg.device, dtype=self.cfg.dtype,
+        folder = local_copy(self.cfg.checkpoint)
+        fusion = load_fusion(folder) if self.cfg.fusion else None
+        self.engine = ScoringEngine.load(folder, device=self.cfg.device, dtype=self.cfg.dtype,
                                          max_query_tokens=self.cfg.max_query_tokens,
                                          max_batch_tokens=self.cfg.max_batch_tokens,
                                          max_batch_rows=self.cfg.max_batch_rows)
@@ -71,7 +74,9 @@ class RerankServer:
         self._score_batched.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
         self._lock = asyncio.Lock()
         self.service = RerankService(self.cfg, encode=self.engine.encode, score=self._score,
-                                     model_info=self.engine.info())
+                                     model_info={**self.engine.info(),
+                                                 "bm25_weight": fusion.weight if fusion else 0.0},
+                                     fuse=fusion.scores if fusion else None)
         log.info("zelo reranker %s loaded: %s; batching %s; auth %s", self.cfg.model_name, self.engine.info(),
                  "on" if self.cfg.batching else "off",
                  f"on ({len(self.service.api_keys)} keys)" if self.service.api_keys else "off")

@@ -141,7 +141,14 @@ class ScoringEngine:
         kind = check_servable(path)
         dev = _pick_device(device)
         model = load_reranker(path, kind, dtype=_pick_dtype(dtype, dev)).to(dev)
-        return cls(model, device=dev, path=str(path), **kw)
+        engine = cls(model, device=dev, path=str(path), **kw)
+        card = Path(resolve_base(path)) / CARD
+        trained = json.loads(card.read_text()).get("train_config", {}).get("max_length") if card.exists() else None
+        if kind == "bi_encoder" and trained:
+            # a bi-encoder cuts query and document to the length it was trained and evaluated
+            # with, so the served scores are the measured ones
+            engine.max_length = min(engine.max_length, int(trained))
+        return engine
 
     # -- tokenisation ------------------------------------------------------------------------
     def encode(self, query: str, docs: list[str], *, max_doc_tokens: int) -> list[Pair]:
@@ -162,7 +169,8 @@ class ScoringEngine:
             return [Pair(tuple(ids), tuple(types[i]) if types is not None else None)
                     for i, ids in enumerate(enc["input_ids"])]
         if self.kind == "bi_encoder":
-            qids = tuple(self.tok(query, truncation=True, max_length=self.max_query_tokens + 2)["input_ids"])
+            qids = tuple(self.tok(query, truncation=True,
+                                  max_length=min(self.max_query_tokens + 2, self.max_length))["input_ids"])
             enc = self.tok(docs, truncation=True, max_length=min(max_doc_tokens + 2, self.max_length))
             return [Pair(tuple(ids), None, qids) for ids in enc["input_ids"]]
         head = tuple(self.tok(self._head_template.format(query=query_text),

@@ -53,8 +53,10 @@ class RerankService:
     """``await service.rerank(api, body, headers) → (status, payload)``."""
 
     def __init__(self, cfg: ServeConfig, *, encode: Callable, score: Callable[[list], Awaitable[np.ndarray]],
-                 model_info: dict, api_keys: list[str] | None = None):
+                 model_info: dict, api_keys: list[str] | None = None,
+                 fuse: Callable[[str, list[str], np.ndarray], np.ndarray] | None = None):
         self.cfg, self._encode, self._score, self.model_info = cfg, encode, score, model_info
+        self._fuse = fuse  # the checkpoint's served function over one call's documents (train/fusion.py)
         self.api_keys = api_keys_from_env(cfg.api_keys_env) if api_keys is None else api_keys
         self.names = [cfg.model_name, *cfg.model_aliases]
 
@@ -119,6 +121,8 @@ class RerankService:
         pairs = await asyncio.to_thread(self._encode, req.query, req.documents, max_doc_tokens=budget)
         t1 = time.perf_counter()
         scores = np.asarray(await self._score(pairs), dtype=np.float64)
+        if self._fuse is not None:
+            scores = await asyncio.to_thread(self._fuse, req.query, req.documents, scores)
         t_inf = time.perf_counter() - t1
         # stable sort: equal scores keep request order, so responses are deterministic
         order = np.argsort(-scores, kind="stable")[: req.top_n or len(scores)]

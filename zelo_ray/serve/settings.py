@@ -54,6 +54,9 @@ class ServeConfig(_Strict):
                                     "are truncated (a request may ask for less with "
                                     "`max_tokens_per_doc`, never more). Also capped by the model's "
                                     "maximum length.")
+    fusion: bool = Field(True, description="Serve the checkpoint's fused score (model + BM25 with the "
+                         "weight and corpus statistics `zelo train` stored in it: the function "
+                         "`reranker` measured); false: the model's score alone (`reranker_model_only`).")
     batching: bool = Field(True, description="Batch (query, document) pairs across concurrent requests "
                            "with `@serve.batch` (false: each request is scored on its own).")
     max_batch_tokens: int = Field(16384, ge=64, description="Token budget of one forward pass: batches "

@@ -175,6 +175,8 @@ def load_reranker(path: str, kind: Kind = "auto", *, dtype: torch.dtype | None =
     tok = AutoTokenizer.from_pretrained(path)
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # "newly initialized head" is the point, not a problem
+    bar = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()  # a per-load weights bar is noise in stage logs
     try:
         if kind == "cross_encoder":
             model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype)
@@ -191,6 +193,8 @@ def load_reranker(path: str, kind: Kind = "auto", *, dtype: torch.dtype | None =
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     finally:
         transformers.logging.set_verbosity(verbosity)
+        if bar:
+            transformers.utils.logging.enable_progress_bar()
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return Reranker(model, tok, kind, yes_id=single_token_id(tok, YES, path))

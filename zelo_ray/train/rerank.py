@@ -18,12 +18,14 @@ import pyarrow.dataset as pads
 
 from zelo_ray.faults import ErrorLog, FaultInjector, isolate
 from zelo_ray.train.examples import doc_texts, query_texts
+from zelo_ray.train.fusion import load_fusion
 from zelo_ray.train.models import CARD, load_reranker
 
-__all__ = ["rerank_candidates", "rankings_from_reranked"]
+__all__ = ["checkpoint_max_length", "rankings_from_reranked", "rerank_candidates"]
 
 
-def _max_length(checkpoint: str, override: int | None) -> int:
+def checkpoint_max_length(checkpoint: str, override: int | None) -> int:
+    """The token budget a checkpoint is evaluated with: ``override``, else what it trained with."""
     if override:
         return override
     card = Path(checkpoint) / CARD
@@ -52,8 +54,10 @@ def _query_chunks(qids: list[str], step: int) -> list[list[tuple[str, int, int]]
 def rerank_candidates(col, candidates: str | Path, checkpoint: str, queries: list[str], *, depth: int,
                       batch_size: int = 64, max_length: int | None = None, out: str | Path | None = None,
                       log=print, model=None, errors: ErrorLog | None = None,
-                      injector: FaultInjector | None = None) -> pa.Table:
-    """``query_id, doc_id, rank, score`` (rank 1 = best) for ``queries``; written to ``out`` if given.
+                      injector: FaultInjector | None = None, fusion: bool = True) -> pa.Table:
+    """``query_id, doc_id, rank, score, model_score`` (rank 1 = best) for ``queries``; written to
+    ``out`` if given. ``score`` is the served function (the checkpoint's fusion with BM25, when it
+    has one and ``fusion``), ``model_score`` the model's σ(logit) alone; ranks follow ``score``.
 
     With ``errors``, a query whose scoring raises is listed there and left out of the result
     (the caller decides what a missing query means); without, it raises."""
@@ -67,10 +71,11 @@ def rerank_candidates(col, candidates: str | Path, checkpoint: str, queries: lis
     qtext = query_texts(col)
     dtext = doc_texts(col, top["doc_id"].to_pylist())
     model = model or (load_reranker(checkpoint) if top.num_rows else None)
-    ml = _max_length(checkpoint, max_length)
+    fused = load_fusion(checkpoint) if fusion else None
+    ml = checkpoint_max_length(checkpoint, max_length)
     qids, dids = top["query_id"].to_pylist(), top["doc_id"].to_pylist()
 
-    def score_spans(spans: list[tuple[str, int, int]]) -> list[tuple[str, np.ndarray]]:
+    def score_spans(spans: list[tuple[str, int, int]]) -> list[tuple[str, np.ndarray, np.ndarray]]:
         if injector is not None:
             injector.check([q for q, _, _ in spans])
         rows = [i for _, a, b in spans for i in range(a, b)]
@@ -80,10 +85,16 @@ def rerank_candidates(col, candidates: str | Path, checkpoint: str, queries: lis
             s = model.score([qtext[qids[i]] for i in rows], [dtext[dids[i]] for i in rows],
                             max_length=ml, batch_size=batch_size).numpy()
         bounds = np.cumsum([0] + [b - a for _, a, b in spans])
-        return [(q, s[bounds[k]:bounds[k + 1]]) for k, (q, _, _) in enumerate(spans)]
+        out = []
+        for k, (q, a, b) in enumerate(spans):
+            p = s[bounds[k]:bounds[k + 1]]
+            served = p if fused is None else fused.scores(qtext[q], [dtext[dids[i]] for i in range(a, b)], p)
+            out.append((q, served, p))
+        return out
 
     t0 = time.perf_counter()
     score_of: dict[tuple[str, str], float] = {}
+    model_of: dict[tuple[str, str], float] = {}
     done = 0
     step = max(batch_size, 1024)
     for chunk in _query_chunks(qids, step):
@@ -92,13 +103,14 @@ def rerank_candidates(col, candidates: str | Path, checkpoint: str, queries: lis
         else:
             scored = isolate(score_spans, chunk, lambda spans: [q for q, _, _ in spans], errors)
         spans = {q: (a, b) for q, a, b in chunk}
-        for q, s in scored:
+        for q, s, p in scored:
             a, b = spans[q]
             score_of.update(zip(zip(qids[a:b], dids[a:b]), s.tolist()))
+            model_of.update(zip(zip(qids[a:b], dids[a:b]), p.tolist()))
         done += sum(b - a for _, a, b in chunk)
         log(f"      reranked {done:,}/{len(dids):,} pairs ({done / max(time.perf_counter() - t0, 1e-9):.1f} pairs/s)")
     failed = set(qids) - {q for q, _ in score_of}
-    rows_q, rows_d, rows_r, rows_s = [], [], [], []
+    rows_q, rows_d, rows_r, rows_s, rows_m = [], [], [], [], []
     all_q, all_d, all_r = t["query_id"].to_pylist(), t["doc_id"].to_pylist(), t["rank"].to_pylist()
     start = 0
     while start < len(all_q):
@@ -114,9 +126,11 @@ def rerank_candidates(col, candidates: str | Path, checkpoint: str, queries: lis
         head.sort(key=lambda x: -x[1])  # stable: ties keep first-stage order
         for i, (d, sc) in enumerate(head + [(d, None) for d in tail]):
             rows_q.append(q), rows_d.append(d), rows_r.append(i + 1), rows_s.append(sc)
+            rows_m.append(model_of.get((q, d)))
         start = end
     out_t = pa.table({"query_id": pa.array(rows_q, pa.string()), "doc_id": pa.array(rows_d, pa.string()),
-                      "rank": pa.array(rows_r, pa.int32()), "score": pa.array(rows_s, pa.float32())})
+                      "rank": pa.array(rows_r, pa.int32()), "score": pa.array(rows_s, pa.float32()),
+                      "model_score": pa.array(rows_m, pa.float32())})
     if out is not None:
         import pyarrow.parquet as pq
 
@@ -126,9 +140,18 @@ def rerank_candidates(col, candidates: str | Path, checkpoint: str, queries: lis
     return out_t
 
 
-def rankings_from_reranked(table: pa.Table) -> dict[str, list[str]]:
+def rankings_from_reranked(table: pa.Table, by: str = "rank") -> dict[str, list[str]]:
+    """``{query_id: [doc_id, ...]}`` in served order (``by="rank"``), or with the reranked head
+    reordered by another score column (``"model_score"``: the model alone); the unreranked tail
+    keeps its place."""
     t = table.sort_by([("query_id", "ascending"), ("rank", "ascending")])
-    runs: dict[str, list[str]] = {}
-    for q, d in zip(t["query_id"].to_pylist(), t["doc_id"].to_pylist()):
-        runs.setdefault(q, []).append(d)
-    return runs
+    runs: dict[str, list[tuple[str, float | None]]] = {}
+    col = [None] * t.num_rows if by == "rank" else t[by].to_pylist()
+    for q, d, s in zip(t["query_id"].to_pylist(), t["doc_id"].to_pylist(), col):
+        runs.setdefault(q, []).append((d, s))
+    out = {}
+    for q, rows in runs.items():
+        head = [r for r in rows if r[1] is not None]
+        head.sort(key=lambda r: -r[1])  # stable: ties keep the served order
+        out[q] = [d for d, _ in head] + [d for d, s in rows if s is None]
+    return out

@@ -16,7 +16,7 @@ from zelo_ray.config import ZeloConfig
 from zelo_ray.faults import ErrorLog, FaultInjector, check_failures
 from zelo_ray.train.examples import build_groups, doc_texts, query_texts, write_examples
 from zelo_ray.train.splits import split_queries
-from zelo_ray.train.validation import split_validation, validation_grades, validation_set
+from zelo_ray.train.validation import split_validation, validation_grades, validation_scores, validation_set
 
 __all__ = ["binary_qrels_table", "evaluate_reranker", "query_split", "run_train_stage", "train_dir"]
 
@@ -83,6 +83,7 @@ def run_train_stage(cfg: ZeloConfig, *, log=print, split: dict | None = None) ->
     if val_q:
         validation = validation_set(col, candidates_path(cfg), val_q, validation_grades(table, val_q),
                                     cfg.rerank.depth)
+        validation["elo"] = validation_scores(table, val_q)
         table = table.filter(pc.is_in(table["query_id"], value_set=pa.array(fit_q, pa.string())))
         log(f"      {len(fit_q)} training queries fit the model, {len(val_q)} held out validate it "
             "(graded by their zELO scores)")
@@ -102,7 +103,33 @@ def run_train_stage(cfg: ZeloConfig, *, log=print, split: dict | None = None) ->
     card = {"dataset": col.name, "train_queries": len(split["train"]), "split": split["source"],
             "target": cfg.train.target, "label": "SIMULATION" if _simulated(cfg) else None,
             "failed_training_queries": failures["failed"]}
-    return train_reranker(cfg.train, examples, out, card=card, log=log, ray_cfg=cfg.ray, validation=validation)
+    card = train_reranker(cfg.train, examples, out, card=card, log=log, ray_cfg=cfg.ray, validation=validation)
+    if cfg.train.fusion and validation:
+        card["fusion"] = _fit_fusion(cfg, col, out / "model", card, validation, log)
+    elif cfg.train.fusion:
+        log("      fusion with BM25 needs validation queries (train.val_fraction > 0); serving the model alone")
+    return card
+
+
+def _fit_fusion(cfg: ZeloConfig, col, model_dir: Path, card: dict, validation: dict, log) -> dict:
+    """Choose the BM25 weight of the served function once per trained model (kept on a re-run)."""
+    from zelo_ray.retrieval.lexical import TermStats
+    from zelo_ray.train.fusion import FUSION_FILE, fit_fusion
+    from zelo_ray.train.rerank import checkpoint_max_length
+
+    path = model_dir / FUSION_FILE
+    key = ["pearson-v1", card.get("fingerprint"), card.get("step"), cfg.index.bm25_tokenizer, cfg.rerank.depth,
+           cfg.rerank.max_length, validation["query_ids"]]
+    if path.exists():
+        info = json.loads(path.read_text())
+        if info.get("key") == key:
+            log(f"      fusion: BM25 weight {info['bm25_weight']} (chosen by an earlier run)")
+            return info
+    info = fit_fusion(model_dir, validation,
+                      lambda: TermStats.from_corpus(col.corpus_path, cfg.index.bm25_tokenizer, log=log),
+                      max_length=checkpoint_max_length(str(model_dir), cfg.rerank.max_length),
+                      batch_size=cfg.rerank.batch_size, log=log, key=key)
+    return info
 
 
 def _simulated(cfg: ZeloConfig) -> bool:
@@ -115,6 +142,7 @@ def evaluate_reranker(cfg: ZeloConfig, col, queries: list[str], checkpoints: dic
     ``queries``, with paired bootstrap CIs and deltas against hybrid."""
     from zelo_ray.eval.evaluate import evaluate_runs, rankings_from_candidates
     from zelo_ray.retrieval.pipeline import candidates_path
+    from zelo_ray.train.fusion import load_fusion
     from zelo_ray.train.rerank import rankings_from_reranked, rerank_candidates
 
     qrels = col.qrels(cfg.data.split)
@@ -144,6 +172,10 @@ def evaluate_reranker(cfg: ZeloConfig, col, queries: list[str], checkpoints: dic
                 f"every system's metrics (listed in {errors.path}): {failures[name]['most_common']}")
         failed |= set(table["record_id"].to_pylist())
         runs[name] = {q: d[:cfg.evaluate.depth] for q, d in rankings_from_reranked(t).items()}
+        if load_fusion(ckpt) is not None:
+            # the served function fuses BM25; this row is what the model alone contributes
+            runs[f"{name}_model_only"] = {q: d[:cfg.evaluate.depth]
+                                          for q, d in rankings_from_reranked(t, by="model_score").items()}
     # a query a reranker could not score is left out of every system, so the comparison stays paired
     kept = [q for q in queries if q not in failed]
     e = cfg.evaluate
@@ -157,14 +189,16 @@ def _rerank_key(cfg: ZeloConfig, checkpoint: str) -> str | None:
     """What a saved reranking depends on: the candidates (their retrieve fingerprint), the model
     (its card, written once per trained model) and the rerank settings; None when either is unknown."""
     from zelo_ray.retrieval.pipeline import candidates_path
+    from zelo_ray.train.fusion import FUSION_FILE
     from zelo_ray.train.models import CARD
 
     cand_state = candidates_path(cfg) / "_zelo_retrieve.json"
     card = Path(checkpoint) / CARD
     if not cand_state.exists() or not card.exists():
         return None
+    fusion = Path(checkpoint) / FUSION_FILE
     blob = json.dumps([json.loads(cand_state.read_text()).get("fingerprint"), card.read_text(),
-                       cfg.rerank.depth, cfg.rerank.max_length])
+                       fusion.read_text() if fusion.exists() else None, cfg.rerank.depth, cfg.rerank.max_length])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from zelo_ray.eval.labelfree import graded_qrels
 from zelo_ray.train.splits import seeded_split
 
-__all__ = ["split_validation", "validation_grades", "validation_set"]
+__all__ = ["split_validation", "validation_grades", "validation_scores", "validation_set"]
 
 
 def split_validation(queries: list[str], fraction: float, *, seed: int) -> tuple[list[str], list[str]]:
@@ -44,6 +44,18 @@ def validation_grades(table: pa.Table, queries: list[str]) -> dict[str, dict[str
     out: dict[str, dict[str, int]] = {}
     for q, d, y in zip(t["query_id"].to_pylist(), t["doc_id"].to_pylist(), t["target"].to_pylist()):
         out.setdefault(q, {})[d] = int(round(y))
+    return out
+
+
+def validation_scores(table: pa.Table, queries: list[str]) -> dict[str, dict[str, float]]:
+    """The validation queries' candidates' own scores: calibrated zELO scores (the binary-qrels
+    baseline: its 0/1 targets), which choose the served function's BM25 weight."""
+    t = table.filter(pc.is_in(table["query_id"], value_set=pa.array(queries, pa.string())))
+    col = "calibrated" if "calibrated" in t.column_names else "target"
+    out: dict[str, dict[str, float]] = {}
+    for q, d, y in zip(t["query_id"].to_pylist(), t["doc_id"].to_pylist(), t[col].to_pylist()):
+        if y is not None:
+            out.setdefault(q, {})[d] = float(y)
     return out
 
 
