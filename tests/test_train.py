@@ -392,3 +392,33 @@ def test_early_stopping_counts_validations_without_gain():
     never = {"best": float("-inf"), "since": 0}
     assert not any(_no_gain(never, v, {"patience": 0}, 1) for v in (0.5, 0.4, 0.3, 0.2))
     assert not _no_gain(stopper, float("nan"), cfg, 1)  # ranks without the score do not decide
+
+
+def test_validation_scores_agreement_with_zelo_when_it_has_them():
+    """The checkpoint is picked by r with the zELO scores (every candidate counts), not by
+    nDCG@10 over a few graded ones; without zELO scores (Ray Tune's qrels) by nDCG@10."""
+    import torch
+
+    from zelo_ray.train.worker import validate
+
+    class Scorer:
+        training = True
+
+        def __init__(self, table):
+            self.table = table
+
+        def score(self, queries, docs, **_):
+            return torch.tensor([self.table[d] for d in docs])
+
+        def train(self, mode):
+            self.training = mode
+
+    val = {"query_ids": ["q"], "queries": ["wing"], "doc_ids": [["a", "b", "c", "d"]], "docs": [["a", "b", "c", "d"]],
+           "qrels": {"q": {"a": 1}}, "elo": {"q": {"a": 3.0, "b": 1.0, "c": 0.0, "d": -2.0}}}
+    # both put 'a' first (same nDCG@10); only the first orders the rest as the judges did
+    agree = validate(Scorer({"a": 0.9, "b": 0.6, "c": 0.4, "d": 0.1}), val, 32, "cpu")
+    tail_wrong = validate(Scorer({"a": 0.9, "b": 0.1, "c": 0.4, "d": 0.6}), val, 32, "cpu")
+    assert agree["val_ndcg@10"] == tail_wrong["val_ndcg@10"] == 1.0
+    assert agree["val_score"] == agree["val_r"] > 0.9 > tail_wrong["val_r"]
+    no_elo = validate(Scorer({"a": 0.9, "b": 0.6, "c": 0.4, "d": 0.1}), {**val, "elo": None}, 32, "cpu")
+    assert "val_r" not in no_elo and no_elo["val_score"] == no_elo["val_ndcg@10"] == 1.0

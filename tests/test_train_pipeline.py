@@ -67,6 +67,7 @@ def test_demo_writes_metrics_for_every_system(demo_run):
     # training queries held out from fitting picked the checkpoint (step 0 = the untrained base)
     assert card["validation"]["queries"] >= 1 and 0 <= card["validation"]["best_step"] <= card["total_steps"]
     assert 0 <= card["validation"]["val_ndcg@10"] <= 1
+    assert card["validation"]["criterion"].startswith("val_r") and -1 <= card["validation"]["val_r"] <= 1
     assert (out / "annotate" / "pair_outcomes.parquet").exists()
 
 

@@ -193,6 +193,17 @@ def cmd_bench_proof(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_rerank(args: argparse.Namespace) -> int:
+    from zelo_ray.bench import ablation
+
+    r = ablation.run(args.datasets, workdir=args.workdir, overrides=args.set,
+                     log=lambda m: print(m, file=sys.stderr))
+    if args.plot:
+        ablation.plot(r, args.plot)
+    _write(r, args.json)
+    return 0
+
+
 def cmd_bench_train(args: argparse.Namespace) -> int:
     from zelo_ray.bench import train_throughput
 
@@ -554,6 +565,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--json", help="also write the JSON result here")
     p.set_defaults(func=cmd_bench_proof)
+    p = bsub.add_parser("rerank", help="ablation: first stage, fusion only, zELO vs binary-qrels training, "
+                        "model alone vs served function, zELO-tuned embedder (per collection)")
+    p.add_argument("--datasets", nargs="*", default=["cranfield", "cisi", "med", "cacm", "vaswani"])
+    p.add_argument("--workdir", default="runs/bench-ablation")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    p.add_argument("--plot", help="also draw the deltas vs hybrid into this PNG")
+    p.add_argument("--json", help="also write the JSON result here")
+    p.set_defaults(func=cmd_bench_rerank)
     p = bsub.add_parser("train", help="Ray Train (N CPU workers) vs a plain PyTorch loop, same model and data")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--workers", type=int, default=2)

@@ -18,7 +18,8 @@ from zelo_ray.train.examples import build_groups, doc_texts, query_texts, write_
 from zelo_ray.train.splits import split_queries
 from zelo_ray.train.validation import split_validation, validation_grades, validation_scores, validation_set
 
-__all__ = ["binary_qrels_table", "evaluate_reranker", "query_split", "run_train_stage", "train_dir"]
+__all__ = ["binary_qrels_table", "choose_fusion", "evaluate_reranker", "query_split", "run_train_stage",
+           "split_training_table", "train_dir"]
 
 
 def train_dir(cfg: ZeloConfig) -> Path:
@@ -67,26 +68,31 @@ def training_table(cfg: ZeloConfig, col, train_queries: list[str]) -> pa.Table:
     return z
 
 
+def split_training_table(cfg: ZeloConfig, col, table: pa.Table) -> tuple[pa.Table, dict | None]:
+    """(the rows that fit the model, the validation set of the held-out training queries or None)."""
+    from zelo_ray.retrieval.pipeline import candidates_path
+
+    fit_q, val_q = split_validation(sorted(set(table["query_id"].to_pylist())), cfg.train.val_fraction,
+                                    seed=cfg.split.seed + 2)
+    if not val_q:
+        return table, None
+    validation = validation_set(col, candidates_path(cfg), val_q, validation_grades(table, val_q), cfg.rerank.depth)
+    validation["elo"] = validation_scores(table, val_q)
+    return table.filter(pc.is_in(table["query_id"], value_set=pa.array(fit_q, pa.string()))), validation
+
+
 def run_train_stage(cfg: ZeloConfig, *, log=print, split: dict | None = None) -> dict:
     """Build the training groups for the training queries and train; returns the model card."""
     from zelo_ray.data import open_collection
     from zelo_ray.retrieval.indexing import index_paths
-    from zelo_ray.retrieval.pipeline import candidates_path
     from zelo_ray.train.trainer import train_reranker
 
     col = open_collection(index_paths(cfg).data)
     split = split or query_split(cfg, col)
-    table = training_table(cfg, col, split["train"])
-    fit_q, val_q = split_validation(sorted(set(table["query_id"].to_pylist())), cfg.train.val_fraction,
-                                    seed=cfg.split.seed + 2)
-    validation = None
-    if val_q:
-        validation = validation_set(col, candidates_path(cfg), val_q, validation_grades(table, val_q),
-                                    cfg.rerank.depth)
-        validation["elo"] = validation_scores(table, val_q)
-        table = table.filter(pc.is_in(table["query_id"], value_set=pa.array(fit_q, pa.string())))
-        log(f"      {len(fit_q)} training queries fit the model, {len(val_q)} held out validate it "
-            "(graded by their zELO scores)")
+    table, validation = split_training_table(cfg, col, training_table(cfg, col, split["train"]))
+    if validation:
+        log(f"      {len(set(table['query_id'].to_pylist()))} training queries fit the model, "
+            f"{len(validation['query_ids'])} held out validate it (graded by their zELO scores)")
     out = train_dir(cfg)
     errors = ErrorLog(out / f"examples-{cfg.train.target}.errors.parquet", "examples")
     errors.reset()
@@ -105,13 +111,13 @@ def run_train_stage(cfg: ZeloConfig, *, log=print, split: dict | None = None) ->
             "failed_training_queries": failures["failed"]}
     card = train_reranker(cfg.train, examples, out, card=card, log=log, ray_cfg=cfg.ray, validation=validation)
     if cfg.train.fusion and validation:
-        card["fusion"] = _fit_fusion(cfg, col, out / "model", card, validation, log)
+        card["fusion"] = choose_fusion(cfg, col, out / "model", card, validation, log)
     elif cfg.train.fusion:
         log("      fusion with BM25 needs validation queries (train.val_fraction > 0); serving the model alone")
     return card
 
 
-def _fit_fusion(cfg: ZeloConfig, col, model_dir: Path, card: dict, validation: dict, log) -> dict:
+def choose_fusion(cfg: ZeloConfig, col, model_dir: Path, card: dict, validation: dict, log=print) -> dict:
     """Choose the BM25 weight of the served function once per trained model (kept on a re-run)."""
     from zelo_ray.retrieval.lexical import TermStats
     from zelo_ray.train.fusion import FUSION_FILE, fit_fusion

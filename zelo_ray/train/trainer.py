@@ -35,9 +35,15 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def train_fingerprint(tcfg: TrainConfig, examples: Path) -> str:
+VALIDATION_CRITERION = "val_score-v1"  # r with zELO scores when present (worker.validate)
+
+
+def train_fingerprint(tcfg: TrainConfig, examples: Path, validation: dict | None = None) -> str:
     learn = {k: getattr(tcfg, k) for k in _LEARNING_FIELDS}
-    blob = json.dumps({"train": learn, "data": _file_digest(examples)}, sort_keys=True, default=str)
+    # which checkpoint becomes the model depends on the validation queries and the criterion
+    picked = [VALIDATION_CRITERION, sorted(validation["query_ids"]), bool(validation.get("elo"))] if validation else None
+    blob = json.dumps({"train": learn, "data": _file_digest(examples), **({"validation": picked} if picked else {})},
+                      sort_keys=True, default=str)
     return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
 
 
@@ -66,7 +72,7 @@ def train_reranker(tcfg: TrainConfig, examples: str | Path, out_dir: str | Path,
 
     examples, out_dir = Path(examples), Path(out_dir).resolve()
     model_dir = out_dir / "model"
-    fp = train_fingerprint(tcfg, examples)
+    fp = train_fingerprint(tcfg, examples, validation)
     card_path = model_dir / CARD
     if card_path.exists() and json.loads(card_path.read_text()).get("fingerprint") == fp:
         log(f"      {model_dir} was trained with this config and data already (fingerprint {fp}); reusing it")
@@ -99,7 +105,7 @@ def train_reranker(tcfg: TrainConfig, examples: str | Path, out_dir: str | Path,
                              checkpoint_config=CheckpointConfig(
                                  num_to_keep=tcfg.keep_checkpoints,
                                  # with validation, the kept checkpoints are the best ones
-                                 checkpoint_score_attribute="val_ndcg@10" if validation else None),
+                                 checkpoint_score_attribute="val_score" if validation else None),
                              failure_config=FailureConfig(max_failures=tcfg.max_failures),
                              callbacks=callbacks))
     t0 = time.perf_counter()
@@ -111,13 +117,15 @@ def train_reranker(tcfg: TrainConfig, examples: str | Path, out_dir: str | Path,
         raise RuntimeError("training finished without a checkpoint")
     chosen, chosen_metrics = result.checkpoint, result.metrics
     if validation:
-        best = max(((c, m) for c, m in (result.best_checkpoints or []) if m.get("val_ndcg@10") == m.get("val_ndcg@10")),
-                   key=lambda cm: cm[1]["val_ndcg@10"], default=None)
+        best = max(((c, m) for c, m in (result.best_checkpoints or []) if m.get("val_score") == m.get("val_score")),
+                   key=lambda cm: cm[1]["val_score"], default=None)
         if best is not None:
             chosen, chosen_metrics = best
-        log(f"      validation ({len(validation['query_ids'])} held-out training queries, zELO-graded): "
-            f"best nDCG@10 {chosen_metrics.get('val_ndcg@10', float('nan')):.4f} at step "
-            f"{chosen_metrics.get('step')} of {result.metrics.get('step')}")
+        what = "r with zELO scores" if "val_r" in chosen_metrics else "nDCG@10"
+        log(f"      validation ({len(validation['query_ids'])} held-out training queries): best {what} "
+            f"{chosen_metrics.get('val_score', float('nan')):.4f} at step {chosen_metrics.get('step')} of "
+            f"{result.metrics.get('step')}" + (" (the base model is kept: fitting did not help)"
+                                              if chosen_metrics.get("step") == 0 else ""))
     tmp = out_dir / "model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(chosen.path, tmp, ignore=shutil.ignore_patterns(STATE_FILE, DS_DIR))
@@ -125,9 +133,14 @@ def train_reranker(tcfg: TrainConfig, examples: str | Path, out_dir: str | Path,
     final.update(fingerprint=fp, final_metrics=result.metrics, wall_s=round(elapsed, 1), total_steps=total)
     if validation:
         final["validation"] = {"queries": len(validation["query_ids"]), "grades": "zELO (labelfree.graded_qrels)",
+                               "criterion": "val_r (mean Pearson r of the model's logits with the zELO scores)"
+                               if "val_r" in chosen_metrics else "val_ndcg@10",
                                "best_step": chosen_metrics.get("step"),
                                "val_ndcg@10": chosen_metrics.get("val_ndcg@10"),
-                               "last_step": result.metrics.get("step")}
+                               "val_r": chosen_metrics.get("val_r"),
+                               "last_step": result.metrics.get("step"),
+                               "last_val_ndcg@10": result.metrics.get("val_ndcg@10"),
+                               "last_val_r": result.metrics.get("val_r")}
     (tmp / CARD).write_text(json.dumps(final, indent=2, default=str))
     shutil.rmtree(model_dir, ignore_errors=True)
     tmp.replace(model_dir)

@@ -93,18 +93,44 @@ def _save(runner: StepRunner, scorer, cfg: dict, step: int, metrics: dict, engin
     return d if wrote else None
 
 
-def validate(scorer, val: dict, max_length: int, device) -> float:
-    """Mean nDCG@10 of the model's ranking of each validation query's candidates."""
+def validate(scorer, val: dict, max_length: int, device) -> dict[str, float]:
+    """The model on the validation queries' candidates: ``val_ndcg@10`` (its ranking against the
+    graded labels), ``val_r`` (agreement of its logits with the zELO scores, when ``val`` has
+    them) and ``val_score``, the one that picks the checkpoint — ``val_r`` when present: on
+    Cranfield's 19 validation queries nDCG@10 preferred the demo's trained model (0.397 vs 0.378)
+    while r preferred the base (0.184 vs 0.159), and the test queries agreed with r (0.401 vs 0.392)."""
+    import numpy as np
+
+    from zelo_ray.eval.labelfree import score_agreement
     from zelo_ray.eval.metrics import per_query_metrics
 
     was_training = scorer.training
-    runs = {}
+    runs, scores = {}, {}
     for qid, query, ids, docs in zip(val["query_ids"], val["queries"], val["doc_ids"], val["docs"]):
-        s = scorer.score([query] * len(docs), docs, max_length=max_length, device=device).numpy()
+        s = scorer.score([query] * len(docs), docs, max_length=max_length, device=device).numpy().astype(np.float64)
         runs[qid] = [ids[i] for i in (-s).argsort(kind="stable")]
+        p = np.clip(s, 1e-7, 1 - 1e-7)
+        scores[qid] = (list(ids), np.log(p) - np.log1p(-p))
     scorer.train(was_training)
     m = per_query_metrics(val["qrels"], runs, list(runs))["ndcg@10"]
-    return float(sum(m.values()) / max(1, len(m)))
+    out = {"val_ndcg@10": float(sum(m.values()) / max(1, len(m)))}
+    if val.get("elo"):
+        out["val_r"] = score_agreement(scores, val["elo"])
+    out["val_score"] = out.get("val_r", out["val_ndcg@10"])
+    return out
+
+
+def _validation_line(m: dict) -> str:
+    return f"validation nDCG@10 {m['val_ndcg@10']:.4f}" + (f", r with zELO scores {m['val_r']:.4f}" if "val_r" in m else "")
+
+
+def _validation(scorer, val: dict, max_length: int, device, rank: int) -> dict[str, float]:
+    """Rank 0 validates; other ranks report NaN for the same keys (Ray Train wants every rank's
+    metrics to have one shape)."""
+    if rank == 0:
+        return validate(scorer, val, max_length, device)
+    keys = ["val_ndcg@10", *(["val_r"] if val.get("elo") else []), "val_score"]
+    return dict.fromkeys(keys, float("nan"))
 
 
 def _no_gain(stopper: dict, value, cfg: dict, world: int, device=None) -> bool:
@@ -175,12 +201,10 @@ def train_loop_per_worker(cfg: dict) -> None:
     if cfg.get("validation") and start_step == 0:
         # step 0 is a candidate too: when fitting makes the model worse, the base model is kept
         metrics = {"step": 0, "loss": float("nan"), "samples_per_s": 0.0, "elapsed_s": 0.0,
-                   "val_ndcg@10": validate(scorer, cfg["validation"], cfg["max_length"], device)
-                   if rank == 0 else float("nan")}
+                   **_validation(scorer, cfg["validation"], cfg["max_length"], device, rank)}
         if rank == 0:
-            print(f"[train] step 0/{total} validation nDCG@10 {metrics['val_ndcg@10']:.4f} (before training)",
-                  flush=True)
-        _no_gain(stopper, metrics["val_ndcg@10"], cfg, world, device)
+            print(f"[train] step 0/{total} {_validation_line(metrics)} (before training)", flush=True)
+        _no_gain(stopper, metrics["val_score"], cfg, world, device)
         d = _save(runner, scorer, cfg, 0, metrics, engine, rank)
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d) if d else None)
     last = {"loss": float("nan"), "samples_per_s": 0.0}
@@ -216,14 +240,12 @@ def train_loop_per_worker(cfg: dict) -> None:
                 metrics = {"step": step, "loss": last["loss"], "samples_per_s": last["samples_per_s"] * world,
                            "elapsed_s": time.perf_counter() - t_start}
                 if cfg.get("validation"):  # picks the checkpoint (and Ray Tune's objective)
-                    metrics["val_ndcg@10"] = validate(scorer, cfg["validation"], cfg["max_length"], device) \
-                        if rank == 0 else float("nan")
+                    metrics.update(_validation(scorer, cfg["validation"], cfg["max_length"], device, rank))
                     if rank == 0:
-                        print(f"[train] step {step}/{total} validation nDCG@10 {metrics['val_ndcg@10']:.4f}",
-                              flush=True)
+                        print(f"[train] step {step}/{total} {_validation_line(metrics)}", flush=True)
                 d = _save(runner, scorer, cfg, step, metrics, engine, rank)
                 ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d) if d else None)
-                if cfg.get("validation") and _no_gain(stopper, metrics.get("val_ndcg@10"), cfg, world, device):
+                if cfg.get("validation") and _no_gain(stopper, metrics.get("val_score"), cfg, world, device):
                     if rank == 0:
                         print(f"[train] stopping at step {step}: {cfg['patience']} validations without gain "
                               f"(best {stopper['best']:.4f})", flush=True)
