@@ -192,3 +192,25 @@ def plot(result: dict, path: str | Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def markdown(result: dict) -> str:
+    """The result as a table: nDCG@10 per system, and − hybrid [95% CI] for the rows that matter."""
+    per = result["collections"]
+    head = "| system | " + " | ".join(f"{r['dataset']} ({r['test_queries']} test q.)" for r in per) + " |"
+    lines = [head, "| --- |" + " --- |" * len(per)]
+    for name in ROWS:
+        cells = []
+        for r in per:
+            m = r["ndcg@10"][name]["mean"]
+            d = r["delta_vs_hybrid"].get(name)
+            cells.append(f"{m:.3f}" + (f" ({d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}])" if d else ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for key in ("zelo-fusion_only", "zelo-binary"):
+        lines.append(f"| {key} (paired) | " + " | ".join(
+            f"{r['paired'][key]['mean']:+.3f} [{r['paired'][key]['ci_low']:+.3f}, {r['paired'][key]['ci_high']:+.3f}]"
+            for r in per) + " |")
+    lines.append("| BM25 weight (zelo / binary / fusion-only) | " + " | ".join(
+        f"{r['bm25_weight']['zelo']} / {r['bm25_weight']['binary']} / {r['bm25_weight']['fusion_only']}" for r in per) + " |")
+    lines.append("| zELO model: best step (0 = base kept) | " + " | ".join(str(r["zelo_best_step"]) for r in per) + " |")
+    return "\n".join(lines)
