@@ -50,7 +50,7 @@ def test_stats_of_a_corpus_rank_like_the_index_and_survive_a_round_trip(corpus, 
 @settings(max_examples=60, deadline=None)
 @given(st.text(max_size=200), st.lists(st.text(max_size=300), min_size=1, max_size=4))
 def test_any_unicode_scores(query, docs):
-    stats = TermStats.from_texts(["wing lift", "ünïcödé 東京 text"], "en_stem_stop")
+    stats = TermStats.from_texts(["wing lift", "ünïcödé 東京 text", *docs], "en_stem_stop")
     s = stats.scores(query, docs)
     assert s.shape == (len(docs),) and np.isfinite(s).all() and (s >= 0).all()
     f = Fusion(0.5, stats).scores(query, docs, np.full(len(docs), 0.5))

@@ -131,9 +131,11 @@ def cmd_evaluate_reranker(args: argparse.Namespace, cfg) -> int:
         return 0
     print(f"{col.name} qrels/{cfg.data.split}: {len(queries)} {args.queries} queries; reranking the hybrid "
           f"top-{cfg.rerank.depth}")
-    for system in ("bm25", "dense", "hybrid", *ckpts):
+    rows = ["bm25", "dense", "hybrid", *(r for c in ckpts for r in (c, f"{c}_model_only") if r in report)]
+    width = max(len(r) for r in rows) + 1
+    for system in rows:
         m = report[system]
-        print(f"{system:10s}" + "  ".join(f"{k} {m[k]['mean']:.4f} [{m[k]['ci_low']:.4f}, {m[k]['ci_high']:.4f}]"
+        print(f"{system:{width}s}" + "  ".join(f"{k} {m[k]['mean']:.4f} [{m[k]['ci_low']:.4f}, {m[k]['ci_high']:.4f}]"
                                          for k in ("ndcg@10", "recall@100", "mrr@10")))
     return 0
 
