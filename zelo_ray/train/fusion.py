@@ -37,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FUSION_FILE", "WEIGHTS", "Fusion", "choose_weight", "fit_fusion", "fuse", "load_fusion", "write_fusion"]
+__all__ = ["FUSION_FILE", "WEIGHTS", "Fusion", "choose_weight", "fit_fusion", "fuse", "fusion_weight", "load_fusion",
+           "logit", "write_fusion"]
 
 FUSION_FILE = "zelo_fusion.json"
 WEIGHTS = tuple(round(0.1 * i, 1) for i in range(10))
@@ -59,11 +60,15 @@ def fuse(probs: np.ndarray, bm25: np.ndarray, weight: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-_combined(probs, bm25, weight)))
 
 
+def logit(probs: np.ndarray) -> np.ndarray:
+    """σ⁻¹ of the model's scores (clipped, so 0 and 1 stay finite)."""
+    p = np.clip(np.asarray(probs, np.float64), _EPS, 1 - _EPS)
+    return np.log(p) - np.log1p(-p)
+
+
 def _combined(probs: np.ndarray, bm25: np.ndarray, weight: float) -> np.ndarray:
     """The fused score before the sigmoid (the model's z-scored logit when ``weight`` is 0)."""
-    p = np.asarray(probs, np.float64)
-    logit = np.log(np.clip(p, _EPS, 1 - _EPS)) - np.log(np.clip(1 - p, _EPS, 1 - _EPS))
-    return (1 - weight) * _z(logit) + weight * _z(np.asarray(bm25, np.float64))
+    return (1 - weight) * _z(logit(probs)) + weight * _z(np.asarray(bm25, np.float64))
 
 
 def choose_weight(groups: list[tuple[str, list[str], np.ndarray, np.ndarray]], elo: dict[str, dict[str, float]],
@@ -110,14 +115,18 @@ def write_fusion(checkpoint: str | Path, weight: float, stats, report: dict) -> 
     return info
 
 
+def fusion_weight(checkpoint: str | Path) -> float:
+    """The checkpoint's BM25 weight (0 when it has no fusion), without loading the statistics."""
+    path = Path(checkpoint) / FUSION_FILE
+    return float(json.loads(path.read_text()).get("bm25_weight", 0.0)) if path.exists() else 0.0
+
+
 def load_fusion(checkpoint: str | Path) -> Fusion | None:
     """The checkpoint's fusion, or None when it has none (or its BM25 weight is 0)."""
     from zelo_ray.retrieval.lexical import TermStats
 
     path = Path(checkpoint) / FUSION_FILE
-    if not path.exists():
-        return None
-    weight = float(json.loads(path.read_text()).get("bm25_weight", 0.0))
+    weight = fusion_weight(checkpoint)
     if weight == 0:
         return None
     if not TermStats.exists(checkpoint):

@@ -148,7 +148,7 @@ def evaluate_reranker(cfg: ZeloConfig, col, queries: list[str], checkpoints: dic
     ``queries``, with paired bootstrap CIs and deltas against hybrid."""
     from zelo_ray.eval.evaluate import evaluate_runs, rankings_from_candidates
     from zelo_ray.retrieval.pipeline import candidates_path
-    from zelo_ray.train.fusion import load_fusion
+    from zelo_ray.train.fusion import fusion_weight
     from zelo_ray.train.rerank import rankings_from_reranked, rerank_candidates
 
     qrels = col.qrels(cfg.data.split)
@@ -178,7 +178,7 @@ def evaluate_reranker(cfg: ZeloConfig, col, queries: list[str], checkpoints: dic
                 f"every system's metrics (listed in {errors.path}): {failures[name]['most_common']}")
         failed |= set(table["record_id"].to_pylist())
         runs[name] = {q: d[:cfg.evaluate.depth] for q, d in rankings_from_reranked(t).items()}
-        if load_fusion(ckpt) is not None:
+        if fusion_weight(ckpt) > 0:
             # the served function fuses BM25; this row is what the model alone contributes
             runs[f"{name}_model_only"] = {q: d[:cfg.evaluate.depth]
                                           for q, d in rankings_from_reranked(t, by="model_score").items()}

@@ -103,14 +103,14 @@ def validate(scorer, val: dict, max_length: int, device) -> dict[str, float]:
 
     from zelo_ray.eval.labelfree import score_agreement
     from zelo_ray.eval.metrics import per_query_metrics
+    from zelo_ray.train.fusion import logit
 
     was_training = scorer.training
     runs, scores = {}, {}
     for qid, query, ids, docs in zip(val["query_ids"], val["queries"], val["doc_ids"], val["docs"]):
         s = scorer.score([query] * len(docs), docs, max_length=max_length, device=device).numpy().astype(np.float64)
         runs[qid] = [ids[i] for i in (-s).argsort(kind="stable")]
-        p = np.clip(s, 1e-7, 1 - 1e-7)
-        scores[qid] = (list(ids), np.log(p) - np.log1p(-p))
+        scores[qid] = (list(ids), logit(s))
     scorer.train(was_training)
     m = per_query_metrics(val["qrels"], runs, list(runs))["ndcg@10"]
     out = {"val_ndcg@10": float(sum(m.values()) / max(1, len(m)))}
