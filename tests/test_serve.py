@@ -192,6 +192,8 @@ def server(checkpoint, tmp_path_factory):
 
     os.environ["RAY_TMPDIR"] = str(tmp_path_factory.mktemp("ray"))
     os.environ["ZELO_API_KEYS"] = f"other-key,{KEY}"   # replicas inherit the driver's environment
+    if ray.is_initialized():
+        ray.shutdown()  # a session another test module left running lacks this environment
     ray.init(num_cpus=2, include_dashboard=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
