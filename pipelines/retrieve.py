@@ -15,8 +15,9 @@ import sys
 from zelo_ray.config import load_config
 from zelo_ray.data import open_collection
 from zelo_ray.eval.evaluate import evaluate_with_config
-from zelo_ray.retrieval.indexing import index_paths, run_index
+from zelo_ray.retrieval.indexing import run_index
 from zelo_ray.retrieval.pipeline import run_retrieve
+from zelo_ray.layout import layout
 
 
 def main(argv=None) -> int:
@@ -26,7 +27,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     report = {"index": run_index(cfg), "retrieve": run_retrieve(cfg)}
-    col = open_collection(index_paths(cfg).data)
+    col = open_collection(layout(cfg).data)
     if cfg.data.split in col.splits:
         report["metrics"] = evaluate_with_config(col, cfg.data.split, report["retrieve"]["candidates"],
                                                  cfg.evaluate)

@@ -26,8 +26,7 @@ from zelo_ray.data import prepare
 from zelo_ray.judges.fake_server import FakeJudgeServer, Faults
 from zelo_ray.judges.openai_judge import JudgeSetupError
 from zelo_ray.judges.store import VoteStore
-from zelo_ray.retrieval.indexing import index_paths
-from zelo_ray.retrieval.pipeline import candidates_path
+from zelo_ray.layout import layout
 
 SECRET = "sk-zelo-test-5f0c2d9e8b7a"
 N_QUERIES, N_DOCS = 5, 24
@@ -45,12 +44,12 @@ def workdir(tmp_path_factory):
              if rng.random() < 0.6]
     src = write_beir(root / "beir", docs, queries, qrels)
     cfg = load_config(None, [f"data.dataset={src}", f"data.workdir={root}/run"])
-    prepare(str(src), index_paths(cfg).data)
+    prepare(str(src), layout(cfg).data)
     rows = []
     for j in range(N_QUERIES):
         for r, i in enumerate(rng.permutation(N_DOCS)):
             rows.append({"query_id": f"q{j}", "doc_id": f"d{i}", "rank": r + 1})
-    out = candidates_path(cfg)
+    out = layout(cfg).candidates
     out.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows), out / "part-0.parquet")
     return root, src
@@ -87,7 +86,7 @@ def test_simulated_annotation_end_to_end(workdir, capsys):
     assert ((t > 0) & (t < 1)).all()
     # The judges see the qrels gains: Elo must order each query's documents by them.
     qrels = {(r["query_id"], r["doc_id"]): r["relevance"] for r in
-             pq.read_table(index_paths(cfg).data / "qrels" / "test.parquet").to_pylist()}
+             pq.read_table(layout(cfg).data / "qrels" / "test.parquet").to_pylist()}
     for q in {r for r in z["query_id"].to_pylist()}:
         rows = [r for r in z.to_pylist() if r["query_id"] == q]
         rho = spearmanr([r["elo"] for r in rows], [qrels.get((q, r["doc_id"]), 0) for r in rows]).statistic
@@ -109,7 +108,7 @@ def test_simulated_annotation_end_to_end(workdir, capsys):
 
 def test_pairs_are_deterministic_per_query(workdir):
     cfg = _cfg(workdir, "unused")
-    cand = str(candidates_path(cfg))
+    cand = str(layout(cfg).candidates)
     a = build_pairs(select_nodes(cand, 12), k=4, seed=5)
     b = build_pairs(select_nodes(cand, 12), k=4, seed=5)
     assert a.equals(b)
@@ -234,7 +233,7 @@ def test_resume_after_kill9(workdir, tmp_path, ray_tmp):
 def test_calibration_separates_queries_that_elo_centres(workdir):
     """Query q0's candidates are all relevant, q1's all irrelevant: per-query Elo centres both at
     0, the cross-query offsets must put q0 well above q1."""
-    cand = str(candidates_path(_cfg(workdir, "unused")))
+    cand = str(layout(_cfg(workdir, "unused")).candidates)
     nodes = select_nodes(cand, 12)
     gains = {"q0": (3, 4), "q1": (0, 1)}
     rng = np.random.default_rng(0)

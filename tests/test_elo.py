@@ -4,8 +4,8 @@ import pytest
 from scipy.optimize import minimize
 from scipy.special import log_ndtr
 
-from zelo_ray.elo import EloConvergenceWarning, fit, win_probability
-from zelo_ray.graph import cycle_pairs
+from zelo_ray.core.elo import EloConvergenceWarning, fit, win_probability
+from zelo_ray.core.graph import cycle_pairs
 
 MODELS = ["thurstone", "bradley_terry"]
 

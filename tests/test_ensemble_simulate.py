@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from zelo_ray.elo import fit
-from zelo_ray.ensemble import clamp_votes, soft_outcomes
-from zelo_ray.simulate import LABEL, JudgeModel, judge_scores, simulate_ensemble, simulate_queries
+from zelo_ray.core.elo import fit
+from zelo_ray.core.ensemble import clamp_votes, soft_outcomes
+from zelo_ray.core.simulate import LABEL, JudgeModel, judge_scores, simulate_ensemble, simulate_queries
 
 
 def test_clamp_rounds_to_nearest_vote():
@@ -70,7 +70,7 @@ def test_bad_judge_parameters():
 
 
 def test_latent_from_grades_makes_relevance_decisive_and_equal_grades_tie():
-    from zelo_ray.simulate import latent_from_grades
+    from zelo_ray.core.simulate import latent_from_grades
 
     rng = np.random.default_rng(5)
     n = 4000

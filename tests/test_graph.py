@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zelo_ray.graph import (
+from zelo_ray.core.graph import (
     CompleteGraphFallback,
     _walecki_pairs,
     all_pairs,

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 from scipy.special import expit, ndtr
 
-from zelo_ray.calibration import fit_offsets, targets
+from zelo_ray.core.calibration import fit_offsets, targets
 from zelo_ray.annotate.diagnostics import agreement
 from zelo_ray.config import ConfigError, JudgeConfig, load_config
 from zelo_ray.judges.caller import VOTE_SCHEMA, JudgeCaller

@@ -13,8 +13,9 @@ from zelo_ray.data import open_collection
 from zelo_ray.eval.evaluate import evaluate_candidates, rankings_from_candidates
 from zelo_ray.retrieval.bm25 import BM25Searcher
 from zelo_ray.retrieval.dense import DenseStore
-from zelo_ray.retrieval.indexing import index_paths, run_index
+from zelo_ray.retrieval.indexing import run_index
 from zelo_ray.retrieval.pipeline import run_retrieve
+from zelo_ray.layout import layout
 
 TOPICS = {
     "aero": "wing lift drag airfoil boundary layer flow separation",
@@ -89,9 +90,9 @@ def test_index_retrieve_evaluate(cfg, monkeypatch):
         assert g["bm25_score"].isna().tolist() == g["bm25_rank"].isna().tolist()
 
     # the stored BM25 list is exactly what the BM25 index returns
-    col = open_collection(index_paths(cfg).data)
+    col = open_collection(layout(cfg).data)
     ids = col.doc_ids().to_pylist()
-    rows, _ = BM25Searcher(index_paths(cfg).bm25).search(["wing lift drag"], k=10)[0]
+    rows, _ = BM25Searcher(layout(cfg).bm25).search(["wing lift drag"], k=10)[0]
     runs = rankings_from_candidates(out["candidates"], ["aero"])
     assert runs["bm25"]["aero"] == [ids[r] for r in rows]
 
@@ -106,7 +107,7 @@ def test_index_retrieve_evaluate(cfg, monkeypatch):
 def test_dense_index_resumes_missing_rows_only(cfg, tmp_path):
     """Simulate a crash after 20 vectors were stored: the re-run embeds only the other 40."""
     run_index(cfg, progress=False)  # the complete index (reused if the test above built it)
-    full = DenseStore(index_paths(cfg).dense, model="default|None")
+    full = DenseStore(layout(cfg).dense, model="default|None")
     cfg = cfg.model_copy(deep=True)
     cfg.index.uri = str(tmp_path / "dense")
     part = DenseStore(tmp_path / "dense", model="default|None")
@@ -140,7 +141,6 @@ def test_one_failing_query_is_listed_and_retried_alone(cfg, tmp_path):
     """A query that raises is skipped and listed; the others' candidates are kept; a re-run asks
     only that query and adds it; a query with underscores and parser syntax retrieves normally."""
     from zelo_ray.faults import StageFailed
-    from zelo_ray.retrieval.pipeline import retrieve_errors_path
 
     run_index(cfg, progress=False)
     cfg = cfg.model_copy(deep=True)
@@ -148,8 +148,8 @@ def test_one_failing_query_is_listed_and_retried_alone(cfg, tmp_path):
     cfg.errors.max_fraction = 0.5
     cfg.errors.inject = ["retrieve:med"]
     first = run_retrieve(cfg)
-    assert first["failed"]["failed"] == 1 and first["failed"]["errors"] == str(retrieve_errors_path(cfg))
-    errors = pq.read_table(retrieve_errors_path(cfg))
+    assert first["failed"]["failed"] == 1 and first["failed"]["errors"] == str(layout(cfg).retrieve_errors)
+    errors = pq.read_table(layout(cfg).retrieve_errors)
     assert errors["record_id"].to_pylist() == ["med"] and errors["error_type"][0].as_py() == "InjectedFault"
     t = pq.read_table(first["candidates"])
     assert sorted(set(t["query_id"].to_pylist())) == ["aero", "lib", "unjudged"]
@@ -158,7 +158,7 @@ def test_one_failing_query_is_listed_and_retried_alone(cfg, tmp_path):
     cfg.errors.inject = []
     again = run_retrieve(cfg)
     assert again["retried"] == 1 and again["failed"]["failed"] == 0
-    assert not retrieve_errors_path(cfg).exists()
+    assert not layout(cfg).retrieve_errors.exists()
     t = pq.read_table(again["candidates"]).to_pandas()
     assert sorted(t["query_id"].unique()) == ["aero", "lib", "med", "unjudged"]
     assert len(t) == before + (t["query_id"] == "med").sum()

@@ -356,7 +356,7 @@ def test_a_collection_without_qrels_trains_on_every_query(tmp_path, monkeypatch)
     monkeypatch.setattr(qs, "run_index", lambda c: calls.append("index") or {"docs": 2, "dense": "-", "bm25": "-"})
     monkeypatch.setattr(qs, "run_retrieve", lambda c: {"rows": 4, "queries": 2, "candidates": "-",
                                                        "failed": {"failed": 0, "total": 2, "errors": None}})
-    monkeypatch.setattr(qs, "index_paths", lambda c: type("P", (), {"data": tmp_path / "data"})())
+    monkeypatch.setattr(qs, "layout", lambda c: type("P", (), {"data": tmp_path / "data"})())
     with pytest.raises(ValueError, match="no qrels.*LLM judges"):
         run_quickstart(cfg, log=lambda m: None)
     assert calls == ["index"]

@@ -13,6 +13,7 @@ from zelo_ray.cli import main
 from zelo_ray.config import load_config
 from zelo_ray.train.models import tiny_encoder
 from zelo_ray.train.refine import failing_queries
+from zelo_ray.layout import layout
 
 TOPICS = ["wing lift", "shock wave", "heat transfer", "boundary layer", "jet noise", "panel flutter"]
 
@@ -117,8 +118,8 @@ def test_one_failing_record_per_stage_is_listed_and_a_rerun_retries_only_it(demo
     from zelo_ray.annotate.pairs import build_pairs, select_nodes
     from zelo_ray.annotate.run import run_annotate
     from zelo_ray.data import open_collection
-    from zelo_ray.retrieval.pipeline import candidates_path, retrieve_errors_path, run_retrieve
-    from zelo_ray.train.stage import evaluate_reranker, query_split, run_train_stage, train_dir
+    from zelo_ray.retrieval.pipeline import run_retrieve
+    from zelo_ray.train.stage import evaluate_reranker, query_split, run_train_stage
 
     root, src, out, sets = demo_run
     work = tmp_path / "run"
@@ -137,9 +138,9 @@ def test_one_failing_record_per_stage_is_listed_and_a_rerun_retries_only_it(demo
 
     cfg.errors.inject = [f"retrieve:{no_cands}"]
     ret = run_retrieve(cfg)
-    assert errors(retrieve_errors_path(cfg)) == [no_cands] and ret["failed"]["failed"] == 1
+    assert errors(layout(cfg).retrieve_errors) == [no_cands] and ret["failed"]["failed"] == 1
 
-    nodes = select_nodes(str(candidates_path(cfg)), cfg.annotate.top_n, queries=split["train"])
+    nodes = select_nodes(str(layout(cfg).candidates), cfg.annotate.top_n, queries=split["train"])
     pair = build_pairs(nodes, strategy=cfg.graph.strategy, k=cfg.graph.k, seed=cfg.annotate.seed)["pair_id"][0].as_py()
     cfg.errors.inject = [f"annotate:{pair}/sim-1"]
     ann = run_annotate(cfg, log_fn=lambda *_: None, queries=split["train"])
@@ -148,32 +149,32 @@ def test_one_failing_record_per_stage_is_listed_and_a_rerun_retries_only_it(demo
 
     cfg.errors.inject = [f"examples:{no_examples}"]
     card = run_train_stage(cfg, log=lambda *_: None, split=split)
-    assert errors(train_dir(cfg) / "examples-zelo.errors.parquet") == [no_examples]
+    assert errors(layout(cfg).train / "examples-zelo.errors.parquet") == [no_examples]
     assert card["failed_training_queries"] == 1
-    examples = pq.read_table(train_dir(cfg) / "examples-zelo.parquet")
+    examples = pq.read_table(layout(cfg).train / "examples-zelo.parquet")
     assert no_examples not in examples["query_id"].to_pylist() and examples.num_rows > 0
 
     cfg.errors.inject = [f"rerank:{no_rerank}"]
-    ckpt = {"reranker": str(train_dir(cfg) / "model")}
-    m = evaluate_reranker(cfg, col, split["test"], ckpt, log=lambda *_: None, out=train_dir(cfg))
-    assert errors(train_dir(cfg) / "reranked-reranker.errors.parquet") == [no_rerank]
+    ckpt = {"reranker": str(layout(cfg).train / "model")}
+    m = evaluate_reranker(cfg, col, split["test"], ckpt, log=lambda *_: None, out=layout(cfg).train)
+    assert errors(layout(cfg).train / "reranked-reranker.errors.parquet") == [no_rerank]
     assert m["failed"]["reranker"]["failed"] == 1
     assert m["reranker"]["n_queries"] == m["hybrid"]["n_queries"] == len(split["test"]) - 1  # still paired
 
     # the re-run: each stage asks only what failed, and every errors table is gone
     cfg.errors.inject = []
-    assert run_retrieve(cfg)["retried"] == 1 and not retrieve_errors_path(cfg).exists()
+    assert run_retrieve(cfg)["retried"] == 1 and not layout(cfg).retrieve_errors.exists()
     again = run_annotate(cfg, log_fn=lambda *_: None, queries=split["train"])
     assert again["asked_this_run"] == 1 and again["missing_votes"] == 0
     assert not (work / "annotate" / "errors.parquet").exists()
     lines = []
-    m = evaluate_reranker(cfg, col, split["test"], ckpt, log=lines.append, out=train_dir(cfg))
+    m = evaluate_reranker(cfg, col, split["test"], ckpt, log=lines.append, out=layout(cfg).train)
     # the query rerank failed on, and the one that had no candidates before; the others are reused
     assert any(f"of 2 queries with reranker" in line and f"{len(split['test']) - 2} reranked by an earlier run"
                in line for line in lines), lines
     assert m["reranker"]["n_queries"] == len(split["test"]) and m["failed"]["reranker"]["failed"] == 0
     lines = []
-    evaluate_reranker(cfg, col, split["test"], ckpt, log=lines.append, out=train_dir(cfg))
+    evaluate_reranker(cfg, col, split["test"], ckpt, log=lines.append, out=layout(cfg).train)
     assert any("of 0 queries with reranker" in line for line in lines), lines  # all reused
 
 

@@ -20,6 +20,7 @@ from zelo_ray.config import ConfigError, load_config
 from zelo_ray.data.schema import DataError
 from zelo_ray.faults import StageFailed
 from zelo_ray.judges.openai_judge import JudgeSetupError
+from zelo_ray.layout import layout
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -86,14 +87,12 @@ def _warn_failed(stage: str, failed: dict, what: str) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from zelo_ray.data import prepare
     from zelo_ray.eval.evaluate import evaluate_with_config
-    from zelo_ray.retrieval.indexing import index_paths
-    from zelo_ray.retrieval.pipeline import candidates_path
 
     cfg = _stage_config(args)
-    col = prepare(cfg.data.dataset, index_paths(cfg).data)
+    col = prepare(cfg.data.dataset, layout(cfg).data)
     if args.reranker:
         return cmd_evaluate_reranker(args, cfg)
-    report = evaluate_with_config(col, cfg.data.split, args.run or candidates_path(cfg), cfg.evaluate)
+    report = evaluate_with_config(col, cfg.data.split, args.run or layout(cfg).candidates, cfg.evaluate)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
@@ -113,10 +112,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_evaluate_reranker(args: argparse.Namespace, cfg) -> int:
     from zelo_ray.data import open_collection
-    from zelo_ray.retrieval.indexing import index_paths
     from zelo_ray.train.stage import evaluate_reranker, query_split
 
-    col = open_collection(index_paths(cfg).data)
+    col = open_collection(layout(cfg).data)
     split = query_split(cfg, col)
     queries = split["test"] if args.queries == "test" else sorted(set(split["train"]) | set(split["test"]))
     ckpts = {f"reranker{i or ''}": c for i, c in enumerate(args.reranker)}
@@ -157,22 +155,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_distill(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
 
-    from zelo_ray.annotate.run import annotate_dir
     from zelo_ray.data import open_collection
-    from zelo_ray.retrieval.indexing import index_paths
     from zelo_ray.train.examples import doc_texts, query_texts
     from zelo_ray.train.pairwise import pair_rows, train_pairwise
 
     cfg = _stage_config(args)
-    path = annotate_dir(cfg) / "pair_outcomes.parquet"
+    path = layout(cfg).annotate / "pair_outcomes.parquet"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no judged pairs; run `zelo annotate` first")
     t = pq.read_table(path)
     if args.max_pairs:
         t = t.slice(0, args.max_pairs)
-    col = open_collection(index_paths(cfg).data)
+    col = open_collection(layout(cfg).data)
     rows = pair_rows(t, query_texts(col), doc_texts(col, t["doc_a"].to_pylist() + t["doc_b"].to_pylist()))
-    out = args.output or str(Path(cfg.workdir()) / "pairwise-slm")
+    out = args.output or str(layout(cfg).pairwise)
     r = train_pairwise(rows, base=args.base, out=out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        max_length=args.max_length)
     _write(r, args.report)

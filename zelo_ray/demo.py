@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 
 from zelo_ray.bench.common import kendall_rows, mean_ci
 from zelo_ray.config import ZeloConfig
-from zelo_ray.elo import fit
-from zelo_ray.ensemble import soft_outcomes
-from zelo_ray.simulate import LABEL, JudgeModel, simulate_queries
+from zelo_ray.core.elo import fit
+from zelo_ray.core.ensemble import soft_outcomes
+from zelo_ray.core.simulate import LABEL, JudgeModel, simulate_queries
 
 
 def run_simulation(cfg: ZeloConfig, *, log=print) -> dict:

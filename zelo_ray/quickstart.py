@@ -11,7 +11,6 @@ qrels (hidden relevance = graded gain); everything they produce is labelled SIMU
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,8 +19,9 @@ import pyarrow.parquet as pq
 from zelo_ray.annotate.run import run_annotate
 from zelo_ray.config import ZeloConfig
 from zelo_ray.data import open_collection
-from zelo_ray.retrieval.indexing import index_paths, run_index
+from zelo_ray.retrieval.indexing import run_index
 from zelo_ray.retrieval.pipeline import run_retrieve
+from zelo_ray.layout import layout
 
 __all__ = ["run_quickstart"]
 
@@ -34,11 +34,11 @@ def _line(name: str, m: dict) -> str:
 
 
 def _evaluate_step(cfg: ZeloConfig, col, split: dict, ckpt: str, ann: dict, meta: dict, log) -> dict:
-    from zelo_ray.train.stage import evaluate_reranker, train_dir
+    from zelo_ray.train.stage import evaluate_reranker
 
     log(f"[6/6] evaluate on the {len(split['test'])} held-out test queries (qrels/{cfg.data.split})")
     metrics = evaluate_reranker(cfg, col, split["test"], {"reranker": ckpt}, log=log,
-                                out=train_dir(cfg))
+                                out=layout(cfg).train)
     rows = [n for n in ("bm25", "dense", "hybrid", "reranker", "reranker_model_only") if n in metrics]
     for name in rows:
         log(_line(name.replace("reranker_model_only", "model only"), metrics[name]))
@@ -56,7 +56,7 @@ def run_quickstart(cfg: ZeloConfig, *, log=print, after_stage=None) -> dict:
     ``after_stage(name)`` runs after each stage (the full pipeline pushes the run directory to
     ``data.output_uri`` there, so a crash later loses no finished stage)."""
     after_stage = after_stage or (lambda name: None)
-    from zelo_ray.train.stage import query_split, run_train_stage, train_dir, write_json
+    from zelo_ray.train.stage import query_split, run_train_stage, write_json
 
     timings = {}
     t0 = time.perf_counter()
@@ -73,7 +73,7 @@ def run_quickstart(cfg: ZeloConfig, *, log=print, after_stage=None) -> dict:
     log(f"      {ret['rows']} candidates for {ret['queries']} queries -> {ret['candidates']}"
         + (f"; {ret['failed']['failed']} queries failed (listed in {ret['failed']['errors']})"
            if ret["failed"]["failed"] else ""))
-    col = open_collection(index_paths(cfg).data)
+    col = open_collection(layout(cfg).data)
     split = query_split(cfg, col)
     log(f"[3/6] queries: {len(split['train'])} train / {len(split['test'])} test ({split['source']})")
     t0 = time.perf_counter()
@@ -103,7 +103,7 @@ def run_quickstart(cfg: ZeloConfig, *, log=print, after_stage=None) -> dict:
     timings["train_s"] = round(time.perf_counter() - t0, 1)
     after_stage("train")
     t0 = time.perf_counter()
-    ckpt = str(train_dir(cfg) / "model")
+    ckpt = str(layout(cfg).train / "model")
     meta = {"dataset": col.name, "split": cfg.data.split, "test_queries": len(split["test"]),
             "train_queries": len(split["train"]), "query_split": split["source"], "rerank_depth": cfg.rerank.depth,
             "checkpoint": ckpt, "label": ann["label"], "bootstrap": cfg.evaluate.bootstrap,
@@ -115,7 +115,7 @@ def run_quickstart(cfg: ZeloConfig, *, log=print, after_stage=None) -> dict:
     else:
         metrics_out = _evaluate_step(cfg, col, split, ckpt, ann, meta, log)
     timings["evaluate_s"] = round(time.perf_counter() - t0, 1)
-    workdir = Path(cfg.workdir())
+    run = layout(cfg)
     report = {"dataset": col.name, "split": split, "index": idx, "retrieve": ret, "metrics": metrics_out,
               "annotation": {k: ann[k] for k in ("label", "queries", "pairs", "cross_pairs", "judge_calls",
                                                  "missing_votes", "total_cost", "elo", "calibration", "files")},
@@ -130,11 +130,11 @@ def run_quickstart(cfg: ZeloConfig, *, log=print, after_stage=None) -> dict:
     if any(counts.values()):
         log("      failed records (skipped, listed in each stage's errors table; a re-run retries them): "
             + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
-    write_json(workdir / "metrics.json", metrics_out)
-    write_json(workdir / "report.json", report)
+    write_json(run.metrics, metrics_out)
+    write_json(run.report, report)
     loader = {"cross_encoder": "sentence_transformers.CrossEncoder",
               "bi_encoder": "sentence_transformers.SentenceTransformer (an embedding model)"}.get(
                   card.get("kind"), "zelo_ray.train.models.load_reranker")
-    log(f"wrote {workdir / 'metrics.json'}, {workdir / 'report.json'}; reranker: {ckpt} (loads with {loader}; "
+    log(f"wrote {run.metrics}, {run.report}; reranker: {ckpt} (loads with {loader}; "
         "`zelo serve --checkpoint` serves it)")
     return report

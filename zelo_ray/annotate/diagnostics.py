@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from zelo_ray.elo import EloConvergenceWarning, fit, win_probability
-from zelo_ray.ensemble import clamp_votes
+from zelo_ray.core.elo import EloConvergenceWarning, fit, win_probability
+from zelo_ray.core.ensemble import clamp_votes
 from zelo_ray.judges.keys import uniforms
 
 __all__ = ["spend", "failures", "agreement", "position_bias", "heldout_models", "decisive_by_grade"]

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from zelo_ray.graph import CompleteGraphFallback, sample_pairs
+from zelo_ray.core.graph import CompleteGraphFallback, sample_pairs
 from zelo_ray.judges.keys import combine, string_hash, text_hashes, to_signed
 
 __all__ = ["select_nodes", "build_pairs", "build_cross_pairs", "query_bounds"]
@@ -63,7 +63,7 @@ def _query_rng(seed: int, qid: str) -> np.random.Generator:
 
 
 def build_pairs(nodes: pa.Table, *, strategy: str = "cycles", k: int = 8, seed: int = 0) -> pa.Table:
-    """The judged pairs of every query (``strategy`` as in :func:`zelo_ray.graph.sample_pairs`)."""
+    """The judged pairs of every query (``strategy`` as in :func:`zelo_ray.core.graph.sample_pairs`)."""
     starts, qids = query_bounds(nodes)
     bounds = np.r_[starts, nodes.num_rows]
     chunks = []

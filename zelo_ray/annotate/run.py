@@ -32,15 +32,12 @@ from zelo_ray.judges.keys import combine, text_hashes, uniforms
 from zelo_ray.judges.openai_judge import JudgeSetupError, read_api_key
 from zelo_ray.judges.prompt import PROMPT_VERSION
 from zelo_ray.judges.store import VoteStore
-from zelo_ray.simulate import LABEL, latent_from_grades
+from zelo_ray.core.simulate import LABEL, latent_from_grades
+from zelo_ray.layout import layout
 
-__all__ = ["annotate_dir", "run_annotate", "Progress", "qrels_grades", "qrels_relevance", "execute"]
+__all__ = ["run_annotate", "Progress", "qrels_grades", "qrels_relevance", "execute"]
 
 log = logging.getLogger(__name__)
-
-
-def annotate_dir(cfg: ZeloConfig) -> Path:
-    return Path(cfg.annotate.output or Path(cfg.workdir()) / "annotate")
 
 
 def _write_atomic(table: pa.Table, path: Path) -> None:
@@ -62,7 +59,7 @@ def qrels_grades(qrels: pa.Table):
 
 def qrels_relevance(qrels: pa.Table):
     """Hidden relevance for the simulated judge: the qrels grade (0 where unjudged) mapped onto the
-    judge noise model's latent scale (:func:`zelo_ray.simulate.latent_from_grades`), with a fixed
+    judge noise model's latent scale (:func:`zelo_ray.core.simulate.latent_from_grades`), with a fixed
     within-grade spread drawn from a hash of (query id, document id)."""
     grades = qrels_grades(qrels)
     max_grade = float(pc.max(qrels["relevance"]).as_py() or 0.0)
@@ -265,11 +262,9 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
     run directory's; the simulated judge is driven by ``qrels``. ``queries`` limits the stage to
     those query ids (e.g. the training queries)."""
     from zelo_ray.data import open_collection
-    from zelo_ray.retrieval.indexing import index_paths
-    from zelo_ray.retrieval.pipeline import candidates_path
 
     acfg = cfg.annotate
-    out = annotate_dir(cfg)
+    out = layout(cfg).annotate
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -278,11 +273,11 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
     for j in llm:  # fail before any work if a key is missing (the message names the variable)
         if j.kind == "openai":
             read_api_key(j.name, j.api_key_env)
-    cand = candidates or str(candidates_path(cfg))
+    cand = candidates or str(layout(cfg).candidates)
     if not Path(cand).exists():
         raise FileNotFoundError(f"{cand}: no candidates; run `zelo retrieve` first (or `zelo demo`)")
     if collection is None and (llm or qrels is None):
-        collection = open_collection(index_paths(cfg).data)
+        collection = open_collection(layout(cfg).data)
     split = acfg.query_split
     if split is not None:
         in_split = set(collection.qrels(split))

@@ -3,7 +3,7 @@
 Output table (``zelo.parquet``): ``query_id, doc_id, rank, elo, stderr, n_comparisons,
 converged, calibrated, target``. ``elo`` is centred within its query; ``calibrated`` adds the
 query's cross-query offset; ``target`` is the training target in (0, 1)
-(:func:`zelo_ray.calibration.targets`).
+(:func:`zelo_ray.core.calibration.targets`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from zelo_ray.annotate.pairs import query_bounds
-from zelo_ray.calibration import fit_offsets, targets
-from zelo_ray.elo import EloConvergenceWarning, fit
-from zelo_ray.ensemble import soft_outcomes
+from zelo_ray.core.calibration import fit_offsets, targets
+from zelo_ray.core.elo import EloConvergenceWarning, fit
+from zelo_ray.core.ensemble import soft_outcomes
 
 __all__ = ["EloStage", "task_scores", "outcome_matrix", "run_elo_stage"]
 

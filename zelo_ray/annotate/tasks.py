@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from zelo_ray.judges.keys import combine, string_hash, swap_bits, to_signed, uniforms
 from zelo_ray.judges.prompt import PROMPT_VERSION
 from zelo_ray.judges.vllm_pairwise import SLM_PROMPT_VERSION
-from zelo_ray.simulate import SIMULATION_VERSION
+from zelo_ray.core.simulate import SIMULATION_VERSION
 
 __all__ = ["TextHashes", "calls_table", "build_tasks", "TASK_COLUMNS"]
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+from zelo_ray.layout import layout
 
 DATASETS = ("cranfield", "cisi", "med", "cacm", "vaswani")
 ROWS = ("bm25", "dense", "hybrid", "fusion_only", "fusion_only_model_only", "zelo", "zelo_model_only",
@@ -78,20 +79,18 @@ def run_one(ds: str, *, workdir: str, overrides: list[str] = (), log=print) -> d
     from zelo_ray.data import open_collection
     from zelo_ray.eval.evaluate import evaluate_runs, rankings_from_candidates
     from zelo_ray.quickstart import run_quickstart
-    from zelo_ray.retrieval.indexing import index_paths
-    from zelo_ray.retrieval.pipeline import candidates_path
     from zelo_ray.train.rerank import rankings_from_reranked
     from zelo_ray.train.stage import (choose_fusion, evaluate_reranker, query_split, run_train_stage,
-                                      split_training_table, train_dir, training_table)
+                                      split_training_table, training_table)
 
     quiet = lambda *_: None  # noqa: E731 - the stages' own lines go nowhere; this bench prints its own
     cfg = load_config(None, [f"data.dataset={ds}", f"data.workdir={workdir}/{ds}", *overrides])
     t0 = time.perf_counter()
     run_quickstart(cfg, log=quiet)
     timings = {"demo_s": round(time.perf_counter() - t0, 1)}
-    col = open_collection(index_paths(cfg).data)
+    col = open_collection(layout(cfg).data)
     split = query_split(cfg, col)
-    zelo_ckpt = str(train_dir(cfg) / "model")
+    zelo_ckpt = str(layout(cfg).train / "model")
     card = json.loads((Path(zelo_ckpt) / "zelo_card.json").read_text())
     log(f"  {ds}: demo done in {timings['demo_s']:.0f} s; zELO model best step "
         f"{card.get('validation', {}).get('best_step')}")
@@ -112,7 +111,7 @@ def run_one(ds: str, *, workdir: str, overrides: list[str] = (), log=print) -> d
              "fusion_only": base_ckpt}
     evaluate_reranker(cfg, col, split["test"], ckpts, log=quiet, out=Path(workdir) / ds / "ablation")
     timings["rerank_s"] = round(time.perf_counter() - t0, 1)
-    runs = rankings_from_candidates(candidates_path(cfg), split["test"], cfg.evaluate.depth)
+    runs = rankings_from_candidates(layout(cfg).candidates, split["test"], cfg.evaluate.depth)
     for name in ckpts:
         t = pq.read_table(Path(workdir) / ds / "ablation" / f"reranked-{name}.parquet")
         runs[name] = rankings_from_reranked(t)

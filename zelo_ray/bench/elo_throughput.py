@@ -14,9 +14,9 @@ import numpy as np
 from tqdm import tqdm
 
 from zelo_ray.bench.common import machine, peak_rss_mb
-from zelo_ray.elo import fit
-from zelo_ray.ensemble import clamp_votes, soft_outcomes
-from zelo_ray.simulate import LABEL, simulate_queries
+from zelo_ray.core.elo import fit
+from zelo_ray.core.ensemble import clamp_votes, soft_outcomes
+from zelo_ray.core.simulate import LABEL, simulate_queries
 
 
 @dataclass

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from zelo_ray.layout import layout
 
 
 def run(datasets, *, workdir: str = "runs/bench-quality", bundle: str = "runs/proof/bundle", log=print) -> dict:
@@ -20,8 +21,6 @@ def run(datasets, *, workdir: str = "runs/bench-quality", bundle: str = "runs/pr
     from zelo_ray.data import open_collection
     from zelo_ray.eval.evaluate import rankings_from_candidates
     from zelo_ray.eval.labelfree import compare_label_sources, graded_qrels
-    from zelo_ray.retrieval.indexing import index_paths
-    from zelo_ray.retrieval.pipeline import candidates_path
 
     out = {"label": "SIMULATION", "datasets": {}}
     for ds in datasets:
@@ -31,8 +30,8 @@ def run(datasets, *, workdir: str = "runs/bench-quality", bundle: str = "runs/pr
             raise FileNotFoundError(f"{zpath}: run `zelo bench proof prepare` first")
         z = pq.read_table(zpath)
         queries = json.loads((Path(bundle) / ds / "split.json").read_text())["train"]
-        col = open_collection(index_paths(cfg).data)
-        runs = rankings_from_candidates(candidates_path(cfg), queries, cfg.evaluate.depth)
+        col = open_collection(layout(cfg).data)
+        runs = rankings_from_candidates(layout(cfg).candidates, queries, cfg.evaluate.depth)
         res = compare_label_sources(runs, col.qrels(cfg.data.split), graded_qrels(z), queries)
         out["datasets"][ds] = res
         log(f"[{ds}] {res['queries']} queries: " + ", ".join(

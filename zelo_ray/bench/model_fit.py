@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from zelo_ray.bench.common import machine
-from zelo_ray.elo import fit, win_probability
-from zelo_ray.graph import sample_pairs
-from zelo_ray.simulate import LABEL, hidden_scores
+from zelo_ray.core.elo import fit, win_probability
+from zelo_ray.core.graph import sample_pairs
+from zelo_ray.core.simulate import LABEL, hidden_scores
 
 MODELS = ("bradley_terry", "thurstone")
 

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from zelo_ray.layout import layout
 
 DEFAULT_DATASETS = ("cranfield", "cisi", "med", "cacm")
 
@@ -38,8 +39,8 @@ def prepare(datasets, *, bundle: str, workdir: str = "runs/bench-quality", depth
             candidates_per_query: int | None = None, overrides: list[str] = (), log=print) -> dict:
     from zelo_ray.annotate.run import run_annotate
     from zelo_ray.data import open_collection
-    from zelo_ray.retrieval.indexing import index_paths, run_index
-    from zelo_ray.retrieval.pipeline import candidates_path, run_retrieve
+    from zelo_ray.retrieval.indexing import run_index
+    from zelo_ray.retrieval.pipeline import run_retrieve
     from zelo_ray.train.examples import build_groups, doc_texts, query_texts
     from zelo_ray.train.stage import binary_qrels_table, query_split
 
@@ -49,7 +50,7 @@ def prepare(datasets, *, bundle: str, workdir: str = "runs/bench-quality", depth
         log(f"[{ds}] index + retrieve")
         run_index(cfg)
         run_retrieve(cfg)
-        col = open_collection(index_paths(cfg).data)
+        col = open_collection(layout(cfg).data)
         split = query_split(cfg, col)
         qt = pq.read_table(col.qrels_path(cfg.data.split))
         train_qrels = qt.filter(pc.is_in(qt["query_id"], value_set=pa.array(split["train"])))
@@ -59,8 +60,8 @@ def prepare(datasets, *, bundle: str, workdir: str = "runs/bench-quality", depth
         qtext = query_texts(col)
         d = Path(bundle) / ds
         d.mkdir(parents=True, exist_ok=True)
-        b = binary_qrels_table(candidates_path(cfg), col.qrels(cfg.data.split), split["train"], cfg.annotate.top_n)
-        cand = pq.read_table(candidates_path(cfg), columns=["query_id", "doc_id", "rank"])
+        b = binary_qrels_table(layout(cfg).candidates, col.qrels(cfg.data.split), split["train"], cfg.annotate.top_n)
+        cand = pq.read_table(layout(cfg).candidates, columns=["query_id", "doc_id", "rank"])
         cand = cand.filter(pc.is_in(cand["query_id"], value_set=pa.array(split["test"])))
         test = cand.filter(pc.less_equal(cand["rank"], depth))
         texts = doc_texts(col, z["doc_id"].to_pylist() + b["doc_id"].to_pylist() + test["doc_id"].to_pylist())
@@ -139,15 +140,13 @@ def evaluate(datasets, *, scores: str, bundle: str, workdir: str = "runs/bench-q
              overrides: list[str] = (), log=print) -> dict:
     from zelo_ray.data import open_collection
     from zelo_ray.eval.evaluate import evaluate_runs, rankings_from_candidates
-    from zelo_ray.retrieval.indexing import index_paths
-    from zelo_ray.retrieval.pipeline import candidates_path
 
     res = {}
     for ds in datasets:
         cfg = _cfg(ds, workdir, list(overrides))
-        col = open_collection(index_paths(cfg).data)
+        col = open_collection(layout(cfg).data)
         test = json.loads((Path(bundle) / ds / "split.json").read_text())["test"]
-        runs = rankings_from_candidates(candidates_path(cfg), test, cfg.evaluate.depth)
+        runs = rankings_from_candidates(layout(cfg).candidates, test, cfg.evaluate.depth)
         all_scores = pq.read_table(Path(scores) / "scores.parquet")
         for target in ("zelo", "binary"):
             t = all_scores.filter(pc.and_(pc.equal(all_scores["dataset"], ds), pc.equal(all_scores["target"], target)))

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from zelo_ray.bench.common import machine, peak_rss_mb, peak_rss_of
+from zelo_ray.layout import layout
 
 __all__ = ["quality", "run", "synth_collection"]
 
@@ -39,7 +40,7 @@ def quality(datasets: list[str], *, workdir: str = "runs/bench-quality/{dataset}
     from zelo_ray.config import load_config
     from zelo_ray.data import open_collection
     from zelo_ray.eval.evaluate import evaluate_with_config
-    from zelo_ray.retrieval.indexing import index_paths, run_index
+    from zelo_ray.retrieval.indexing import run_index
     from zelo_ray.retrieval.pipeline import run_retrieve
 
     results = {}
@@ -47,7 +48,7 @@ def quality(datasets: list[str], *, workdir: str = "runs/bench-quality/{dataset}
         cfg = load_config(None, [*(overrides or []), f"data.dataset={name}", f"data.workdir={workdir}"])
         idx = run_index(cfg)
         ret = run_retrieve(cfg)
-        col = open_collection(index_paths(cfg).data)
+        col = open_collection(layout(cfg).data)
         m = evaluate_with_config(col, cfg.data.split, ret["candidates"], cfg.evaluate)
         results[name] = {s: m[s] for s in ("bm25", "dense", "hybrid")} | {
             "judged_queries": m["meta"]["judged_queries"], "docs": idx["docs"]}

@@ -13,10 +13,10 @@ import numpy as np
 from tqdm import tqdm
 
 from zelo_ray.bench.common import kendall_rows, machine, mean_ci
-from zelo_ray.elo import fit
-from zelo_ray.ensemble import soft_outcomes
-from zelo_ray.graph import all_pairs, random_pairs, sample_pairs
-from zelo_ray.simulate import LABEL, JudgeModel, hidden_scores, simulate_ensemble
+from zelo_ray.core.elo import fit
+from zelo_ray.core.ensemble import soft_outcomes
+from zelo_ray.core.graph import all_pairs, random_pairs, sample_pairs
+from zelo_ray.core.simulate import LABEL, JudgeModel, hidden_scores, simulate_ensemble
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The simulated judge behind the same interface as an LLM endpoint (tests, demos, benchmarks).
 
-It applies the measured noise model of :mod:`zelo_ray.simulate` to hidden relevance supplied
+It applies the measured noise model of :mod:`zelo_ray.core.simulate` to hidden relevance supplied
 per call (the pipeline uses qrels gains), with the randomness derived from the call's cache key:
 asking the same call twice gives the same answer, as a cached LLM reply would. Every vote it
 produces belongs to a run labelled SIMULATION.

@@ -13,30 +13,18 @@ import logging
 import os
 import threading
 import time
-from pathlib import Path
 
 from tqdm import tqdm
 
 from zelo_ray.config import ZeloConfig
 from zelo_ray.data import Collection, prepare
+from zelo_ray.layout import layout
 from zelo_ray.retrieval.bm25 import build_bm25
 from zelo_ray.retrieval.dense import DenseStore
 
-__all__ = ["IndexPaths", "build_dense", "index_paths", "run_index"]
+__all__ = ["build_dense", "run_index"]
 
 log = logging.getLogger(__name__)
-
-
-class IndexPaths:
-    def __init__(self, workdir: str | Path, dense_uri: str | None = None):
-        self.workdir = Path(workdir)
-        self.data = self.workdir / "data"
-        self.bm25 = self.workdir / "index" / "bm25"
-        self.dense = dense_uri or str(self.workdir / "index" / "dense")
-
-
-def index_paths(cfg: ZeloConfig) -> IndexPaths:
-    return IndexPaths(cfg.workdir(), cfg.index.uri)
 
 
 def build_dense(col: Collection, uri: str, cfg: ZeloConfig, *, progress: bool = True) -> dict:
@@ -99,7 +87,7 @@ def build_dense(col: Collection, uri: str, cfg: ZeloConfig, *, progress: bool = 
 
 def run_index(cfg: ZeloConfig, *, progress: bool = True) -> dict:
     """Prepare the collection and build both indexes; returns timings and counts."""
-    paths = index_paths(cfg)
+    paths = layout(cfg)
     t0 = time.perf_counter()
     col = prepare(cfg.data.dataset, paths.data)
     report = {"dataset": col.name, "docs": col.n_docs, "prepare_s": round(time.perf_counter() - t0, 2)}

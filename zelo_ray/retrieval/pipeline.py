@@ -22,22 +22,12 @@ import pyarrow as pa
 from zelo_ray.config import ZeloConfig
 from zelo_ray.data import open_collection
 from zelo_ray.faults import ErrorLog, IsolatedBatches, check_failures
-from zelo_ray.retrieval.indexing import index_paths
 from zelo_ray.retrieval.search import CANDIDATES
+from zelo_ray.layout import layout
 
-__all__ = ["candidates_path", "retrieve_errors_path", "run_retrieve"]
+__all__ = ["run_retrieve"]
 
 _STATE = "_zelo_retrieve.json"  # leading underscore: Parquet dataset readers skip it
-
-
-def candidates_path(cfg: ZeloConfig) -> Path:
-    return Path(cfg.retrieve.output or Path(cfg.workdir()) / "candidates.parquet")
-
-
-def retrieve_errors_path(cfg: ZeloConfig) -> Path:
-    """The retrieve stage's errors table: one row per query that failed, next to the candidates."""
-    out = candidates_path(cfg)
-    return out.with_name(out.name.removesuffix(".parquet") + ".errors.parquet")
 
 
 def _fingerprint(cfg: ZeloConfig, col, paths) -> str:
@@ -63,7 +53,7 @@ def _read_state(out: Path) -> dict:
 def run_retrieve(cfg: ZeloConfig) -> dict:
     """Retrieve every query's candidates, or — when the candidates of the same queries, indexes and
     settings exist — only the queries the last run failed. A query that raises is listed in the
-    errors table (:func:`retrieve_errors_path`) and skipped; the stage fails only when more than
+    errors table (`layout(cfg).retrieve_errors`) and skipped; the stage fails only when more than
     ``errors.max_fraction`` of the queries failed, after keeping every query that succeeded."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -73,14 +63,14 @@ def run_retrieve(cfg: ZeloConfig) -> dict:
     from zelo_ray.retrieval.embedder import QueryEmbedder
     from zelo_ray.retrieval.search import HybridSearch
 
-    paths = index_paths(cfg)
+    paths = layout(cfg)
     col = open_collection(paths.data)
     rcfg, icfg = cfg.retrieve, cfg.index
     for what, p in (("BM25 index", paths.bm25), ("dense index", Path(paths.dense))):
         if "://" not in str(p) and not Path(p).exists():
             raise FileNotFoundError(f"{p}: no {what}; run `zelo index` first")
-    out = candidates_path(cfg)
-    errors = ErrorLog(retrieve_errors_path(cfg), "retrieve")
+    out = layout(cfg).candidates
+    errors = ErrorLog(layout(cfg).retrieve_errors, "retrieve")
     fingerprint = _fingerprint(cfg, col, paths)
     n_queries = col.manifest["counts"]["queries"]
     retry = out.is_dir() and _read_state(out).get("fingerprint") == fingerprint

@@ -6,6 +6,7 @@ import signal
 import time
 
 from zelo_ray.config import ZeloConfig
+from zelo_ray.layout import layout
 
 __all__ = ["resolve_checkpoint", "start_server"]
 
@@ -15,9 +16,8 @@ APP_NAME = "zelo-reranker"
 def resolve_checkpoint(cfg: ZeloConfig) -> str:
     if cfg.serve.checkpoint:
         return cfg.serve.checkpoint
-    from zelo_ray.train.stage import train_dir
 
-    return str(train_dir(cfg) / "model")
+    return str(layout(cfg).train / "model")
 
 
 def start_server(cfg: ZeloConfig, *, blocking: bool = True, log=print) -> str:

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from zelo_ray.config import ZeloConfig
+from zelo_ray.layout import layout
 
 __all__ = ["failing_queries", "run_refine"]
 
@@ -38,34 +39,32 @@ def failing_queries(ranked: dict[str, list[str]], qrels: dict[str, dict[str, int
 
 
 def _ranked(cfg, col, ckpt: str, queries: list[str]) -> dict[str, list[str]]:
-    from zelo_ray.retrieval.pipeline import candidates_path
     from zelo_ray.train.rerank import rankings_from_reranked, rerank_candidates
 
-    t = rerank_candidates(col, candidates_path(cfg), ckpt, queries, depth=cfg.annotate.top_n,
+    t = rerank_candidates(col, layout(cfg).candidates, ckpt, queries, depth=cfg.annotate.top_n,
                           batch_size=cfg.rerank.batch_size, max_length=cfg.rerank.max_length, log=lambda *_: None)
     return rankings_from_reranked(t)
 
 
 def run_refine(cfg: ZeloConfig, *, log=print) -> dict:
-    from zelo_ray.annotate.run import annotate_dir, run_annotate
+    from zelo_ray.annotate.run import run_annotate
     from zelo_ray.data import open_collection
-    from zelo_ray.retrieval.indexing import index_paths
-    from zelo_ray.train.stage import evaluate_reranker, query_split, run_train_stage, train_dir
+    from zelo_ray.train.stage import evaluate_reranker, query_split, run_train_stage
 
-    col = open_collection(index_paths(cfg).data)
+    col = open_collection(layout(cfg).data)
     split = query_split(cfg, col)
     qsplit = cfg.split.train_split or cfg.data.split
     qrels = col.qrels(qsplit)
     qt = pq.read_table(col.qrels_path(qsplit))
     train_qrels = qt.filter(pc.is_in(qt["query_id"], value_set=pa.array(split["train"])))
-    ckpt = str(train_dir(cfg) / "model")
+    ckpt = str(layout(cfg).train / "model")
     if not Path(ckpt).exists():
         raise FileNotFoundError(f"{ckpt}: no trained model; run `zelo train` first")
     thr = cfg.refine.threshold
     before = failing_queries(_ranked(cfg, col, ckpt, split["train"]), qrels, thr)
     report = {"threshold": thr, "train_queries": len(split["train"]), "rounds": []}
     base_metrics = evaluate_reranker(cfg, col, split["test"], {"reranker": ckpt}, log=log)["reranker"]
-    refine_path = annotate_dir(cfg) / "refine_pairs.parquet"
+    refine_path = layout(cfg).annotate / "refine_pairs.parquet"
     failing, current = before, ckpt
     for rnd in range(cfg.refine.rounds):
         t0 = time.perf_counter()
@@ -77,9 +76,9 @@ def run_refine(cfg: ZeloConfig, *, log=print) -> dict:
                                                                    ("doc_b", pa.string())])), refine_path)
         ann = run_annotate(cfg, log_fn=log, qrels=train_qrels, queries=split["train"])
         cfg = cfg.model_copy(deep=True)
-        cfg.train.output = str(train_dir(cfg).parent / f"train-refined-{rnd + 1}")
+        cfg.train.output = str(layout(cfg).train.parent / f"train-refined-{rnd + 1}")
         run_train_stage(cfg, log=log, split=split)
-        current = str(train_dir(cfg) / "model")
+        current = str(layout(cfg).train / "model")
         failing = failing_queries(_ranked(cfg, col, current, split["train"]), qrels, thr)
         report["rounds"].append({"pairs_added": len(new) - len(old), "judge_calls_asked": ann["asked_this_run"],
                                  "failing_after": len(failing), "model": current,

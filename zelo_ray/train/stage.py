@@ -17,13 +17,10 @@ from zelo_ray.faults import ErrorLog, FaultInjector, check_failures
 from zelo_ray.train.examples import build_groups, doc_texts, query_texts, write_examples
 from zelo_ray.train.splits import split_queries
 from zelo_ray.train.validation import split_validation, validation_grades, validation_scores, validation_set
+from zelo_ray.layout import layout
 
 __all__ = ["binary_qrels_table", "choose_fusion", "evaluate_reranker", "query_split", "run_train_stage",
-           "split_training_table", "train_dir"]
-
-
-def train_dir(cfg: ZeloConfig) -> Path:
-    return Path(cfg.train.output or Path(cfg.workdir()) / "train")
+           "split_training_table"]
 
 
 def query_split(cfg: ZeloConfig, col) -> dict:
@@ -52,13 +49,11 @@ def binary_qrels_table(candidates: str | Path, qrels: dict, queries: list[str], 
 
 
 def training_table(cfg: ZeloConfig, col, train_queries: list[str]) -> pa.Table:
-    from zelo_ray.annotate.run import annotate_dir
-    from zelo_ray.retrieval.pipeline import candidates_path
-
+    """The training rows of ``train_queries``: their zELO table, or the binary-qrels baseline's."""
     if cfg.train.target == "binary_qrels":
-        return binary_qrels_table(candidates_path(cfg), col.qrels(cfg.split.train_split or cfg.data.split),
+        return binary_qrels_table(layout(cfg).candidates, col.qrels(cfg.split.train_split or cfg.data.split),
                                   train_queries, cfg.annotate.top_n)
-    zpath = annotate_dir(cfg) / "zelo.parquet"
+    zpath = layout(cfg).annotate / "zelo.parquet"
     if not zpath.exists():
         raise FileNotFoundError(f"{zpath}: no zELO targets; run `zelo annotate` first (or `zelo demo`)")
     z = pq.read_table(zpath)
@@ -70,13 +65,12 @@ def training_table(cfg: ZeloConfig, col, train_queries: list[str]) -> pa.Table:
 
 def split_training_table(cfg: ZeloConfig, col, table: pa.Table) -> tuple[pa.Table, dict | None]:
     """(the rows that fit the model, the validation set of the held-out training queries or None)."""
-    from zelo_ray.retrieval.pipeline import candidates_path
 
     fit_q, val_q = split_validation(sorted(set(table["query_id"].to_pylist())), cfg.train.val_fraction,
                                     seed=cfg.split.seed + 2)
     if not val_q:
         return table, None
-    validation = validation_set(col, candidates_path(cfg), val_q, validation_grades(table, val_q), cfg.rerank.depth)
+    validation = validation_set(col, layout(cfg).candidates, val_q, validation_grades(table, val_q), cfg.rerank.depth)
     validation["elo"] = validation_scores(table, val_q)
     return table.filter(pc.is_in(table["query_id"], value_set=pa.array(fit_q, pa.string()))), validation
 
@@ -84,16 +78,15 @@ def split_training_table(cfg: ZeloConfig, col, table: pa.Table) -> tuple[pa.Tabl
 def run_train_stage(cfg: ZeloConfig, *, log=print, split: dict | None = None) -> dict:
     """Build the training groups for the training queries and train; returns the model card."""
     from zelo_ray.data import open_collection
-    from zelo_ray.retrieval.indexing import index_paths
     from zelo_ray.train.trainer import train_reranker
 
-    col = open_collection(index_paths(cfg).data)
+    col = open_collection(layout(cfg).data)
     split = split or query_split(cfg, col)
     table, validation = split_training_table(cfg, col, training_table(cfg, col, split["train"]))
     if validation:
         log(f"      {len(set(table['query_id'].to_pylist()))} training queries fit the model, "
             f"{len(validation['query_ids'])} held out validate it (graded by their zELO scores)")
-    out = train_dir(cfg)
+    out = layout(cfg).train
     errors = ErrorLog(out / f"examples-{cfg.train.target}.errors.parquet", "examples")
     errors.reset()
     groups = build_groups(table, query_texts(col), doc_texts(col, table["doc_id"].to_pylist()),
@@ -147,15 +140,14 @@ def evaluate_reranker(cfg: ZeloConfig, col, queries: list[str], checkpoints: dic
     """BM25, dense, hybrid and each checkpoint's reranking of the hybrid top-``rerank.depth``, on
     ``queries``, with paired bootstrap CIs and deltas against hybrid."""
     from zelo_ray.eval.evaluate import evaluate_runs, rankings_from_candidates
-    from zelo_ray.retrieval.pipeline import candidates_path
     from zelo_ray.train.fusion import fusion_weight
     from zelo_ray.train.rerank import rankings_from_reranked, rerank_candidates
 
     qrels = col.qrels(cfg.data.split)
-    runs = rankings_from_candidates(candidates_path(cfg), queries, cfg.evaluate.depth)
+    runs = rankings_from_candidates(layout(cfg).candidates, queries, cfg.evaluate.depth)
     failures, failed = {}, set()
     for name, ckpt in checkpoints.items():
-        errors = ErrorLog((out or train_dir(cfg)) / f"reranked-{name}.errors.parquet", "rerank")
+        errors = ErrorLog((out or layout(cfg).train) / f"reranked-{name}.errors.parquet", "rerank")
         errors.reset()
         saved = (out / f"reranked-{name}.parquet") if out else None
         key = _rerank_key(cfg, ckpt)
@@ -163,7 +155,7 @@ def evaluate_reranker(cfg: ZeloConfig, col, queries: list[str], checkpoints: dic
         todo = [q for q in queries if q not in set(reused["query_id"].to_pylist())] if reused is not None else queries
         log(f"      rerank the top-{cfg.rerank.depth} of {len(todo)} queries with {name} ({ckpt})"
             + (f"; {len(queries) - len(todo)} reranked by an earlier run are reused" if reused is not None else ""))
-        t = rerank_candidates(col, candidates_path(cfg), ckpt, todo, depth=cfg.rerank.depth,
+        t = rerank_candidates(col, layout(cfg).candidates, ckpt, todo, depth=cfg.rerank.depth,
                               batch_size=cfg.rerank.batch_size, max_length=cfg.rerank.max_length, log=log,
                               errors=errors, injector=FaultInjector("rerank", cfg.errors.inject))
         if reused is not None:
@@ -194,11 +186,10 @@ def evaluate_reranker(cfg: ZeloConfig, col, queries: list[str], checkpoints: dic
 def _rerank_key(cfg: ZeloConfig, checkpoint: str) -> str | None:
     """What a saved reranking depends on: the candidates (their retrieve fingerprint), the model
     (its card, written once per trained model) and the rerank settings; None when either is unknown."""
-    from zelo_ray.retrieval.pipeline import candidates_path
     from zelo_ray.train.fusion import FUSION_FILE
     from zelo_ray.train.models import CARD
 
-    cand_state = candidates_path(cfg) / "_zelo_retrieve.json"
+    cand_state = layout(cfg).candidates / "_zelo_retrieve.json"
     card = Path(checkpoint) / CARD
     if not cand_state.exists() or not card.exists():
         return None

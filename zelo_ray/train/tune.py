@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from zelo_ray.config import ZeloConfig
 from zelo_ray.train.validation import validation_set
+from zelo_ray.layout import layout
 
 __all__ = ["run_tune"]
 
@@ -58,11 +59,8 @@ def run_tune(cfg: ZeloConfig, *, log=print) -> dict:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from zelo_ray.annotate.run import annotate_dir
     from zelo_ray.data import open_collection
     from zelo_ray.raysession import ensure_ray
-    from zelo_ray.retrieval.indexing import index_paths
-    from zelo_ray.retrieval.pipeline import candidates_path
     from zelo_ray.train.splits import seeded_split
     from zelo_ray.train.stage import query_split
 
@@ -70,19 +68,19 @@ def run_tune(cfg: ZeloConfig, *, log=print) -> dict:
     for k in tc.graph_k:
         if k % 2:
             raise ValueError(f"tune.graph_k: k={k} must be even")
-    col = open_collection(index_paths(cfg).data)
+    col = open_collection(layout(cfg).data)
     split = query_split(cfg, col)
     train_q, val_q = seeded_split(split["train"], tc.val_fraction, cfg.split.seed + 1)
     if not train_q or not val_q:
         raise ValueError(f"tune.val_fraction={tc.val_fraction} leaves no training or no validation queries")
     qsplit = cfg.split.train_split or cfg.data.split
-    val = validation_set(col, candidates_path(cfg), val_q, col.qrels(qsplit), cfg.rerank.depth)
-    out = Path(tc.output or Path(cfg.workdir()) / "tune").resolve()
+    val = validation_set(col, layout(cfg).candidates, val_q, col.qrels(qsplit), cfg.rerank.depth)
+    out = layout(cfg).tune.resolve()
     out.mkdir(parents=True, exist_ok=True)
     space = {"loss": tune.choice(tc.losses), "lr": tune.loguniform(tc.lr_min, tc.lr_max),
              "elo_model": tune.choice(tc.elo_models), "k": tune.choice(tc.graph_k), "top_n": tune.choice(tc.top_n),
-             "base_cfg": cfg.model_dump(), "tune_dir": str(out), "votes": str(annotate_dir(cfg).resolve() / "votes"),
-             "collection": str(index_paths(cfg).data.resolve()), "qrels_split": qsplit, "train_queries": train_q,
+             "base_cfg": cfg.model_dump(), "tune_dir": str(out), "votes": str(layout(cfg).annotate.resolve() / "votes"),
+             "collection": str(layout(cfg).data.resolve()), "qrels_split": qsplit, "train_queries": train_q,
              "validation": val}
     log(f"[tune] {tc.num_samples} trials over loss {tc.losses}, lr [{tc.lr_min:g}, {tc.lr_max:g}], Elo "
         f"{tc.elo_models}, k {tc.graph_k}, top_n {tc.top_n}; {len(train_q)} training / {len(val_q)} validation "

@@ -9,7 +9,7 @@ score — zbench counts it as a vote for A, we do not.
 Example::
 
     >>> import numpy as np
-    >>> from zelo_ray.ensemble import soft_outcomes
+    >>> from zelo_ray.core.ensemble import soft_outcomes
     >>> votes = np.array([[-1.0, -0.8, np.nan],    # two judges prefer A, one call failed
     ...                   [0.2, 0.9, 1.0]])          # 0.2 clamps to 0 (a tie)
     >>> out = soft_outcomes(votes)

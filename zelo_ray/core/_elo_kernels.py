@@ -1,4 +1,4 @@
-"""Compiled per-group Newton solver behind :func:`zelo_ray.elo.fit`.
+"""Compiled per-group Newton solver behind :func:`zelo_ray.core.elo.fit`.
 
 Each group (query) is an independent, small (n ~ 100, E ~ 400), strictly convex problem, so the
 fast path is one compiled loop per group, run in parallel over groups: the working set of a

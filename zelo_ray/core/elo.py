@@ -17,7 +17,7 @@ All groups are fitted in one call by a compiled, parallel Newton solver (see
 Example::
 
     >>> import numpy as np
-    >>> from zelo_ray.elo import fit
+    >>> from zelo_ray.core.elo import fit
     >>> i, j = np.array([0, 1, 2]), np.array([1, 2, 0])
     >>> res = fit(i, j, np.full(3, 0.5), 3)          # a 3-cycle of ties
     >>> np.allclose(res.scores, 0.0)
@@ -138,7 +138,7 @@ def fit(
         stderr: compute standard errors (a dense Cholesky per group, O(n_g^3)).
         threads: worker threads for the parallel loop over groups (default: all cores).
     """
-    from zelo_ray import _elo_kernels as kern
+    from zelo_ray.core import _elo_kernels as kern
 
     ii, jj, ww, wt, grp = _validate(i, j, w, n, group, weight, model, prior, tol, max_iter)
     group_ids, g_idx, sorted_nodes = _group_index(grp)

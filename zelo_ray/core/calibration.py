@@ -20,7 +20,7 @@ unit above the median gets 0.73.
 Example::
 
     >>> import numpy as np
-    >>> from zelo_ray.calibration import fit_offsets
+    >>> from zelo_ray.core.calibration import fit_offsets
     >>> # query 0's documents are all better than query 1's: the same Elo, but w = 1
     >>> res = fit_offsets(np.array([0, 0]), np.array([1, 1]), np.array([0.0, 0.5]),
     ...                   np.array([1.0, 0.9]), 2, prior=0.1)

@@ -9,7 +9,7 @@ score 1 − 2·P(A ≻ B) in [-1, 1] (negative: A more relevant), the convention
 Example::
 
     >>> import numpy as np
-    >>> from zelo_ray.simulate import JudgeModel, hidden_scores, simulate_ensemble
+    >>> from zelo_ray.core.simulate import JudgeModel, hidden_scores, simulate_ensemble
     >>> rng = np.random.default_rng(0)
     >>> s = hidden_scores(1, 4, rng)[0]
     >>> pairs = np.array([[0, 1], [2, 3]])
@@ -147,7 +147,7 @@ def simulate_ensemble(
 
 @dataclass(frozen=True)
 class SimulatedBatch:
-    """Many simulated queries laid out group after group, ready for :func:`zelo_ray.elo.fit`."""
+    """Many simulated queries laid out group after group, ready for :func:`zelo_ray.core.elo.fit`."""
 
     i: np.ndarray
     """(E,) global node index of document A of each pair."""
@@ -180,7 +180,7 @@ def simulate_queries(
     random relabelling of its nodes (a relabelled random graph is again a random graph); this
     keeps 100k-query benchmarks from being dominated by graph construction.
     """
-    from zelo_ray.graph import sample_pairs
+    from zelo_ray.core.graph import sample_pairs
 
     judge = judge or JudgeModel()
     hidden = hidden_scores(n_queries, n_docs, rng, low, high)

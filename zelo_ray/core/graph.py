@@ -11,7 +11,7 @@ Every function here is pure: integer arrays in, integer arrays out, randomness o
 Example::
 
     >>> import numpy as np
-    >>> from zelo_ray.graph import cycle_pairs, graph_stats
+    >>> from zelo_ray.core.graph import cycle_pairs, graph_stats
     >>> pairs = cycle_pairs(100, 8, np.random.default_rng(0))
     >>> pairs.shape
     (400, 2)
