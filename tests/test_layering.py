@@ -51,3 +51,16 @@ def test_the_checker_sees_imports_inside_functions(tmp_path):
     f = PACKAGE / "core" / "elo.py"
     names = {n for _, n in imports(f)}
     assert "zelo_ray.core._elo_kernels" in names and "numba" in names  # both are function-local there
+
+
+def test_run_paths_come_from_the_layout():
+    """Stages ask ``layout(cfg)`` for run-directory paths instead of joining ``cfg.workdir()``
+    themselves (the layout can then change, or become URIs, in one module)."""
+    offenders = []
+    for f in sorted(PACKAGE.rglob("*.py")):
+        if f.name in ("layout.py", "config.py"):
+            continue
+        for i, line in enumerate(f.read_text().splitlines(), 1):
+            if ".workdir()" in line:
+                offenders.append(f"{f.relative_to(PACKAGE)}:{i}: {line.strip()}")
+    assert not offenders, "join run paths through zelo_ray.layout.layout(cfg):\n" + "\n".join(offenders)

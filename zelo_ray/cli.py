@@ -271,7 +271,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from zelo_ray.storage import push
 
         def after(stage: str) -> None:
-            n = push(cfg.workdir(), cfg.output_uri())
+            n = push(layout(cfg).workdir, cfg.output_uri())
             print(f"zelo: {stage} done; pushed {n} files to {cfg.output_uri()}", file=sys.stderr)
     run_quickstart(cfg, after_stage=after)
     return 0
@@ -628,13 +628,13 @@ def _run_synced(args: argparse.Namespace) -> int:
         return args.func(args)
     from zelo_ray.storage import pull, push
 
-    n = pull(uri, cfg.workdir())
-    print(f"zelo: pulled {n} files from {uri} into {cfg.workdir()}", file=sys.stderr)
+    n = pull(uri, layout(cfg).workdir)
+    print(f"zelo: pulled {n} files from {uri} into {layout(cfg).workdir}", file=sys.stderr)
     try:
         return args.func(args)
     finally:
-        n = push(cfg.workdir(), uri)
-        print(f"zelo: pushed {n} files from {cfg.workdir()} to {uri}", file=sys.stderr)
+        n = push(layout(cfg).workdir, uri)
+        print(f"zelo: pushed {n} files from {layout(cfg).workdir} to {uri}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
