@@ -85,7 +85,7 @@ def run_train_stage(cfg: ZeloConfig, *, log=print, split: dict | None = None) ->
     table, validation = split_training_table(cfg, col, training_table(cfg, col, split["train"]))
     if validation:
         log(f"      {len(set(table['query_id'].to_pylist()))} training queries fit the model, "
-            f"{len(validation['query_ids'])} held out validate it (graded by their zELO scores)")
+            f"{len(validation['query_ids'])} held out validate it (against their own zELO scores)")
     out = layout(cfg).train
     errors = ErrorLog(out / f"examples-{cfg.train.target}.errors.parquet", "examples")
     errors.reset()
