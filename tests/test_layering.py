@@ -64,3 +64,16 @@ def test_run_paths_come_from_the_layout():
             if ".workdir()" in line:
                 offenders.append(f"{f.relative_to(PACKAGE)}:{i}: {line.strip()}")
     assert not offenders, "join run paths through zelo_ray.layout.layout(cfg):\n" + "\n".join(offenders)
+
+
+STAGES = ("data", "retrieval", "judges", "annotate", "train", "eval", "serve")
+
+
+def test_stages_never_import_workflows_benchmarks_or_the_cli():
+    bad = []
+    for stage in STAGES:
+        for f in sorted((PACKAGE / stage).rglob("*.py")):
+            for line, name in imports(f):
+                if name.startswith(("zelo_ray.workflows", "zelo_ray.bench", "zelo_ray.cli")):
+                    bad.append(f"{f.relative_to(PACKAGE)}:{line} imports {name}")
+    assert not bad, "a stage may import only the core, config, layout and other stages:\n" + "\n".join(bad)

@@ -338,7 +338,7 @@ def test_a_collection_without_qrels_trains_on_every_query(tmp_path, monkeypatch)
     from tests.test_data import write_beir
     from zelo_ray.config import load_config
     from zelo_ray.data import prepare
-    from zelo_ray.quickstart import run_quickstart
+    from zelo_ray.workflows.demo import run_quickstart
     from zelo_ray.train.splits import split_queries
 
     src = write_beir(tmp_path / "beir", [{"_id": "d1", "text": "lift"}, {"_id": "d2", "text": "drag"}],
@@ -350,7 +350,7 @@ def test_a_collection_without_qrels_trains_on_every_query(tmp_path, monkeypatch)
                          max_train_queries=1)["train"] == ["q1"]
     # the embedded default judges are simulated from qrels: without qrels the pipeline says so
     cfg = load_config(None, [f"data.dataset={src}", f"data.workdir={tmp_path / 'run'}"])
-    import zelo_ray.quickstart as qs
+    import zelo_ray.workflows.demo as qs
 
     calls = []
     monkeypatch.setattr(qs, "run_index", lambda c: calls.append("index") or {"docs": 2, "dense": "-", "bm25": "-"})

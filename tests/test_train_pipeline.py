@@ -12,7 +12,7 @@ from tests.test_data import write_beir
 from zelo_ray.cli import main
 from zelo_ray.config import load_config
 from zelo_ray.train.models import tiny_encoder
-from zelo_ray.train.refine import failing_queries
+from zelo_ray.workflows.refine import failing_queries
 from zelo_ray.layout import layout
 
 TOPICS = ["wing lift", "shock wave", "heat transfer", "boundary layer", "jet noise", "panel flutter"]
@@ -80,7 +80,7 @@ def test_failing_queries_golden():
 
 
 def test_refine_adds_pairs_and_retrains(demo_run):
-    from zelo_ray.train.refine import run_refine
+    from zelo_ray.workflows.refine import run_refine
 
     root, src, out, sets = demo_run
     cfg = load_config(None, [f"data.dataset={src}", f"data.workdir={out}", *sets, "refine.threshold=1"])
@@ -94,7 +94,7 @@ def test_refine_adds_pairs_and_retrains(demo_run):
 
 @pytest.mark.slow  # two Ray Train runs inside Tune trials: minutes on 2 cores
 def test_tune_two_trials_with_asha(demo_run):
-    from zelo_ray.train.tune import run_tune
+    from zelo_ray.workflows.tune import run_tune
 
     root, src, out, sets = demo_run
     cfg = load_config(None, [f"data.dataset={src}", f"data.workdir={out}", *sets, "tune.num_samples=2",

@@ -38,7 +38,7 @@ def _write(result: dict, path: str | None) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from zelo_ray.demo import run_simulation
+    from zelo_ray.workflows.simulate import run_simulation
 
     cfg = load_config(args.config, args.overrides)
     if args.output:
@@ -139,14 +139,14 @@ def cmd_evaluate_reranker(args: argparse.Namespace, cfg) -> int:
 
 
 def cmd_refine(args: argparse.Namespace) -> int:
-    from zelo_ray.train.refine import run_refine
+    from zelo_ray.workflows.refine import run_refine
 
     _write(run_refine(_stage_config(args)), args.report)
     return 0
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from zelo_ray.train.tune import run_tune
+    from zelo_ray.workflows.tune import run_tune
 
     _write(run_tune(_stage_config(args)), args.report)
     return 0
@@ -255,7 +255,7 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from zelo_ray.quickstart import run_quickstart
+    from zelo_ray.workflows.demo import run_quickstart
 
     if args.out:
         args.workdir = args.out

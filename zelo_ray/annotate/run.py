@@ -288,7 +288,7 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
     nodes = select_nodes(cand, acfg.top_n, queries=queries, max_queries=acfg.max_queries)
     pairs = build_pairs(nodes, strategy=cfg.graph.strategy, k=cfg.graph.k, seed=acfg.seed)
     refine = out / "refine_pairs.parquet"
-    if refine.exists():  # pairs added by the refinement pass (zelo_ray.train.refine)
+    if refine.exists():  # pairs added by the refinement pass (zelo_ray.workflows.refine)
         r = pq.read_table(refine)
         r = r.filter(pc.is_in(r["query_id"], value_set=pc.unique(nodes["query_id"])))
         extra = extra_pairs(nodes, r["query_id"].to_pylist(), r["doc_a"].to_pylist(), r["doc_b"].to_pylist())

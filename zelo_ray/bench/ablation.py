@@ -78,7 +78,7 @@ def run_one(ds: str, *, workdir: str, overrides: list[str] = (), log=print) -> d
     from zelo_ray.config import load_config
     from zelo_ray.data import open_collection
     from zelo_ray.eval.evaluate import evaluate_runs, rankings_from_candidates
-    from zelo_ray.quickstart import run_quickstart
+    from zelo_ray.workflows.demo import run_quickstart
     from zelo_ray.train.rerank import rankings_from_reranked
     from zelo_ray.train.stage import (choose_fusion, evaluate_reranker, query_split, run_train_stage,
                                       split_training_table, training_table)
