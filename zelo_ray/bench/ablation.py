@@ -50,6 +50,7 @@ def _embedder_rows(cfg, col, ckpt: str, queries: list[str], bm25_runs: dict, dep
     with the BM25 ranking."""
     from sentence_transformers import SentenceTransformer
 
+    from zelo_ray.retrieval.fusion import rrf
     from zelo_ray.train.examples import query_texts
     from zelo_ray.train.rerank import checkpoint_max_length
 
@@ -63,14 +64,12 @@ def _embedder_rows(cfg, col, ckpt: str, queries: list[str], bm25_runs: dict, dep
     q = model.encode([qt[x] for x in queries], normalize_embeddings=True, convert_to_numpy=True)
     top = np.argsort(-(q @ docs.T), axis=1)[:, :depth]
     dense = {x: [ids[i] for i in row] for x, row in zip(queries, top)}
-    c = cfg.retrieve.rrf_c
+    row = {d: i for i, d in enumerate(ids)}
     hybrid = {}
-    for x in queries:
-        s: dict[str, float] = {}
-        for run in (dense.get(x, []), bm25_runs.get(x, [])):
-            for r, d in enumerate(run, 1):
-                s[d] = s.get(d, 0.0) + 1.0 / (c + r)
-        hybrid[x] = sorted(s, key=lambda d: -s[d])[:depth]
+    for x, dense_rows in zip(queries, top):
+        # the same fusion (and tie-breaking) the retrieve stage's hybrid uses
+        fused = rrf([dense_rows, np.array([row[d] for d in bm25_runs.get(x, [])], np.int64)], c=cfg.retrieve.rrf_c)
+        hybrid[x] = [ids[i] for i in fused.ids[:depth]]
     return {"dense_zelo_embedder": dense, "hybrid_zelo_embedder": hybrid}
 
 
