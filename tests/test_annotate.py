@@ -21,7 +21,7 @@ from tests.test_data import write_beir
 from zelo_ray.annotate.pairs import build_pairs, select_nodes
 from zelo_ray.annotate.run import run_annotate
 from zelo_ray.cli import main
-from zelo_ray.config import JudgeConfig, load_config
+from zelo_ray.config import OpenAIJudgeConfig, load_config
 from zelo_ray.data import prepare
 from zelo_ray.judges.fake_server import FakeJudgeServer, Faults
 from zelo_ray.judges.openai_judge import JudgeSetupError
@@ -67,7 +67,7 @@ def _llm_judges(server, n=2, **kw):
                 max_retries=3, backoff_s=0.01, backoff_max_s=0.05, price_per_million_input=2.0,
                 price_per_million_output=8.0)
     base.update(kw)
-    return [JudgeConfig(name=f"llm{i}", model=f"fake-{i}", **base) for i in range(n)]
+    return [OpenAIJudgeConfig(name=f"llm{i}", model=f"fake-{i}", **base) for i in range(n)]
 
 
 def test_simulated_annotation_end_to_end(workdir, capsys):

@@ -13,7 +13,7 @@ import ray
 import yaml
 
 from zelo_ray.config import load_config
-from zelo_ray.serve.settings import ServeConfig
+from zelo_ray.config.serve import ServeConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from zelo_ray.cli import main
-from zelo_ray.config import ConfigError, JudgeConfig, ZeloConfig, default_config_path, load_config
+from zelo_ray.config import (ConfigError, OpenAIJudgeConfig, SimulatedJudgeConfig, VLLMPairwiseJudgeConfig,
+                             ZeloConfig, default_config_path, load_config)
 
 
 def test_default_config_matches_model_defaults():
@@ -21,7 +22,46 @@ def test_every_field_has_a_description():
                 walk(ann)
 
     walk(ZeloConfig)
-    walk(JudgeConfig)   # inside a list, so the walk above does not reach it
+    for judge in (OpenAIJudgeConfig, VLLMPairwiseJudgeConfig, SimulatedJudgeConfig):
+        walk(judge)   # inside a list of a union, so the walk above does not reach them
+
+
+def test_judge_entries_pick_their_class_by_kind(tmp_path):
+    f = tmp_path / "judges.yaml"
+    f.write_text("annotate:\n  judges:\n    - {name: a, model: m, base_url: 'http://127.0.0.1:1/v1'}\n"
+                 "    - {name: s, kind: simulated, noise_sd: 0.5}\n"
+                 "    - {name: v, kind: vllm_pairwise, model: /m, replicas: 2}\n")
+    judges = load_config(f).annotate.judges
+    assert [type(j) for j in judges] == [OpenAIJudgeConfig, SimulatedJudgeConfig, VLLMPairwiseJudgeConfig]
+    assert [j.kind for j in judges] == ["openai", "simulated", "vllm_pairwise"]   # no kind: openai
+    assert judges[1].noise_sd == 0.5 and judges[2].replicas == 2
+    assert [j.simulated for j in judges] == [False, True, False]
+    assert [j.runner for j in judges] == ["caller", "caller", "vllm"]
+
+
+def test_a_field_of_another_judge_kind_names_the_kind_and_line(tmp_path):
+    f = tmp_path / "judges.yaml"
+    f.write_text("annotate:\n  judges:\n    - name: a\n      model: m\n      replicas: 4\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(f)
+    msg = str(exc.value)
+    assert f"{f}:5: annotate.judges.0.replicas" in msg and "vllm_pairwise" in msg
+    f.write_text("annotate:\n  judges:\n    - name: a\n      kind: gpt\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(f)
+    assert f"{f}:3: annotate.judges.0" in str(exc.value) and "'openai', 'vllm_pairwise', 'simulated'" in str(exc.value)
+
+
+def test_the_old_top_level_judges_section_names_its_new_place(tmp_path):
+    f = tmp_path / "old.yaml"
+    f.write_text("graph:\n  k: 8\njudges:\n  n_judges: 5\n")
+    with pytest.raises(ConfigError, match=r"old.yaml:3: .*`judges:`.*`simulate.ensemble`.*annotate.judges"):
+        load_config(f)
+    with pytest.raises(ConfigError, match="simulate.ensemble"):
+        load_config(None, ["judges.n_judges=5"])
+    with pytest.raises(ValueError, match="simulate.ensemble"):
+        ZeloConfig.model_validate({"judges": {"n_judges": 5}})
+    assert load_config(None, ["simulate.ensemble.n_judges=5"]).simulate.ensemble.n_judges == 5
 
 
 def test_judge_errors_name_the_line(tmp_path):
@@ -94,3 +134,13 @@ def test_cli_benchmarks_run_small(tmp_path):
     assert main(["bench", "model-fit", "--queries", "5", "--votes", "3",
                  "--json", str(tmp_path / "m.json")]) == 0
     assert len(json.loads((tmp_path / "m.json").read_text())["rows"]) == 2
+
+
+def test_the_configuration_reference_is_current():
+    from pathlib import Path
+
+    from zelo_ray.config import reference_markdown
+
+    doc = Path(__file__).parent.parent / "docs" / "configuration.md"
+    assert doc.read_text().rstrip("\n") == reference_markdown().rstrip("\n"), \
+        "docs/configuration.md is stale: regenerate it with `zelo config --markdown > docs/configuration.md`"

@@ -10,7 +10,7 @@ from scipy.special import expit, ndtr
 
 from zelo_ray.core.calibration import fit_offsets, targets
 from zelo_ray.annotate.diagnostics import agreement
-from zelo_ray.config import ConfigError, JudgeConfig, load_config
+from zelo_ray.config import ConfigError, OpenAIJudgeConfig, SimulatedJudgeConfig, load_config
 from zelo_ray.judges.caller import VOTE_SCHEMA, JudgeCaller
 from zelo_ray.judges.keys import combine, swap_bits, text_hashes, uniforms
 from zelo_ray.judges.limits import Bucket, EndpointLimiter, backoff_delay
@@ -103,7 +103,7 @@ def _tasks(n, swapped, rel_a, rel_b, judge="sim"):
 
 
 def test_caller_restores_the_sign_of_swapped_calls():
-    cfg = JudgeConfig(name="sim", kind="simulated", noise_sd=0.0, uniform_mix=0.0).model_dump()
+    cfg = SimulatedJudgeConfig(name="sim", kind="simulated", noise_sd=0.0, uniform_mix=0.0)
     caller = JudgeCaller([cfg])
     try:
         n = 200
@@ -121,7 +121,7 @@ def test_caller_restores_the_sign_of_swapped_calls():
 
 
 def test_simulated_noise_matches_the_model():
-    cfg = JudgeConfig(name="sim", kind="simulated", noise_sd=0.2, uniform_mix=0.0).model_dump()
+    cfg = SimulatedJudgeConfig(name="sim", kind="simulated", noise_sd=0.2, uniform_mix=0.0)
     caller = JudgeCaller([cfg])
     try:
         n = 20_000
@@ -212,7 +212,7 @@ def test_agreement_golden():
 
 def test_judge_config_rejects_keys_and_duplicates(tmp_path):
     with pytest.raises(ValueError, match="NAME of an environment variable"):
-        JudgeConfig(name="x", api_key_env="sk-proj-abc123-def")
+        OpenAIJudgeConfig(name="x", api_key_env="sk-proj-abc123-def")
     f = tmp_path / "c.yaml"
     f.write_text("annotate:\n  judges:\n    - {name: a, model: m}\n    - {name: a, model: n}\n")
     with pytest.raises(ConfigError, match="used twice"):
@@ -221,15 +221,14 @@ def test_judge_config_rejects_keys_and_duplicates(tmp_path):
 
 def test_caller_pool_is_sized_from_the_endpoint_limits():
     from zelo_ray.annotate.sizing import caller_count, endpoint_rate
-    from zelo_ray.config import JudgeConfig
 
-    def judge(name, conc, rpm=None, kind="openai"):
-        return JudgeConfig(name=name, kind=kind, model="m", base_url="http://127.0.0.1:1" if kind == "openai" else None,
-                           max_concurrency=conc, requests_per_minute=rpm)
+    def judge(name, conc, rpm=None):
+        return OpenAIJudgeConfig(name=name, model="m", base_url="http://127.0.0.1:1", max_concurrency=conc,
+                                 requests_per_minute=rpm)
 
     assert endpoint_rate(judge("a", 100), latency_s=2.0) == 50.0          # concurrency-bound
     assert endpoint_rate(judge("a", 10_000, rpm=6000)) == 100.0           # RPM-bound
-    assert caller_count([judge("s", 16, kind="simulated")]) == 1
+    assert caller_count([SimulatedJudgeConfig(name="s", kind="simulated")]) == 1
     assert caller_count([judge("a", 64)]) == 1
     # three big endpoints: 3 × 500 calls/s → 10 callers of 150/s; capped
     big = [judge(n, 4096, rpm=30_000) for n in "abc"]
@@ -237,9 +236,9 @@ def test_caller_pool_is_sized_from_the_endpoint_limits():
 
 
 def test_vllm_engine_pool_autoscales_between_min_and_max():
-    from zelo_ray.config import JudgeConfig
+    from zelo_ray.config import VLLMPairwiseJudgeConfig
     from zelo_ray.judges.vllm_pairwise import engine_pool
 
-    j = JudgeConfig(name="slm", kind="vllm_pairwise", model="/m", replicas=8)
+    j = VLLMPairwiseJudgeConfig(name="slm", kind="vllm_pairwise", model="/m", replicas=8)
     assert engine_pool(j) == 8
     assert engine_pool(j.model_copy(update={"min_replicas": 1})) == (1, 8)

@@ -21,7 +21,7 @@ from zelo_ray.bench.common import free_port
 from zelo_ray.serve.engine import Pair, ScoringEngine, check_servable, chunk_pairs, plan_batches
 from zelo_ray.serve.schemas import CohereRerankResponse, ZeroEntropyRerankResponse
 from zelo_ray.serve.service import RerankService
-from zelo_ray.serve.settings import ServeConfig
+from zelo_ray.config.serve import ServeConfig
 from zelo_ray.train.models import load_reranker, save_reranker, tiny_decoder, tiny_encoder
 
 ROOT = Path(__file__).resolve().parents[1]

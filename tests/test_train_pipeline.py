@@ -191,7 +191,7 @@ def test_served_function_is_the_evaluated_one(demo_run, tmp_path):
     from zelo_ray.retrieval.lexical import TermStats
     from zelo_ray.serve.engine import ScoringEngine
     from zelo_ray.serve.service import RerankService
-    from zelo_ray.serve.settings import ServeConfig
+    from zelo_ray.config.serve import ServeConfig
     from zelo_ray.train.examples import doc_texts, query_texts
     from zelo_ray.train.fusion import load_fusion, write_fusion
     from zelo_ray.train.rerank import rerank_candidates

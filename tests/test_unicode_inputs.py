@@ -19,7 +19,7 @@ from zelo_ray.retrieval.bm25 import BM25Searcher, build_bm25
 from zelo_ray.retrieval.dense import DenseSearcher, DenseStore
 from zelo_ray.serve.engine import ScoringEngine
 from zelo_ray.serve.service import RerankService
-from zelo_ray.serve.settings import ServeConfig
+from zelo_ray.config.serve import ServeConfig
 from zelo_ray.train.models import load_reranker, save_reranker, tiny_encoder
 
 WORDS = "wing lift drag flow shock boundary layer heat plate cone jet nozzle crf01 1b2k".split()

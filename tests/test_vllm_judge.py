@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.test_annotate import N_QUERIES, _cfg, workdir  # noqa: F401  (the shared fixture)
-from zelo_ray.config import JudgeConfig
+from zelo_ray.config import OpenAIJudgeConfig, VLLMPairwiseJudgeConfig
 from zelo_ray.judges.vllm_pairwise import scores_from_logprobs, slm_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ def test_vllm_pairwise_judge_through_ray_data(workdir, ray_tmp):  # noqa: F811
 
         cfg = _cfg(workdir, "vllm", "annotate.executor=ray", "annotate.max_queries=2", "annotate.top_n=6",
                    "annotate.batch_size=16")
-        cfg.annotate.judges = [JudgeConfig(name="slm", kind="vllm_pairwise", model=str(MODEL), replicas=1,
+        cfg.annotate.judges = [VLLMPairwiseJudgeConfig(name="slm", kind="vllm_pairwise", model=str(MODEL), replicas=1,
                                            gpus_per_replica=0, cpus_per_replica=1,
                                            engine_kwargs={"max_model_len": 2048, "dtype": "bfloat16",
                                                           "enforce_eager": True,
@@ -117,7 +117,7 @@ def test_real_llm_server_end_to_end(workdir, tmp_path):  # noqa: F811
                 time.sleep(2)
         cfg = _cfg(workdir, "real-llm", "annotate.max_queries=1", "annotate.top_n=4",
                    "annotate.calibration.k=0")
-        cfg.annotate.judges = [JudgeConfig(name="smollm2", model="smollm2", base_url=f"http://127.0.0.1:{port}/v1",
+        cfg.annotate.judges = [OpenAIJudgeConfig(name="smollm2", model="smollm2", base_url=f"http://127.0.0.1:{port}/v1",
                                            max_concurrency=2, timeout_s=300, max_retries=1, max_tokens=128,
                                            max_doc_chars=300)]
         report = run_annotate(cfg)

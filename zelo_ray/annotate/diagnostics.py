@@ -8,12 +8,15 @@ import warnings
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from scipy.stats import kendalltau
 
 from zelo_ray.core.elo import EloConvergenceWarning, fit, win_probability
 from zelo_ray.core.ensemble import clamp_votes
+from zelo_ray.annotate.qrels import qrels_grades
 from zelo_ray.judges.keys import uniforms
 
-__all__ = ["spend", "failures", "agreement", "position_bias", "heldout_models", "decisive_by_grade"]
+__all__ = ["spend", "failures", "agreement", "position_bias", "heldout_models", "decisive_by_grade",
+           "calibration_effect"]
 
 
 def spend(all_votes: pa.Table, judge_names: list[str]) -> dict:
@@ -147,4 +150,30 @@ def decisive_by_grade(votes: pa.Table, pairs: pa.Table, grade) -> dict:
         m = (lo == a) & (hi == b)
         out[f"{a:g}-{b:g}"] = {"votes": int(m.sum()), "decisive": round(float((s[m] != 0).mean()), 4),
                                "agree_with_grades": round(float(right[m].mean()), 4)}
+    return out
+
+
+def calibration_effect(table: pa.Table, qrels: pa.Table | None, seed: int) -> dict:
+    """How much cross-query calibration moved the scores: rank correlation with the raw Elo, the
+    share of cross-query pairs it reorders, and (with qrels) agreement with the graded gain."""
+    elo = table["elo"].to_numpy(zero_copy_only=False)
+    cal = table["calibrated"].to_numpy(zero_copy_only=False)
+    qid = np.asarray(table["query_id"].to_pylist(), dtype=object)
+    ok = np.isfinite(elo) & np.isfinite(cal)
+    out = {}
+    if ok.sum() < 3:
+        return out
+    out["kendall_tau_raw_vs_calibrated"] = round(float(kendalltau(elo[ok], cal[ok]).statistic), 4)
+    rng = np.random.default_rng(seed)
+    idx = np.flatnonzero(ok)
+    a, b = rng.choice(idx, 200_000), rng.choice(idx, 200_000)
+    cross = qid[a] != qid[b]
+    if cross.any():
+        flip = np.sign(elo[a] - elo[b]) != np.sign(cal[a] - cal[b])
+        out["cross_query_pairs_reordered"] = round(float(flip[cross].mean()), 4)
+    if qrels is not None:
+        gain = qrels_grades(qrels)(table["query_id"], table["doc_id"])
+        out["kendall_tau_vs_qrels_gain_pooled"] = {
+            "raw_elo": round(float(kendalltau(elo[ok], gain[ok]).statistic), 4),
+            "calibrated": round(float(kendalltau(cal[ok], gain[ok]).statistic), 4)}
     return out

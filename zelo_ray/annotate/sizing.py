@@ -8,9 +8,9 @@ split evenly between the callers, so adding callers never exceeds a limit.
 
 Example::
 
-    >>> from zelo_ray.config import JudgeConfig
-    >>> j = JudgeConfig(name="a", kind="openai", model="m", base_url="http://x", max_concurrency=2048,
-    ...                 requests_per_minute=30_000)
+    >>> from zelo_ray.config import OpenAIJudgeConfig
+    >>> j = OpenAIJudgeConfig(name="a", model="m", base_url="http://x", max_concurrency=2048,
+    ...                       requests_per_minute=30_000)
     >>> caller_count([j])       # 500 calls/s allowed by the RPM limit → 4 callers of 150/s
     4
 """
@@ -18,6 +18,8 @@ Example::
 from __future__ import annotations
 
 import math
+
+from zelo_ray.config.judges import OpenAIJudgeConfig
 
 __all__ = ["CALLS_PER_S_PER_CALLER", "caller_count", "endpoint_rate"]
 
@@ -35,5 +37,5 @@ def endpoint_rate(judge, latency_s: float = 2.0) -> float:
 def caller_count(judges, *, latency_s: float = 2.0, per_caller: float = CALLS_PER_S_PER_CALLER,
                  cap: int = 64) -> int:
     """Callers for the hosted (``openai``-kind) judges; simulated judges need one."""
-    rate = sum(endpoint_rate(j, latency_s) for j in judges if j.kind == "openai")
+    rate = sum(endpoint_rate(j, latency_s) for j in judges if isinstance(j, OpenAIJudgeConfig))
     return int(min(cap, max(1, math.ceil(rate / per_caller))))

@@ -19,9 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from zelo_ray.judges.keys import combine, string_hash, swap_bits, to_signed, uniforms
-from zelo_ray.judges.prompt import PROMPT_VERSION
-from zelo_ray.judges.vllm_pairwise import SLM_PROMPT_VERSION
-from zelo_ray.core.simulate import SIMULATION_VERSION
+from zelo_ray.judges.factory import prompt_version
 
 __all__ = ["TextHashes", "calls_table", "build_tasks", "TASK_COLUMNS"]
 
@@ -83,10 +81,10 @@ def build_tasks(items: pa.Table, judges: list, *, seed: int, swap_probe: float =
                       string_hash("cross"), string_hash("within")).astype(np.uint64)
     id_h = None
     content_h = None
-    if any(j.kind == "simulated" for j in judges):
+    if any(j.simulated for j in judges):
         id_h = (_id_hashes(items["query_id"]), _id_hashes(items["doc_a"]),
                 _id_hashes(qb_filled), _id_hashes(items["doc_b"]))
-    if any(j.kind != "simulated" for j in judges):
+    if any(not j.simulated for j in judges):
         if text_hashes is None:
             raise ValueError("LLM judges need the texts of queries and documents")
         content_h = (text_hashes.queries(items["query_id"]), text_hashes.docs(items["doc_a"]),
@@ -96,10 +94,9 @@ def build_tasks(items: pa.Table, judges: list, *, seed: int, swap_probe: float =
     probe_rows = np.flatnonzero(within & (uniforms(pair_id, 77) < swap_probe)) if swap_probe else np.empty(0, int)
     pieces = []
     for j in judges:
-        qa, da, qb, db = id_h if j.kind == "simulated" else content_h
+        qa, da, qb, db = id_h if j.simulated else content_h
         model_h = string_hash(f"{j.kind}:{j.model}")
-        prompt_h = string_hash({"vllm_pairwise": SLM_PROMPT_VERSION,
-                                "simulated": SIMULATION_VERSION}.get(j.kind, PROMPT_VERSION))
+        prompt_h = string_hash(prompt_version(j))
         for probe, rows in ((False, np.arange(n)), (True, probe_rows)):
             if not len(rows):
                 continue

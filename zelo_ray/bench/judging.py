@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from zelo_ray.config import JudgeConfig, load_config
+from zelo_ray.config import OpenAIJudgeConfig, SimulatedJudgeConfig, load_config
 
 __all__ = ["throughput", "scale"]
 
@@ -60,7 +60,7 @@ def _stop(proc) -> dict:
 
 def throughput(*, calls: int = 2000, latency: float = 0.1, concurrency: int = 32, fail: float = 0.2,
                executors: tuple[str, ...] = ("local", "ray"), log=print) -> dict:
-    from zelo_ray.annotate.run import Progress, execute
+    from zelo_ray.annotate.execute import Progress, execute
     from zelo_ray.judges.store import VoteStore
 
     ideal = concurrency / latency
@@ -70,8 +70,8 @@ def throughput(*, calls: int = 2000, latency: float = 0.1, concurrency: int = 32
         for f in (0.0, fail):
             proc, url = _server(latency, concurrency, f)
             try:
-                judge = JudgeConfig(name="bench", model="fake", base_url=url, max_concurrency=concurrency,
-                                    timeout_s=30, max_retries=20, backoff_s=0.02, backoff_max_s=0.2)
+                judge = OpenAIJudgeConfig(name="bench", model="fake", base_url=url, max_concurrency=concurrency,
+                                          timeout_s=30, max_retries=20, backoff_s=0.02, backoff_max_s=0.2)
                 cfg = load_config(None, [f"annotate.executor={executor}", "annotate.callers=1",
                                          "annotate.batch_size=256", "annotate.batches_in_flight=4",
                                          "ray.num_cpus=2"])
@@ -138,7 +138,8 @@ def scale(*, queries: int = 10_000, docs: int = 100, judges: int = 1, executor: 
     cfg = load_config(None, [f"annotate.top_n={docs}", f"annotate.executor={executor}",
                              f"annotate.output={tmp / 'annotate'}", "annotate.flush_rows=200000",
                              "annotate.batch_size=65536", "ray.num_cpus=2"])
-    cfg.annotate.judges = [JudgeConfig(name=f"sim-{i}", kind="simulated", model=f"sim-{i}") for i in range(judges)]
+    cfg.annotate.judges = [SimulatedJudgeConfig(name=f"sim-{i}", kind="simulated", model=f"sim-{i}")
+                           for i in range(judges)]
     t0 = time.perf_counter()
     report = run_annotate(cfg, log_fn=log, qrels=qrels, candidates=str(cand))
     wall = time.perf_counter() - t0

@@ -14,7 +14,11 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["CallBatch", "ResultBatch", "Judge", "Texts"]
+__all__ = ["CallBatch", "ResultBatch", "Judge", "JudgeSetupError", "Texts"]
+
+
+class JudgeSetupError(RuntimeError):
+    """A judge cannot be built (e.g. its API key variable is unset); the message names it."""
 
 Texts = tuple[str, str, str, str | None]
 """(query, first text, second text, query of the second item or None when it is the same)."""

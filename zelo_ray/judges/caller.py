@@ -20,9 +20,10 @@ import numpy as np
 import pyarrow as pa
 
 from zelo_ray.judges.base import CallBatch, ResultBatch
+from zelo_ray.judges.factory import make_judge
 from zelo_ray.judges.prompt import PROMPT_VERSION
 
-__all__ = ["JudgeCaller", "TextTable", "VOTE_SCHEMA", "make_judge"]
+__all__ = ["JudgeCaller", "TextTable", "VOTE_SCHEMA"]
 
 VOTE_SCHEMA = pa.schema([
     ("pair_id", pa.int64()), ("query_id", pa.string()), ("kind", pa.string()), ("probe", pa.bool_()),
@@ -50,20 +51,6 @@ class TextTable:
         return self.docs[did]
 
 
-def make_judge(cfg, share: float = 1.0):
-    """Build the backend for one :class:`zelo_ray.config.JudgeConfig`."""
-    if cfg.kind == "simulated":
-        from zelo_ray.judges.simulated import SimulatedJudge
-
-        return SimulatedJudge(cfg.name, cfg.model or "simulated", noise_sd=cfg.noise_sd,
-                              uniform_mix=cfg.uniform_mix, position_bias=cfg.position_bias)
-    if cfg.kind == "openai":
-        from zelo_ray.judges.openai_judge import OpenAIJudge
-
-        return OpenAIJudge(cfg, share=share)
-    raise ValueError(f"judge {cfg.name!r}: unknown kind {cfg.kind!r}")
-
-
 def record_ids(batch: pa.Table) -> list[str]:
     """The annotate stage's record ids: ``<pair_id>/<judge>`` (``/probe`` for position probes)."""
     probe = batch["probe"].to_pylist() if "probe" in batch.column_names else [False] * batch.num_rows
@@ -78,10 +65,11 @@ class JudgeCaller:
 
     def __init__(self, judges: list, texts: TextTable | None = None, share: float = 1.0, *,
                  errors: str | None = None, inject: list[str] | tuple = ()) -> None:
-        from zelo_ray.config import JudgeConfig
+        """``judges``: typed judge configs (:data:`zelo_ray.config.JudgeConfig`) of the kinds that
+        run in a caller."""
         from zelo_ray.faults import ErrorLog, FaultInjector
 
-        self.cfgs = {c.name: c for c in (JudgeConfig.model_validate(j) for j in judges)}
+        self.cfgs = {c.name: c for c in judges}
         self.texts = texts
         self.errors = ErrorLog(errors, "annotate") if errors else None
         self.injector = FaultInjector("annotate", inject)
@@ -107,7 +95,7 @@ class JudgeCaller:
         unknown = judges - set(self.judges)
         if unknown:
             raise ValueError(f"task rows name judges not in the config: {sorted(unknown)}")
-        if self.texts is not None and any(self.cfgs[j].kind != "simulated" for j in judges):
+        if self.texts is not None and any(not self.cfgs[j].simulated for j in judges):
             for q, qb, a, b in zip(*(batch[c].to_pylist() for c in ("query_id", "query_b", "doc_a", "doc_b"))):
                 for what, key, table in (("query", q, self.texts.queries), ("query", qb, self.texts.queries),
                                          ("document", a, self.texts.docs), ("document", b, self.texts.docs)):
@@ -163,8 +151,7 @@ class JudgeCaller:
                 error[idx[k]] = res.error[k] or "no score returned"
             tin[idx], tout[idx] = res.input_tokens, res.output_tokens
             lat[idx], att[idx] = res.latency_s, res.attempts
-            cost[idx] = (res.input_tokens * cfg.price_per_million_input
-                         + res.output_tokens * cfg.price_per_million_output) / 1e6
+            cost[idx] = cfg.cost(res.input_tokens, res.output_tokens)
             model[idx] = cfg.model
         return pa.Table.from_arrays([
             batch["pair_id"], batch["query_id"], batch["kind"], batch["probe"], batch["judge"],

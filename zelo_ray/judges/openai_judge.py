@@ -24,7 +24,7 @@ import os
 import random
 import time
 
-from zelo_ray.judges.base import CallBatch, ResultBatch
+from zelo_ray.judges.base import CallBatch, JudgeSetupError, ResultBatch
 from zelo_ray.judges.limits import EndpointLimiter, backoff_delay
 from zelo_ray.judges.parse import ScoreParseError, parse_score
 from zelo_ray.judges.prompt import build_messages, response_format
@@ -34,10 +34,6 @@ __all__ = ["JudgeSetupError", "OpenAIJudge", "read_api_key"]
 log = logging.getLogger(__name__)
 
 _FALLBACK = {"json_schema": "json_object", "json_object": "text"}
-
-
-class JudgeSetupError(RuntimeError):
-    """A judge cannot be built (e.g. its API key variable is unset); the message names it."""
 
 
 def read_api_key(name: str, api_key_env: str | None) -> str:

@@ -20,9 +20,11 @@ Example::
 
 from __future__ import annotations
 
-__all__ = ["PROMPT_VERSION", "RESPONSE_SCHEMA", "build_messages", "response_format"]
+__all__ = ["PROMPT_VERSION", "SLM_PROMPT_VERSION", "RESPONSE_SCHEMA", "build_messages", "response_format"]
 
 PROMPT_VERSION = "pairwise-v1"
+SLM_PROMPT_VERSION = "pairwise-slm-v1"
+"""The pairwise small model's prompt (:mod:`zelo_ray.judges.vllm_pairwise`)."""
 
 _SYSTEM = (
     "You are an expert search relevance assessor. You compare two candidates carefully and "

@@ -32,10 +32,9 @@ import numpy as np
 import pyarrow as pa
 
 from zelo_ray.judges.caller import VOTE_SCHEMA, TextTable
+from zelo_ray.judges.prompt import SLM_PROMPT_VERSION
 
 __all__ = ["SLM_PROMPT_VERSION", "answer_token_ids", "slm_prompt", "scores_from_logprobs", "vllm_votes"]
-
-SLM_PROMPT_VERSION = "pairwise-slm-v1"
 
 _WITHIN = ("Query: {query}\n\nDocument A: {first}\n\nDocument B: {second}\n\n"
            "Which document is more relevant to the query? Answer A or B.\nAnswer:")

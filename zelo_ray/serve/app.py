@@ -21,7 +21,7 @@ from ray import serve
 
 from zelo_ray.serve.schemas import (CohereRerankRequest, CohereRerankResponse, ZeroEntropyRerankRequest,
                                     ZeroEntropyRerankResponse)
-from zelo_ray.serve.settings import ServeConfig
+from zelo_ray.config.serve import ServeConfig
 
 __all__ = ["RerankServer", "build_app", "deployment_options"]
 

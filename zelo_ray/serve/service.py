@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from zelo_ray.serve.schemas import CohereRerankRequest, ZeroEntropyRerankRequest
-from zelo_ray.serve.settings import ServeConfig
+from zelo_ray.config.serve import ServeConfig
 
 __all__ = ["APIS", "RerankError", "RerankService", "api_keys_from_env", "describe_validation_error"]
 

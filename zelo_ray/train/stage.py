@@ -132,7 +132,7 @@ def choose_fusion(cfg: ZeloConfig, col, model_dir: Path, card: dict, validation:
 
 
 def _simulated(cfg: ZeloConfig) -> bool:
-    return cfg.train.target == "zelo" and any(j.kind == "simulated" for j in cfg.annotate.judges)
+    return cfg.train.target == "zelo" and any(j.simulated for j in cfg.annotate.judges)
 
 
 def evaluate_reranker(cfg: ZeloConfig, col, queries: list[str], checkpoints: dict[str, str], *, log=print,

@@ -82,7 +82,7 @@ def run_quickstart(cfg: ZeloConfig, *, log=print, after_stage=None) -> dict:
         qrels_table = pq.read_table(col.qrels_path(cfg.split.train_split or cfg.data.split))
         # the simulated judges see the training queries' qrels only: nothing about test queries leaks
         train_qrels = qrels_table.filter(pc.is_in(qrels_table["query_id"], value_set=pa.array(split["train"])))
-    elif any(j.kind == "simulated" for j in cfg.annotate.judges):
+    elif any(j.simulated for j in cfg.annotate.judges):
         raise ValueError(f"{col.root}: this collection has no qrels, and simulated judges are driven by qrels; "
                          "configure LLM judges in annotate.judges (docs/judging.md)")
     judges = ", ".join(f"{j.name} ({j.kind})" for j in cfg.annotate.judges)

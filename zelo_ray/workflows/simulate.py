@@ -24,7 +24,7 @@ from zelo_ray.core.simulate import LABEL, JudgeModel, simulate_queries
 
 def run_simulation(cfg: ZeloConfig, *, log=print) -> dict:
     """Run the demo described by ``cfg``; write outputs under ``cfg.simulate.output_dir``."""
-    sim, g, jc, ec = cfg.simulate, cfg.graph, cfg.judges, cfg.elo
+    sim, g, jc, ec = cfg.simulate, cfg.graph, cfg.simulate.ensemble, cfg.elo
     out = Path(sim.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(sim.seed)

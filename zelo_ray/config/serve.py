@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from zelo_ray.config.base import Strict
 
 __all__ = ["AutoscalingSettings", "ServeConfig"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class AutoscalingSettings(_Strict):
+class AutoscalingSettings(Strict):
     """Ray Serve autoscaling of the reranker replicas (replaces ``num_replicas`` when set)."""
 
     min_replicas: int = Field(1, ge=0, description="Fewest replicas kept running.")
@@ -29,7 +27,7 @@ class AutoscalingSettings(_Strict):
         return self
 
 
-class ServeConfig(_Strict):
+class ServeConfig(Strict):
     """Serving a reranker with Ray Serve (``zelo serve``, ``serve run``)."""
 
     checkpoint: str | None = Field(None, description="Model folder (local path, or s3:// / gs:// / file:// "

@@ -1,0 +1,163 @@
+"""The judging step's engine: hand every call of a run to the judges (a Ray Data actor pool of
+judge callers, ray.data.llm for vLLM judges, or callers in this process), store the answers as
+they arrive, and report progress."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from zelo_ray.annotate.sizing import caller_count
+from zelo_ray.config import ZeloConfig
+from zelo_ray.faults import ErrorLog
+from zelo_ray.judges.caller import JudgeCaller, TextTable
+from zelo_ray.judges.factory import preflight
+from zelo_ray.judges.store import VoteStore
+
+__all__ = ["Progress", "execute"]
+
+
+class Progress:
+    """Pairs done, calls done, votes/s, failures, tokens and cost so far — logged every ``every_s``.
+
+    A pair is done when none of its calls is still waiting; with ``pending_pairs`` (the pair id
+    of every call asked in this run) and ``n_pairs`` (all pairs of the run, including those
+    answered by an earlier run) the line counts them too.
+    """
+
+    def __init__(self, total: int, log_fn=print, every_s: float = 5.0, *,
+                 pending_pairs: np.ndarray | None = None, n_pairs: int | None = None) -> None:
+        self.total, self.log_fn, self.every_s = total, log_fn, every_s
+        self.done = self.failed = self.tokens_in = self.tokens_out = 0
+        self.cost = 0.0
+        self.t0 = self._last = time.perf_counter()
+        self.n_pairs = n_pairs
+        self._pair_ids = self._waiting = None
+        if pending_pairs is not None:
+            self._pair_ids, inverse = np.unique(pending_pairs, return_inverse=True)
+            self._waiting = np.bincount(inverse, minlength=len(self._pair_ids))
+
+    def pairs_done(self) -> int | None:
+        if self.n_pairs is None or self._waiting is None:
+            return None
+        return self.n_pairs - int((self._waiting > 0).sum())
+
+    def update(self, votes: pa.Table) -> None:
+        now = time.perf_counter()
+        self.done += votes.num_rows
+        self.failed += votes["score"].null_count
+        self.tokens_in += int(pc.sum(votes["input_tokens"]).as_py() or 0)
+        self.tokens_out += int(pc.sum(votes["output_tokens"]).as_py() or 0)
+        self.cost += float(pc.sum(votes["cost"]).as_py() or 0.0)
+        if self._waiting is not None and votes.num_rows:
+            idx = np.searchsorted(self._pair_ids, votes["pair_id"].to_numpy())
+            np.subtract.at(self._waiting, np.clip(idx, 0, len(self._pair_ids) - 1), 1)
+        if now - self._last >= self.every_s or self.done >= self.total:
+            self._last = now
+            self.log_fn(self.line())
+
+    def rate(self) -> float:
+        return self.done / max(time.perf_counter() - self.t0, 1e-9)
+
+    def line(self) -> str:
+        pct = 100.0 * self.done / self.total if self.total else 100.0
+        pairs = self.pairs_done()
+        head = f"pairs {pairs:,}/{self.n_pairs:,} · " if pairs is not None else ""
+        return (f"      {head}calls {self.done:,}/{self.total:,} ({pct:.1f}%) · {self.rate():,.1f} votes/s · "
+                f"{self.failed:,} failed · tokens in {self.tokens_in:,} out {self.tokens_out:,} · "
+                f"cost ${self.cost:.4f}")
+
+
+def _blocks(todo: pa.Table, rows: int) -> list[pa.Table]:
+    return [todo.slice(i, rows) for i in range(0, todo.num_rows, rows)]
+
+
+def execute(todo: pa.Table, cfg: ZeloConfig, store: VoteStore, texts: TextTable | None,
+            progress: Progress, errors: ErrorLog | None = None) -> None:
+    """Ask every call in ``todo``; append answers to ``store`` as they come back. A call that
+    cannot be asked goes to ``errors`` (and is not stored, so a re-run asks it again)."""
+    acfg = cfg.annotate
+    isolation = dict(errors=str(errors.path) if errors else None, inject=list(cfg.errors.inject))
+    if todo.num_rows == 0:
+        return
+    slm = [j for j in acfg.judges if j.runner == "vllm"]
+    if slm:
+        # vLLM judges run as their own Ray Data job (ray.data.llm); the rest go to the callers.
+        names = pa.array([j.name for j in slm])
+        is_slm = pc.is_in(todo["judge"], value_set=names)
+        _execute_vllm(todo.filter(is_slm), cfg, slm, store, texts, progress)
+        todo = todo.filter(pc.invert(is_slm))
+        if todo.num_rows == 0:
+            return
+    judges = [j for j in acfg.judges if j.runner == "caller"]
+    if acfg.executor == "local":
+        caller = JudgeCaller(judges, texts, share=1.0, **isolation)
+        try:
+            with ThreadPoolExecutor(acfg.batches_in_flight) as pool:
+                pending = set()
+                for block in _blocks(todo, acfg.batch_size):
+                    pending.add(pool.submit(caller, block))
+                    if len(pending) >= 2 * acfg.batches_in_flight:
+                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for f in finished:
+                            votes = f.result()
+                            store.append(votes)
+                            progress.update(votes)
+                for f in pending:
+                    votes = f.result()
+                    store.append(votes)
+                    progress.update(votes)
+        finally:
+            caller.close()
+        return
+
+    import ray
+    from ray.data import DataContext
+
+    from zelo_ray.raysession import ensure_ray
+
+    ensure_ray(cfg.ray)
+    ctx = DataContext.get_current()
+    saved = ctx.target_max_block_size
+    # One output block per batch, so votes reach the store as they are answered.
+    ctx.target_max_block_size = max(1 << 16, acfg.batch_size * 512)
+    callers = acfg.callers or caller_count(cfg.annotate.judges)
+    parallel = callers * acfg.batches_in_flight
+    block_rows = int(np.clip(todo.num_rows // (parallel * 4) or 1, acfg.batch_size, acfg.batch_size * 64))
+    try:
+        ds = ray.data.from_arrow(_blocks(todo, block_rows))
+        ds = ds.map_batches(
+            JudgeCaller, fn_constructor_kwargs=dict(judges=judges, texts=texts, share=1.0 / callers, **isolation),
+            batch_size=acfg.batch_size, batch_format="pyarrow",
+            # Several batches run at once in one actor (threads feeding one event loop), so a
+            # slow call at the end of one batch does not idle the endpoint's other slots.
+            compute=ray.data.ActorPoolStrategy(
+                size=callers, max_tasks_in_flight_per_actor=acfg.batches_in_flight,
+                max_concurrent_calls_per_actor=acfg.batches_in_flight, enable_true_multi_threading=True),
+            num_cpus=acfg.caller_cpus)
+        for votes in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            store.append(votes)
+            progress.update(votes)
+    finally:
+        ctx.target_max_block_size = saved
+
+
+def _execute_vllm(todo: pa.Table, cfg: ZeloConfig, judges: list, store: VoteStore,
+                  texts: TextTable | None, progress: Progress) -> None:
+    for judge in judges:
+        preflight(judge)
+    from zelo_ray.judges.vllm_pairwise import vllm_votes
+    from zelo_ray.raysession import ensure_ray
+
+    ensure_ray(cfg.ray)
+    for judge in judges:
+        rows = todo.filter(pc.equal(todo["judge"], judge.name))
+        if rows.num_rows == 0:
+            continue
+        for votes in vllm_votes(rows, judge, texts, batch_size=cfg.annotate.batch_size):
+            store.append(votes)
+            progress.update(votes)

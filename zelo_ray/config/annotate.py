@@ -1,0 +1,73 @@
+"""The `annotate` section: which pairs are judged, by which ensemble, and how votes become targets."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from zelo_ray.config.base import Strict, even_degree
+from zelo_ray.config.judges import JudgeConfig, SimulatedJudgeConfig
+
+__all__ = ["AnnotateConfig", "CalibrationConfig"]
+
+
+def _default_judges() -> list[SimulatedJudgeConfig]:
+    return [SimulatedJudgeConfig(name=f"sim-{i}", kind="simulated", model=f"simulated-{i}") for i in range(3)]
+
+
+class CalibrationConfig(Strict):
+    """Cross-query calibration: one offset per query from judged cross-query pairs, then targets."""
+
+    k: int = Field(4, ge=0, description="Degree of the query graph of cross-query pairs (even; "
+                   "Q*k/2 pairs, 0 disables calibration). Each edge judges a random candidate of "
+                   "one query against a random candidate of the other.")
+    prior: float = Field(0.1, ge=0, description="L2 prior on the offsets (keeps isolated queries at 0).")
+    temperature: float = Field(1.0, gt=0, description="target = sigmoid((calibrated - median) / temperature).")
+
+    _even = field_validator("k")(lambda v: even_degree(v))
+
+
+class AnnotateConfig(Strict):
+    """Pairs → judges → Elo: `zelo annotate`."""
+
+    top_n: int = Field(100, ge=2, description="Candidates per query that get judged (by fused rank).")
+    max_queries: int | None = Field(None, ge=1, description="Judge only the first N queries (by id) — "
+                                    "for a quick run against a real LLM.")
+    query_split: str | None = Field(None, description="Judge only queries of this qrels split (null: all "
+                                    "queries with candidates).")
+    seed: int = Field(0, description="Run seed: pair graphs and A/B orders derive from it.")
+    judges: list[JudgeConfig] = Field(default_factory=_default_judges, min_length=1,
+                                      description="The ensemble, one entry per judge "
+                                      "(each entry's `kind` picks its backend and fields).")
+    clamp: bool = Field(True, description="Clamp each score to {-1, 0, 1} before averaging (the paper's rule).")
+    min_votes: int = Field(1, ge=1, description="Pairs with fewer answering judges are left out of the fit.")
+    executor: Literal["ray", "local"] = Field("ray", description="'ray': Ray Data actor pool of judge "
+                                              "callers; 'local': the same callers in this process.")
+    callers: int = Field(1, ge=0, description="Judge-caller actors; each endpoint's limits are split "
+                         "evenly between them. 0: sized from the endpoints' limits (annotate/sizing.py: "
+                         "the calls/s they allow ÷ 150 per caller).")
+    caller_cpus: float = Field(0.25, gt=0, description="CPUs Ray reserves per caller actor (they mostly wait).")
+    batch_size: int = Field(256, ge=1, description="Judge calls per batch handed to a caller.")
+    batches_in_flight: int = Field(4, ge=1, description="Batches each caller works on at once.")
+    flush_rows: int = Field(2000, ge=1, description="Votes buffered before a Parquet part is written.")
+    flush_s: float = Field(5.0, gt=0, description="... or seconds since the last write (a kill loses at most this).")
+    retry_failed: bool = Field(True, description="On a re-run, ask again the calls stored as missing votes.")
+    swap_probe: float = Field(0.0, ge=0, le=1, description="Share of pairs each judge also sees in the "
+                              "other order, to measure position bias (probe votes are not fitted).")
+    heldout: float = Field(0.1, ge=0, lt=1, description="Share of pairs held out to compare Bradley-Terry "
+                           "and Thurstone likelihoods in the report (0: skip).")
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig,
+                                           description="Cross-query calibration.")
+    output: str | None = Field(None, description="Directory for pairs, votes, zelo.parquet and the "
+                               "report (null: <workdir>/annotate).")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "AnnotateConfig":
+        seen: set[str] = set()
+        for i, j in enumerate(self.judges):
+            if j.name in seen:
+                raise ValueError(f"judges[{i}].name={j.name!r} is used twice")
+            seen.add(j.name)
+        return self
+
