@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["local_copy", "pull", "push"]
+__all__ = ["RunSync", "local_copy", "pull", "push"]
 
 def _fs(uri: str):
     from pyarrow import fs
@@ -92,3 +92,42 @@ def local_copy(uri: str, cache: str | Path | None = None) -> str:
     local = Path(cache or Path.home() / ".cache" / "zelo-ray") / hashlib.sha256(uri.encode()).hexdigest()[:16]
     pull(uri, local)
     return str(local)
+
+
+class RunSync:
+    """Keeps a run directory and its durable copy (``data.output_uri``) in step: pulled before a
+    command, pushed after each finished stage and when the command ends — also when it fails,
+    since what was paid for must reach durable storage. Without a URI it does nothing.
+
+    Example::
+
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as run, tempfile.TemporaryDirectory() as store:
+        ...     sync = RunSync(run, store, log=lambda m: None)
+        ...     with sync:
+        ...         _ = Path(run, "metrics.json").write_text("{}")
+        ...     sorted(p.name for p in Path(store).iterdir())
+        ['metrics.json']
+    """
+
+    def __init__(self, local: str | Path, uri: str | None, *, log=print) -> None:
+        self.local, self.uri, self.log = Path(local), uri, log
+
+    def pull(self) -> None:
+        if self.uri:
+            n = pull(self.uri, self.local)
+            self.log(f"zelo: pulled {n} files from {self.uri} into {self.local}")
+
+    def push(self, stage: str | None = None) -> None:
+        """Push new or changed files (after ``stage``, or at the end when it is None)."""
+        if self.uri:
+            n = push(self.local, self.uri)
+            self.log(f"zelo: {stage + ' done; ' if stage else ''}pushed {n} files from {self.local} to {self.uri}")
+
+    def __enter__(self) -> "RunSync":
+        self.pull()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.push()
+

@@ -14,7 +14,7 @@ __all__ = ["add_bench_commands", "write_result"]
 
 def write_result(result: dict, path: str | None) -> None:
     """Print a JSON result and, with ``path``, also write it there."""
-    text = json.dumps(result, indent=2)
+    text = json.dumps(result, indent=2, default=str)
     print(text)
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Small helpers shared by the benchmarks: peak memory, machine description, Kendall τ."""
+"""Small helpers shared by the benchmarks: peak memory, machine description, free ports."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import platform
 import resource
 import socket
 
-import numpy as np
-from scipy.stats import kendalltau
 
 
 def peak_rss_mb() -> float:
@@ -28,18 +26,6 @@ def machine() -> str:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, Python {platform.python_version()}"
-
-
-def kendall_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Kendall τ-b between matching rows of two (Q, n) arrays."""
-    return np.array([kendalltau(x, y).statistic for x, y in zip(a, b)])
-
-
-def mean_ci(x: np.ndarray) -> tuple[float, float]:
-    """Mean and the half-width of its normal 95% confidence interval."""
-    x = np.asarray(x, dtype=np.float64)
-    half = 1.96 * x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else float("nan")
-    return float(x.mean()), float(half)
 
 
 def peak_rss_of(cmdline_substring: str) -> dict[int, float]:

@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm import tqdm
 
-from zelo_ray.bench.common import kendall_rows, machine, mean_ci
+from zelo_ray.bench.common import machine
+from zelo_ray.core.stats import kendall_rows, mean_ci
 from zelo_ray.core.elo import fit
 from zelo_ray.core.ensemble import soft_outcomes
 from zelo_ray.core.graph import all_pairs, random_pairs, sample_pairs

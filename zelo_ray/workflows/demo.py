@@ -19,18 +19,12 @@ import pyarrow.parquet as pq
 from zelo_ray.annotate.run import run_annotate
 from zelo_ray.config import ZeloConfig
 from zelo_ray.data import open_collection
+from zelo_ray.eval.table import metrics_lines
 from zelo_ray.retrieval.indexing import run_index
 from zelo_ray.retrieval.pipeline import run_retrieve
 from zelo_ray.layout import layout
 
 __all__ = ["run_quickstart"]
-
-
-def _line(name: str, m: dict) -> str:
-    cells = []
-    for k in ("ndcg@10", "recall@100", "mrr@10"):
-        cells.append(f"{k} {m[k]['mean']:.3f} [{m[k]['ci_low']:.3f}, {m[k]['ci_high']:.3f}]")
-    return f"      {name:11s}" + "  ".join(cells)
 
 
 def _evaluate_step(cfg: ZeloConfig, col, split: dict, ckpt: str, ann: dict, meta: dict, log) -> dict:
@@ -40,8 +34,9 @@ def _evaluate_step(cfg: ZeloConfig, col, split: dict, ckpt: str, ann: dict, meta
     metrics = evaluate_reranker(cfg, col, split["test"], {"reranker": ckpt}, log=log,
                                 out=layout(cfg).train)
     rows = [n for n in ("bm25", "dense", "hybrid", "reranker", "reranker_model_only") if n in metrics]
-    for name in rows:
-        log(_line(name.replace("reranker_model_only", "model only"), metrics[name]))
+    for line in metrics_lines(metrics, rows, digits=3, indent="      ", width=11,
+                              labels={"reranker_model_only": "model only"}):
+        log(line)
     d = metrics["reranker"]["delta_vs_hybrid"]["ndcg@10"]
     log(f"      reranker − hybrid nDCG@10: {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] "
         f"(paired bootstrap, {int(cfg.evaluate.confidence * 100)}%)" + (

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from zelo_ray.bench.common import kendall_rows, mean_ci
+from zelo_ray.core.stats import kendall_rows, mean_ci
 from zelo_ray.config import ZeloConfig
 from zelo_ray.core.elo import fit
 from zelo_ray.core.ensemble import soft_outcomes
