@@ -1,6 +1,7 @@
 """Ray Data indexing and retrieval end to end on a small collection, plus `zelo evaluate`."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -173,3 +174,31 @@ def test_one_failing_query_is_listed_and_retried_alone(cfg, tmp_path):
         run_retrieve(cfg)
     kept = pq.read_table(cfg.retrieve.output)
     assert sorted(set(kept["query_id"].to_pylist())) == ["lib", "unjudged"]
+
+
+def test_rows_lost_between_writers_and_the_run_directory_fail_loudly(cfg, tmp_path, monkeypatch):
+    """On a cluster without shared storage, workers on other nodes write candidates to their own
+    disks; the driver must notice the missing rows instead of publishing a partial set."""
+    import ray.data
+
+    from zelo_ray.faults import StageFailed
+
+    run_index(cfg, progress=False)
+    cfg = cfg.model_copy(deep=True)
+    cfg.retrieve.output = str(tmp_path / "cand.parquet")
+    real_write = ray.data.Dataset.write_parquet
+
+    def write_then_lose_a_query(self, path, **kw):   # as if one writer sat on another node
+        real_write(self, path, **kw)
+        import pyarrow.compute as pc
+
+        f = sorted(Path(path).glob("*.parquet"))[0]
+        t = pq.read_table(f)
+        pq.write_table(t.filter(pc.not_equal(t["query_id"], t["query_id"][0])), f)
+
+    monkeypatch.setattr(ray.data.Dataset, "write_parquet", write_then_lose_a_query)
+    with pytest.raises(StageFailed, match=r"1 of 4 queries that did not fail have no candidates.*shares"):
+        run_retrieve(cfg)
+    assert not Path(cfg.retrieve.output).exists()      # nothing partial was published
+    monkeypatch.setattr(ray.data.Dataset, "write_parquet", real_write)
+    assert run_retrieve(cfg)["rows"] > 0

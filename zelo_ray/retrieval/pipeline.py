@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from zelo_ray.config import ZeloConfig
 from zelo_ray.data import open_collection
-from zelo_ray.faults import ErrorLog, IsolatedBatches, check_failures
+from zelo_ray.faults import ErrorLog, IsolatedBatches, StageFailed, check_failures
 from zelo_ray.retrieval.search import CANDIDATES
 from zelo_ray.layout import layout
 
@@ -108,6 +108,8 @@ def run_retrieve(cfg: ZeloConfig) -> dict:
         compute=ray.data.ActorPoolStrategy(size=rcfg.search_actors), num_cpus=rcfg.search_cpus)
     ds.write_parquet(str(tmp))
     seconds = time.perf_counter() - t0
+    table = errors.finish()
+    _check_written(tmp, (len(failed_before) if retry else n_queries) - len(set(table["record_id"].to_pylist())))
     out.parent.mkdir(parents=True, exist_ok=True)
     if retry:
         # the new queries' parts join the finished set; without the state file until they are all
@@ -124,13 +126,30 @@ def run_retrieve(cfg: ZeloConfig) -> dict:
         else:  # every query failed: an empty candidates set, so the errors say what happened
             out.mkdir()
             pq.write_table(CANDIDATES.empty_table(), out / "empty.parquet")
-    table = errors.finish()
     (out / _STATE).write_text(json.dumps({"fingerprint": fingerprint, "queries": n_queries,
                                           "failed": table.num_rows}))
     # raises past errors.max_fraction, after every finished query is in place
     failed = check_failures(table, n_queries, cfg.errors.max_fraction, stage="retrieve", path=errors.path,
                             what="queries")
     return _report(out, n_queries, seconds, failed, retried=len(failed_before) if retry else None)
+
+
+def _check_written(tmp: Path, expected: int) -> None:
+    """Every query that did not fail must have candidates in ``tmp``. Writers are Ray workers: on
+    a cluster without a shared file system each node writes to its own disk, and the driver would
+    otherwise rename a partial (or empty) directory and report it as complete."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    files = sorted(tmp.glob("*.parquet")) if tmp.exists() else []
+    found = pads.dataset([str(f) for f in files], format="parquet").to_table(columns=["query_id"]) if files else None
+    written = len(pc.unique(found["query_id"])) if found is not None and found.num_rows else 0
+    if written < expected:
+        raise StageFailed(
+            f"retrieve: {expected - written:,} of {expected:,} queries that did not fail have no candidates in "
+            f"{tmp} ({len(files)} files written). The rows went missing between the writers and this "
+            "directory: on a multi-node cluster put data.workdir on storage every node shares (or "
+            "data.output_uri), then re-run.")
 
 
 def _report(out: Path, n_queries: int, seconds: float, failed: dict, *, reused: bool = False,
