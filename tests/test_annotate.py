@@ -206,13 +206,22 @@ def test_resume_after_kill9(workdir, tmp_path, ray_tmp):
         proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT)
         deadline = time.time() + 120
-        while time.time() < deadline and len(list((out / "votes").glob("part-*.parquet"))) < 3:
+        while time.time() < deadline and (
+                not (out / "votes").exists() or len(VoteStore(out / "votes").answered_keys()) < 40):
             assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
             time.sleep(0.1)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        # Ray's worker processes outlive the driver for a moment and their callers log the
+        # answers still arriving; wait until the store stops growing
+        counts = []
+        while len(counts) < 4 or len(set(counts[-4:])) > 1:
+            counts.append(len(VoteStore(out / "votes").answered_keys()))
+            time.sleep(0.5)
+            assert len(counts) < 60, counts
         stored = set(VoteStore(out / "votes").answered_keys().tolist())
         first_run = dict(server.calls)
+        first_answered = {int(k) for k in server.answered}
         total_calls = (N_QUERIES * 24 + N_QUERIES) * 2
         assert 0 < len(stored) < total_calls, "the kill must land mid-run"
         server.calls.clear()
@@ -223,9 +232,11 @@ def test_resume_after_kill9(workdir, tmp_path, ray_tmp):
     final = VoteStore(out / "votes").read()
     assert final.num_rows == total_calls and final["score"].null_count == 0
     assert len(set(final["cache_key"].to_pylist())) == total_calls
-    # Only answers lost in flight at the kill were paid for twice.
+    # Only answers lost in flight at the kill were paid for twice: each caller logs every answer
+    # the moment it arrives, so at most the two judges' max_concurrency (4 + 4) calls are repaid.
     asked_twice = {int(k) for k in first_run} & second_run
     assert not asked_twice & stored
+    assert len(first_answered & second_run) <= 8, len(first_answered & second_run)
     report = json.loads((out / "report.json").read_text())
     assert report["reused"] == len(stored) and report["missing_votes"] == 0
 

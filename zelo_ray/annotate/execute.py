@@ -18,7 +18,7 @@ from zelo_ray.judges.caller import JudgeCaller, TextTable
 from zelo_ray.judges.factory import preflight
 from zelo_ray.judges.store import VoteStore
 
-__all__ = ["Progress", "execute"]
+__all__ = ["Progress", "callers_log_answers", "execute"]
 
 
 class Progress:
@@ -76,10 +76,28 @@ def _blocks(todo: pa.Table, rows: int) -> list[pa.Table]:
     return [todo.slice(i, rows) for i in range(0, todo.num_rows, rows)]
 
 
+def callers_log_answers(cfg: ZeloConfig) -> bool:
+    """Whether judge callers append answers to the store themselves, each as it arrives
+    (``annotate.answer_log``): with ``auto``, when they run in this process or on this machine's
+    single-node Ray cluster, where the store directory is theirs to write."""
+    mode = cfg.annotate.answer_log
+    if mode != "auto":
+        return mode == "caller"
+    if cfg.annotate.executor == "local":
+        return True
+    import ray
+
+    from zelo_ray.raysession import ensure_ray
+
+    ensure_ray(cfg.ray)
+    return sum(1 for n in ray.nodes() if n.get("Alive")) <= 1
+
+
 def execute(todo: pa.Table, cfg: ZeloConfig, store: VoteStore, texts: TextTable | None,
             progress: Progress, errors: ErrorLog | None = None) -> None:
-    """Ask every call in ``todo``; append answers to ``store`` as they come back. A call that
-    cannot be asked goes to ``errors`` (and is not stored, so a re-run asks it again)."""
+    """Ask every call in ``todo``; answers reach ``store`` as they come back — written by the
+    callers themselves, one by one (:func:`callers_log_answers`), or appended here per batch. A
+    call that cannot be asked goes to ``errors`` (and is not stored, so a re-run asks it again)."""
     acfg = cfg.annotate
     isolation = dict(errors=str(errors.path) if errors else None, inject=list(cfg.errors.inject))
     if todo.num_rows == 0:
@@ -94,6 +112,9 @@ def execute(todo: pa.Table, cfg: ZeloConfig, store: VoteStore, texts: TextTable 
         if todo.num_rows == 0:
             return
     judges = [j for j in acfg.judges if j.runner == "caller"]
+    logged = callers_log_answers(cfg)
+    isolation["log_dir"] = str(store.path) if logged else None
+    keep = (lambda votes: None) if logged else store.append
     if acfg.executor == "local":
         caller = JudgeCaller(judges, texts, share=1.0, **isolation)
         try:
@@ -105,11 +126,11 @@ def execute(todo: pa.Table, cfg: ZeloConfig, store: VoteStore, texts: TextTable 
                         finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                         for f in finished:
                             votes = f.result()
-                            store.append(votes)
+                            keep(votes)
                             progress.update(votes)
                 for f in pending:
                     votes = f.result()
-                    store.append(votes)
+                    keep(votes)
                     progress.update(votes)
         finally:
             caller.close()
@@ -140,8 +161,10 @@ def execute(todo: pa.Table, cfg: ZeloConfig, store: VoteStore, texts: TextTable 
                 max_concurrent_calls_per_actor=acfg.batches_in_flight, enable_true_multi_threading=True),
             num_cpus=acfg.caller_cpus)
         for votes in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            store.append(votes)
+            keep(votes)
             progress.update(votes)
+        if logged:
+            store.seal_logs()  # every batch is done: the callers write no more
     finally:
         ctx.target_max_block_size = saved
 

@@ -174,6 +174,7 @@ def tasks_step(cfg: ZeloConfig, run: _Inputs, graph: _Graph, out: Path, log_fn) 
                         swap_probe=acfg.swap_probe, text_hashes=hashes,
                         relevance=qrels_relevance(run.qrels) if run.simulated else None)
     store = VoteStore(out / "votes", flush_rows=acfg.flush_rows, flush_s=acfg.flush_s)
+    store.seal_logs()  # answers logged by the callers of a run that was killed
     skip = store.answered_keys() if acfg.retry_failed else store.asked_keys()
     keys = tasks["cache_key"].to_numpy()
     todo_mask = ~np.isin(keys, skip)

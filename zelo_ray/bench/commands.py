@@ -66,6 +66,16 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_kill_resume(args: argparse.Namespace) -> int:
+    from zelo_ray.bench import kill_resume
+
+    r = kill_resume.run(kill_after=args.kill_after, modes=args.modes, judges=args.judges,
+                        concurrency=args.concurrency, queries=args.queries, workdir=args.workdir,
+                        log=lambda m: print(m, file=sys.stderr))
+    write_result({"benchmark": "kill_resume", **r}, args.json)
+    return 0
+
+
 def cmd_bench_cost(args: argparse.Namespace) -> int:
     from zelo_ray.bench import cost
 
@@ -228,6 +238,17 @@ def add_bench_commands(sub) -> None:
     p.add_argument("--executors", nargs="+", default=["local", "ray"], choices=["local", "ray"])
     p.add_argument("--json", help="also write the JSON result here")
     p.set_defaults(func=cmd_bench_judging)
+
+    p = bsub.add_parser("kill-resume", help="kill -9 a three-judge annotate run at several moments: calls paid twice")
+    p.add_argument("--kill-after", type=float, nargs="+", default=[1.0, 3.0, 5.0, 7.0, 9.0],
+                   help="seconds after each run's first call at which it is killed")
+    p.add_argument("--modes", nargs="+", default=["caller", "driver"], choices=["caller", "driver"])
+    p.add_argument("--judges", type=int, default=3)
+    p.add_argument("--concurrency", type=int, default=8, help="max_concurrency of each judge")
+    p.add_argument("--queries", type=int, default=60, help="Cranfield queries judged (top-20 each)")
+    p.add_argument("--workdir", help="run directory of the first stage (default runs/bench-kill/cranfield)")
+    p.add_argument("--json", help="also write the JSON result here")
+    p.set_defaults(func=cmd_bench_kill_resume)
 
     p = bsub.add_parser("annotate-scale", help="pairs → simulated votes → Elo at scale (synthetic)")
     p.add_argument("--queries", type=int, default=10_000)

@@ -52,6 +52,12 @@ class AnnotateConfig(Strict):
     batches_in_flight: int = Field(4, ge=1, description="Batches each caller works on at once.")
     flush_rows: int = Field(2000, ge=1, description="Votes buffered before a Parquet part is written.")
     flush_s: float = Field(5.0, gt=0, description="... or seconds since the last write (a kill loses at most this).")
+    answer_log: Literal["auto", "caller", "driver"] = Field(
+        "auto", description="Who makes answers durable. 'caller': each judge caller appends every "
+        "answer to a log in the vote store the moment it arrives, so a kill repays only the calls in "
+        "flight; 'driver': callers return batches and the driver stores them (the store directory "
+        "need not be reachable from other nodes; a kill also repays the unflushed buffer); 'auto': "
+        "'caller' on one machine, 'driver' on a multi-node cluster.")
     retry_failed: bool = Field(True, description="On a re-run, ask again the calls stored as missing votes.")
     swap_probe: float = Field(0.0, ge=0, le=1, description="Share of pairs each judge also sees in the "
                               "other order, to measure position bias (probe votes are not fitted).")

@@ -13,12 +13,26 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+import pyarrow as pa
 
-__all__ = ["CallBatch", "ResultBatch", "Judge", "JudgeSetupError", "Texts"]
+__all__ = ["CallBatch", "ResultBatch", "Judge", "JudgeSetupError", "Texts", "VOTE_SCHEMA"]
+
+
+VOTE_SCHEMA = pa.schema([
+    ("pair_id", pa.int64()), ("query_id", pa.string()), ("kind", pa.string()), ("probe", pa.bool_()),
+    ("judge", pa.string()), ("model", pa.string()), ("swapped", pa.bool_()),
+    ("score", pa.float64()), ("error", pa.string()),
+    ("input_tokens", pa.int64()), ("output_tokens", pa.int64()), ("cost", pa.float64()),
+    ("latency_s", pa.float64()), ("attempts", pa.int64()), ("prompt_version", pa.string()),
+    ("cache_key", pa.int64()),
+])
+"""``score`` is in the pair's A/B frame (negative: A better), null for a missing vote, whose
+``error`` says why."""
 
 
 class JudgeSetupError(RuntimeError):
     """A judge cannot be built (e.g. its API key variable is unset); the message names it."""
+
 
 Texts = tuple[str, str, str, str | None]
 """(query, first text, second text, query of the second item or None when it is the same)."""
@@ -61,6 +75,10 @@ class Judge(Protocol):
     name: str
     model: str
 
-    async def judge_batch(self, calls: CallBatch) -> ResultBatch: ...
+    async def judge_batch(self, calls: CallBatch, on_answer: Callable[[int, ResultBatch], None] | None = None
+                          ) -> ResultBatch:
+        """Answer every call. A judge whose answers arrive one by one calls ``on_answer(i, out)``
+        as soon as call ``i``'s result in ``out`` is final (the caller logs it durably then)."""
+        ...
 
     async def aclose(self) -> None: ...

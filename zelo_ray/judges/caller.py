@@ -19,22 +19,12 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from zelo_ray.judges.base import CallBatch, ResultBatch
+from zelo_ray.judges.base import VOTE_SCHEMA, CallBatch, ResultBatch
 from zelo_ray.judges.factory import make_judge
 from zelo_ray.judges.prompt import PROMPT_VERSION
 
 __all__ = ["JudgeCaller", "TextTable", "VOTE_SCHEMA"]
 
-VOTE_SCHEMA = pa.schema([
-    ("pair_id", pa.int64()), ("query_id", pa.string()), ("kind", pa.string()), ("probe", pa.bool_()),
-    ("judge", pa.string()), ("model", pa.string()), ("swapped", pa.bool_()),
-    ("score", pa.float64()), ("error", pa.string()),
-    ("input_tokens", pa.int64()), ("output_tokens", pa.int64()), ("cost", pa.float64()),
-    ("latency_s", pa.float64()), ("attempts", pa.int64()), ("prompt_version", pa.string()),
-    ("cache_key", pa.int64()),
-])
-"""``score`` is in the pair's A/B frame (negative: A better), null for a missing vote, whose
-``error`` says why."""
 
 
 @dataclass
@@ -64,9 +54,10 @@ class JudgeCaller:
     stored and a re-run asks it again. A call that is asked and fails is a missing vote."""
 
     def __init__(self, judges: list, texts: TextTable | None = None, share: float = 1.0, *,
-                 errors: str | None = None, inject: list[str] | tuple = ()) -> None:
+                 errors: str | None = None, inject: list[str] | tuple = (), log_dir: str | None = None) -> None:
         """``judges``: typed judge configs (:data:`zelo_ray.config.JudgeConfig`) of the kinds that
-        run in a caller."""
+        run in a caller. ``log_dir``: append every answer to a log there as it arrives
+        (:mod:`zelo_ray.judges.answer_log`), so a kill loses only the calls in flight."""
         from zelo_ray.faults import ErrorLog, FaultInjector
 
         self.cfgs = {c.name: c for c in judges}
@@ -77,6 +68,11 @@ class JudgeCaller:
         self._thread = threading.Thread(target=self._loop.run_forever, name="judge-loop", daemon=True)
         self._thread.start()
         self.judges = {name: make_judge(c, share) for name, c in self.cfgs.items()}
+        self.log = None
+        if log_dir is not None:
+            from zelo_ray.judges.answer_log import AnswerLog
+
+            self.log = AnswerLog(log_dir)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self.errors is not None:
@@ -111,6 +107,8 @@ class JudgeCaller:
             asyncio.run_coroutine_threadsafe(_close(), self._loop).result(timeout=10)
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
+            if self.log is not None:
+                self.log.close()
 
     async def _run(self, batch: pa.Table) -> pa.Table:
         n = batch.num_rows
@@ -133,32 +131,51 @@ class JudgeCaller:
                 second_rel = np.where(swapped[idx], rel_a[idx], rel_b[idx])
             calls[name] = CallBatch(key=key[idx], texts=self._texts_fn(batch, idx, swapped),
                                     first_rel=first_rel, second_rel=second_rel)
-        results = await asyncio.gather(*(self.judges[name].judge_batch(calls[name]) for name in names))
-        score = np.full(n, np.nan)
-        error: list[str | None] = [None] * n
-        tin, tout = np.zeros(n, np.int64), np.zeros(n, np.int64)
-        lat, att = np.zeros(n), np.zeros(n, np.int64)
-        cost = np.zeros(n)
-        model = np.empty(n, dtype=object)
-        for name, res in zip(names, results):
-            idx = groups[name]
-            cfg = self.cfgs[name]
-            res: ResultBatch
-            # Back to the pair's A/B frame: a judge shown (B, A) scored B as "first".
-            score[idx] = np.where(swapped[idx], -res.score, res.score)
-            # Only missing votes carry an error; the loop runs over those alone (hot path).
-            for k in np.flatnonzero(np.isnan(res.score)):
-                error[idx[k]] = res.error[k] or "no score returned"
-            tin[idx], tout[idx] = res.input_tokens, res.output_tokens
-            lat[idx], att[idx] = res.latency_s, res.attempts
-            cost[idx] = cfg.cost(res.input_tokens, res.output_tokens)
-            model[idx] = cfg.model
+        logged = np.zeros(n, bool)
+        callbacks = {name: self._logger(batch, name, groups[name], swapped, logged) for name in names}
+        results = await asyncio.gather(*(self.judges[name].judge_batch(calls[name], callbacks[name])
+                                         for name in names))
+        parts = [self._votes(batch, groups[name], name, res, np.arange(len(groups[name])), swapped)
+                 for name, res in zip(names, results)]
+        order = np.argsort(np.concatenate([groups[name] for name in names]), kind="stable")
+        votes = pa.concat_tables(parts).take(pa.array(order))
+        if self.log is not None:
+            # answers the judges did not hand over one by one (a simulated judge answers a whole
+            # batch at once) are logged now, before the batch is reported done
+            self.log.write(votes.filter(pa.array(~logged)))
+        return votes
+
+    def _logger(self, batch: pa.Table, name: str, idx: np.ndarray, swapped: np.ndarray, logged: np.ndarray):
+        """``on_answer`` for one judge's calls in ``batch``: log each answer as it arrives."""
+        if self.log is None:
+            return None
+
+        def on_answer(i: int, res: ResultBatch) -> None:
+            self.log.write(self._votes(batch, idx[[i]], name, res, np.array([i]), swapped))
+            logged[idx[i]] = True
+        return on_answer
+
+    def _votes(self, batch: pa.Table, rows: np.ndarray, name: str, res: ResultBatch, sub: np.ndarray,
+               swapped: np.ndarray) -> pa.Table:
+        """Vote rows for ``batch``'s rows ``rows``, answered by judge ``name`` at ``res[sub]``."""
+        cfg = self.cfgs[name]
+        raw = res.score[sub]
+        # Back to the pair's A/B frame: a judge shown (B, A) scored B as "first".
+        score = np.where(swapped[rows], -raw, raw)
+        error: list[str | None] = [None] * len(rows)
+        for k in np.flatnonzero(np.isnan(raw)):  # only missing votes carry an error (hot path)
+            error[k] = res.error[int(sub[k])] or "no score returned"
+        tin, tout = res.input_tokens[sub], res.output_tokens[sub]
+        take = pa.array(rows)
         return pa.Table.from_arrays([
-            batch["pair_id"], batch["query_id"], batch["kind"], batch["probe"], batch["judge"],
-            pa.array(model, pa.string()), batch["swapped"],
+            batch["pair_id"].take(take), batch["query_id"].take(take), batch["kind"].take(take),
+            batch["probe"].take(take), batch["judge"].take(take),
+            pa.array([cfg.model] * len(rows), pa.string()), batch["swapped"].take(take),
             pa.array(score, pa.float64(), mask=np.isnan(score)), pa.array(error, pa.string()),
-            pa.array(tin), pa.array(tout), pa.array(cost), pa.array(lat), pa.array(att),
-            pa.array([PROMPT_VERSION] * n, pa.string()), batch["cache_key"],
+            pa.array(tin, pa.int64()), pa.array(tout, pa.int64()),
+            pa.array(np.asarray(cfg.cost(tin, tout), np.float64) * np.ones(len(rows)), pa.float64()),
+            pa.array(res.latency_s[sub], pa.float64()), pa.array(res.attempts[sub], pa.int64()),
+            pa.array([PROMPT_VERSION] * len(rows), pa.string()), batch["cache_key"].take(take),
         ], schema=VOTE_SCHEMA)
 
     def _texts_fn(self, batch: pa.Table, idx: np.ndarray, swapped: np.ndarray):

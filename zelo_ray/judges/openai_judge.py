@@ -82,12 +82,18 @@ class OpenAIJudge:
             message = message.replace(self._key, "***")
         return message[:500]
 
-    async def judge_batch(self, calls: CallBatch) -> ResultBatch:
+    async def judge_batch(self, calls: CallBatch, on_answer=None) -> ResultBatch:
         out = ResultBatch.empty(len(calls))
-        await asyncio.gather(*(self._one(i, calls.texts(i), int(calls.key[i]), out) for i in range(len(calls))))
+        await asyncio.gather(*(self._one(i, calls.texts(i), int(calls.key[i]), out, on_answer)
+                               for i in range(len(calls))))
         return out
 
-    async def _one(self, i: int, texts, key: int, out: ResultBatch) -> None:
+    async def _one(self, i: int, texts, key: int, out: ResultBatch, on_answer=None) -> None:
+        await self._ask(i, texts, key, out)
+        if on_answer is not None:
+            on_answer(i, out)
+
+    async def _ask(self, i: int, texts, key: int, out: ResultBatch) -> None:
         import openai
 
         query, first, second, query_b = texts

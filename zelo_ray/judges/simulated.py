@@ -34,7 +34,8 @@ class SimulatedJudge:
         self.name, self.model = name, model
         self.noise_sd, self.uniform_mix, self.position_bias = noise_sd, uniform_mix, position_bias
 
-    async def judge_batch(self, calls: CallBatch) -> ResultBatch:
+    async def judge_batch(self, calls: CallBatch, on_answer=None) -> ResultBatch:
+        # answers come all at once, at no cost: the caller stores the batch as a whole
         if calls.first_rel is None or calls.second_rel is None:
             raise ValueError(f"simulated judge {self.name!r} needs hidden relevance per call")
         key = np.asarray(calls.key, dtype=np.int64)

@@ -4,6 +4,9 @@ Each flush writes one part to a temporary name, fsyncs it and renames it into pl
 part is either complete or absent: a ``kill -9`` loses at most the unflushed buffer (bounded
 by ``flush_rows`` / ``flush_s``), never a part already written and never a half-written one.
 
+Judge callers may also append their answers themselves, one call at a time, to per-process
+logs in the same directory (:mod:`zelo_ray.judges.answer_log`); reading includes them.
+
 Reading deduplicates by ``cache_key``: where a call was asked more than once (a missing vote
 asked again on a re-run), the answered row wins over missing ones, then the latest row. Spend
 (tokens, cost) is summed over every row ever written, because every attempt was paid for.
@@ -83,12 +86,23 @@ class VoteStore:
         self._buffer, self._buffered = [], 0
 
     def read_all(self, columns: list[str] | None = None) -> pa.Table:
-        """Every row ever written (for spend), in write order."""
-        parts = self.parts()
-        if not parts:
+        """Every row ever written (for spend), in write order; unsealed answer logs last."""
+        from zelo_ray.judges.answer_log import read_logs
+
+        tables = [pq.read_table(p, columns=columns) for p in self.parts()]
+        logs = read_logs(self.path, columns)
+        if logs.num_rows:
+            tables.append(logs)
+        if not tables:
             schema = VOTE_SCHEMA if columns is None else pa.schema([VOTE_SCHEMA.field(c) for c in columns])
             return schema.empty_table()
-        return pa.concat_tables(pq.read_table(p, columns=columns) for p in parts)
+        return pa.concat_tables(tables)
+
+    def seal_logs(self) -> int:
+        """Turn the answer logs of callers that have finished (or died) into parts."""
+        from zelo_ray.judges.answer_log import seal_all
+
+        return seal_all(self.path)
 
     def read(self) -> pa.Table:
         """One row per cache key: the latest answered row, else the latest missing one."""
