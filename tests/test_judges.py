@@ -148,8 +148,10 @@ def test_store_prefers_answers_and_counts_every_spend(tmp_path):
     store.append(_vote_rows([1, 2], [None, -1.0], ["HTTP 500: boom (gave up after 2 retries)", None]))
     store.append(_vote_rows([1], [0.5]))        # the missing vote, asked again, answered
     store.append(_vote_rows([3], [None], ["timeout after 1s"]))
-    store = VoteStore(tmp_path / "votes")        # a new run opening the same store
-    assert not list((tmp_path / "votes").glob(".tmp-*"))
+    store = VoteStore(tmp_path / "votes")        # a new run opening the same store ...
+    assert list((tmp_path / "votes").glob(".tmp-*"))   # (opening alone never touches a writer's files)
+    store.organize()                             # ... tidies it before its callers start
+    assert not list((tmp_path / "votes").rglob(".tmp-*"))
     t = store.read().sort_by("cache_key")
     assert t["cache_key"].to_pylist() == [1, 2, 3]
     assert t["score"].to_pylist() == [0.5, -1.0, None]
@@ -164,7 +166,40 @@ def test_store_buffers_until_flush(tmp_path):
     store.append(_vote_rows([1, 2, 3], [0.0, 1.0, -1.0]))
     assert store.parts() == []
     store.flush()
-    assert len(store.parts()) == 1 and store.read().num_rows == 3
+    assert len(store.parts()) == 1 and store.read().num_rows == 3   # null query ids: partition 0
+
+
+def test_store_partitions_by_query_and_compacts(tmp_path):
+    from zelo_ray.judges.answer_log import AnswerLog
+
+    store = VoteStore(tmp_path / "v", flush_rows=1)
+    rows = _vote_rows(list(range(40)), [0.5] * 40)
+    rows = rows.set_column(rows.schema.get_field_index("query_id"), "query_id",
+                           pa.array([f"q{i % 8}" for i in range(40)]))
+    store.append(rows.slice(0, 20))
+    store.append(rows.slice(20, 10))
+    log = AnswerLog(tmp_path / "v")                    # a caller's answers, not yet sealed
+    log.write(rows.slice(30, 10))
+    part = store.partition_of(rows["query_id"])
+    q0 = int(part[0])
+    assert store.answered_keys([q0]).tolist() == [k for k in range(40) if part[k] == q0]
+    assert len(store.answered_keys()) == 40
+    log.close()
+    store.organize()                                   # the sealed log is filed into partitions
+    assert not list((tmp_path / "v").glob("part-*.parquet"))
+    before = len(store.parts())
+    removed = store.compact(sorted(set(part.tolist())))
+    assert removed > 0 and len(store.parts()) == before - removed == len(set(part.tolist()))
+    assert store.read_all().num_rows == 40 and len(store.answered_keys()) == 40
+    # a compaction cut short after its merged part landed: the replaced parts are not read twice
+    d = store.parts([q0])[0].parent
+    import json
+    import shutil
+    shutil.copy(store.parts([q0])[0], d / "part-00000000000000000001-old.parquet")
+    merged = store.parts([q0])[-1].name
+    (d / f"compact-{merged}.json").write_text(json.dumps({"into": merged,
+                                                          "replaces": ["part-00000000000000000001-old.parquet"]}))
+    assert store.read_all().num_rows == 40
 
 
 @pytest.mark.parametrize("model,cdf", [("thurstone", ndtr), ("bradley_terry", expit)])

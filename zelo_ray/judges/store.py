@@ -1,11 +1,16 @@
-"""The durable vote store: a directory of Parquet parts, appended as answers arrive.
+"""The durable vote store: Parquet parts in one folder per query partition, appended as answers
+arrive.
 
-Each flush writes one part to a temporary name, fsyncs it and renames it into place, so a
-part is either complete or absent: a ``kill -9`` loses at most the unflushed buffer (bounded
-by ``flush_rows`` / ``flush_s``), never a part already written and never a half-written one.
+A vote belongs to partition ``hash(query_id) % partitions`` (256, fixed when the store is made
+and recorded in ``layout.json``), so a run that works through its queries bucket by bucket reads
+and rewrites only its buckets' partitions, whatever the size of the whole store.
 
-Judge callers may also append their answers themselves, one call at a time, to per-process
-logs in the same directory (:mod:`zelo_ray.judges.answer_log`); reading includes them.
+Each write goes to a temporary name, is fsynced and renamed into place, so a part is either
+complete or absent. Judge callers append their answers themselves, one call at a time, to
+per-process logs (:mod:`zelo_ray.judges.answer_log`); :meth:`VoteStore.organize` seals them and
+files their rows into partitions (reading includes logs and unfiled parts meanwhile).
+:meth:`VoteStore.compact` merges a partition's parts into one, so resuming a long run opens a
+few files per partition, not one per flush.
 
 Reading deduplicates by ``cache_key``: where a call was asked more than once (a missing vote
 asked again on a re-run), the answered row wins over missing ones, then the latest row. Spend
@@ -15,20 +20,25 @@ Example::
 
     >>> import tempfile, pyarrow as pa
     >>> from zelo_ray.judges.store import VoteStore
-    >>> from zelo_ray.judges.caller import VOTE_SCHEMA
+    >>> from zelo_ray.judges.base import VOTE_SCHEMA
     >>> store = VoteStore(tempfile.mkdtemp(), flush_rows=1)
     >>> row = {f.name: [None] for f in VOTE_SCHEMA}
-    >>> row.update(pair_id=[7], judge=["j"], swapped=[False], score=[-1.0], cache_key=[42])
+    >>> row.update(pair_id=[7], query_id=["q1"], judge=["j"], swapped=[False], score=[-1.0], cache_key=[42])
     >>> store.append(pa.table(row, schema=VOTE_SCHEMA))
     >>> store.read().num_rows, store.answered_keys().tolist()
     (1, [42])
+    >>> p = store.partition_of(pa.array(["q1"]))[0]
+    >>> store.answered_keys([p]).tolist(), store.answered_keys([(p + 1) % 256]).tolist()
+    ([42], [])
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +46,38 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from zelo_ray.judges.caller import VOTE_SCHEMA
+from zelo_ray.judges.base import VOTE_SCHEMA
+from zelo_ray.judges.keys import text_hashes
 
-__all__ = ["VoteStore"]
+__all__ = ["VoteStore", "partition_of"]
+
+PARTITIONS = 256
+
+
+def partition_of(query_ids: pa.Array | pa.ChunkedArray, partitions: int = PARTITIONS) -> np.ndarray:
+    """(n,) partition of each query id (null ids → 0)."""
+    ids = pc.fill_null(pc.cast(query_ids, pa.string()), "")
+    uniq = pc.unique(ids)
+    part = (text_hashes(uniq.to_pylist()) % np.uint64(partitions)).astype(np.int64)
+    return part[pc.index_in(ids, value_set=uniq).to_numpy(zero_copy_only=False)]
+
+
+def _write_part(directory: Path, table: pa.Table, tag: str = "") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    # Names sort in write order within a process; the uuid keeps concurrent writers apart.
+    name = f"part-{time.time_ns():020d}{tag}-{uuid.uuid4().hex[:8]}.parquet"
+    tmp = directory / f".tmp-{name}"
+    with open(tmp, "wb") as f:
+        pq.write_table(table, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, directory / name)
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return directory / name
 
 
 class VoteStore:
@@ -49,13 +88,44 @@ class VoteStore:
         self._buffer: list[pa.Table] = []
         self._buffered = 0
         self._last_flush = time.monotonic()
-        self._seq = 0
-        for stale in self.path.glob(".tmp-*"):
-            stale.unlink(missing_ok=True)  # a part that was being written when the run died
+        layout = self.path / "layout.json"
+        if layout.exists():
+            self.partitions = int(json.loads(layout.read_text())["partitions"])
+        else:
+            self.partitions = PARTITIONS
+            tmp = layout.with_name(f".tmp-{uuid.uuid4().hex[:8]}-layout.json")
+            tmp.write_text(json.dumps({"partitions": self.partitions}))
+            os.replace(tmp, layout)
 
-    def parts(self) -> list[Path]:
-        return sorted(self.path.glob("part-*.parquet"))
+    # -- layout ----------------------------------------------------------------------------
+    def partition_of(self, query_ids) -> np.ndarray:
+        return partition_of(query_ids, self.partitions)
 
+    def _dir(self, p: int) -> Path:
+        return self.path / f"p{p:03d}"
+
+    def _unfiled(self) -> list[Path]:
+        return sorted(self.path.glob("part-*.parquet"), key=lambda p: p.name)
+
+    def parts(self, partitions: Iterable[int] | None = None) -> list[Path]:
+        """Parquet parts of ``partitions`` (None: every part, filed or not), in write order."""
+        if partitions is None:
+            found = list(self.path.glob("p[0-9][0-9][0-9]/part-*.parquet")) + self._unfiled()
+        else:
+            found = [f for p in partitions for f in self._dir(int(p)).glob("part-*.parquet")]
+        replaced = self._replaced()
+        return sorted((f for f in found if f.name not in replaced), key=lambda f: f.name)
+
+    def _replaced(self) -> set[str]:
+        """Parts a finished compaction replaced but a crash left behind."""
+        out: set[str] = set()
+        for note in self.path.glob("p[0-9][0-9][0-9]/compact-*.json"):
+            entry = json.loads(note.read_text())
+            if (note.parent / entry["into"]).exists():
+                out.update(entry["replaces"])
+        return out
+
+    # -- writing ---------------------------------------------------------------------------
     def append(self, votes: pa.Table) -> None:
         if votes.num_rows:
             self._buffer.append(votes.select(VOTE_SCHEMA.names).cast(VOTE_SCHEMA))
@@ -68,45 +138,87 @@ class VoteStore:
         self._last_flush = time.monotonic()
         if not self._buffered:
             return
-        table = pa.concat_tables(self._buffer)
-        # Names sort in write order within a process; the uuid keeps concurrent writers apart.
-        name = f"part-{time.time_ns():020d}-{self._seq:06d}-{uuid.uuid4().hex[:8]}.parquet"
-        self._seq += 1
-        tmp = self.path / f".tmp-{name}"
-        with open(tmp, "wb") as f:
-            pq.write_table(table, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path / name)
-        dir_fd = os.open(self.path, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        self._file(pa.concat_tables(self._buffer))
         self._buffer, self._buffered = [], 0
 
-    def read_all(self, columns: list[str] | None = None) -> pa.Table:
-        """Every row ever written (for spend), in write order; unsealed answer logs last."""
+    def _file(self, table: pa.Table) -> None:
+        """Write ``table``'s rows into their partitions, one part per partition."""
+        part = self.partition_of(table["query_id"])
+        order = np.argsort(part, kind="stable")
+        sorted_part = part[order]
+        bounds = np.flatnonzero(np.r_[True, sorted_part[1:] != sorted_part[:-1], True])
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            _write_part(self._dir(int(sorted_part[a])), table.take(pa.array(order[a:b])))
+
+    def organize(self) -> int:
+        """Seal finished callers' answer logs and file every unfiled part into its partitions
+        (call it when no caller of this store is running). Returns how many rows were filed."""
+        from zelo_ray.judges.answer_log import seal_all
+
+        for stale in self.path.rglob(".tmp-*"):
+            stale.unlink(missing_ok=True)  # a part that was being written when a run died
+        seal_all(self.path)
+        rows = 0
+        for f in self._unfiled():
+            table = pq.read_table(f)
+            if table.num_rows:
+                self._file(table.select(VOTE_SCHEMA.names).cast(VOTE_SCHEMA))
+                rows += table.num_rows
+            f.unlink()
+        return rows
+
+    def compact(self, partitions: Iterable[int]) -> int:
+        """Merge each partition's parts into one (every row kept: spend counts them all). A crash
+        midway leaves a note so that the merged rows are never read twice. Returns parts removed."""
+        removed = 0
+        for p in partitions:
+            d = self._dir(int(p))
+            parts = self.parts([p])
+            if len(parts) < 2:
+                continue
+            table = pa.concat_tables(pq.read_table(f) for f in parts)
+            into = f"part-{time.time_ns():020d}-c-{uuid.uuid4().hex[:8]}.parquet"
+            note = d / f"compact-{into}.json"
+            note.write_text(json.dumps({"into": into, "replaces": [f.name for f in parts]}))
+            tmp = d / f".tmp-{into}"
+            with open(tmp, "wb") as fh:
+                pq.write_table(table, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, d / into)
+            for f in parts:
+                f.unlink(missing_ok=True)
+            note.unlink()
+            removed += len(parts) - 1
+        return removed
+
+    # -- reading ---------------------------------------------------------------------------
+    def read_all(self, columns: list[str] | None = None, partitions: Iterable[int] | None = None) -> pa.Table:
+        """Every row ever written (for spend) of ``partitions`` (None: all), in write order;
+        unfiled parts and answer logs last."""
         from zelo_ray.judges.answer_log import read_logs
 
-        tables = [pq.read_table(p, columns=columns) for p in self.parts()]
-        logs = read_logs(self.path, columns)
-        if logs.num_rows:
-            tables.append(logs)
+        partitions = None if partitions is None else sorted({int(p) for p in partitions})
+        need = None if columns is None else list(dict.fromkeys([*columns, "query_id"]))
+        tables = [pq.read_table(f, columns=columns) for f in self.parts(partitions)
+                  if partitions is None or f.parent != self.path]
+        loose = [pq.read_table(f, columns=need) for f in self._unfiled()] if partitions is not None else []
+        logs = read_logs(self.path, need if partitions is not None else columns)
+        for t in [*loose, logs]:
+            if partitions is not None and t.num_rows:
+                keep = np.isin(self.partition_of(t["query_id"]), partitions)
+                t = t.filter(pa.array(keep))
+                t = t.select(columns) if columns else t
+            if t.num_rows:
+                tables.append(t)
         if not tables:
             schema = VOTE_SCHEMA if columns is None else pa.schema([VOTE_SCHEMA.field(c) for c in columns])
             return schema.empty_table()
         return pa.concat_tables(tables)
 
-    def seal_logs(self) -> int:
-        """Turn the answer logs of callers that have finished (or died) into parts."""
-        from zelo_ray.judges.answer_log import seal_all
-
-        return seal_all(self.path)
-
-    def read(self) -> pa.Table:
+    def read(self, partitions: Iterable[int] | None = None) -> pa.Table:
         """One row per cache key: the latest answered row, else the latest missing one."""
-        t = self.read_all()
+        t = self.read_all(partitions=partitions)
         if t.num_rows == 0:
             return t
         order = np.arange(t.num_rows)
@@ -118,9 +230,15 @@ class VoteStore:
         keep = np.sort(idx[first])
         return t.take(pa.array(keep))
 
-    def answered_keys(self) -> np.ndarray:
-        t = self.read_all(["cache_key", "score"])
+    def answered_keys(self, partitions: Iterable[int] | None = None) -> np.ndarray:
+        t = self.read_all(["cache_key", "score"], partitions)
         return np.unique(t.filter(pc.is_valid(t["score"]))["cache_key"].to_numpy())
 
-    def asked_keys(self) -> np.ndarray:
-        return np.unique(self.read_all(["cache_key"])["cache_key"].to_numpy())
+    def asked_keys(self, partitions: Iterable[int] | None = None) -> np.ndarray:
+        return np.unique(self.read_all(["cache_key"], partitions)["cache_key"].to_numpy())
+
+    def seal_logs(self) -> int:
+        """Turn the answer logs of callers that have finished (or died) into filed parts."""
+        before = len(list(self.path.glob("log-*.arrows")))
+        self.organize()
+        return before
