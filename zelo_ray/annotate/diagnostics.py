@@ -15,7 +15,7 @@ from zelo_ray.core.ensemble import clamp_votes
 from zelo_ray.annotate.qrels import qrels_grades
 from zelo_ray.judges.keys import uniforms
 
-__all__ = ["spend", "failures", "agreement", "position_bias", "heldout_models", "decisive_by_grade",
+__all__ = ["spend", "spend_of_store", "merge_failures", "failures", "agreement", "position_bias", "heldout_models", "decisive_by_grade",
            "calibration_effect"]
 
 
@@ -33,6 +33,47 @@ def spend(all_votes: pa.Table, judge_names: list[str]) -> dict:
             "cost": round(float(pc.sum(t["cost"]).as_py() or 0.0), 6),
             "latency_p50_s": round(float(np.nanmedian(lat)), 4) if len(lat) else None,
         }
+    return out
+
+
+def spend_of_store(store, judge_names: list[str], *, latency_sample: int = 1_000_000) -> dict:
+    """:func:`spend` over every row of a vote store, read a partition group at a time so that the
+    whole store is never in memory; the latency median is over the first ``latency_sample`` rows
+    of each judge."""
+    cols = ["judge", "attempts", "input_tokens", "output_tokens", "cost", "latency_s"]
+    sums = {n: {"calls": 0, "http_attempts": 0, "input_tokens": 0, "output_tokens": 0, "cost": 0.0}
+            for n in judge_names}
+    lat: dict[str, list] = {n: [] for n in judge_names}
+    step = 16
+    for start in range(0, store.partitions, step):
+        t = store.read_all(cols, partitions=range(start, min(start + step, store.partitions)))
+        for name, s in spend(t, judge_names).items():
+            for k in sums[name]:
+                sums[name][k] += s[k]
+            if sum(len(x) for x in lat[name]) < latency_sample:
+                sel = t.filter(pc.equal(t["judge"], name))["latency_s"].to_numpy(zero_copy_only=False)
+                lat[name].append(sel)
+    out = {}
+    for name in judge_names:
+        values = np.concatenate(lat[name])[:latency_sample] if lat[name] else np.empty(0)
+        out[name] = {**sums[name], "cost": round(sums[name]["cost"], 6),
+                     "latency_p50_s": round(float(np.nanmedian(values)), 4) if len(values) else None}
+    return out
+
+
+def merge_failures(a: dict, b: dict) -> dict:
+    """:func:`failures` of two sets of calls together."""
+    out = {}
+    for name in dict.fromkeys([*a, *b]):
+        x = a.get(name, {"calls": 0, "missing": 0, "errors": {}})
+        y = b.get(name, {"calls": 0, "missing": 0, "errors": {}})
+        calls, missing = x["calls"] + y["calls"], x["missing"] + y["missing"]
+        errors = dict(x["errors"])
+        for k, v in y["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+        out[name] = {"calls": calls, "missing": missing,
+                     "missing_fraction": round(missing / calls, 4) if calls else None,
+                     "errors": dict(sorted(errors.items(), key=lambda kv: -kv[1]))}
     return out
 
 

@@ -1,10 +1,12 @@
 """`zelo annotate`: candidates → pairs → judge calls (streamed through an actor pool, stored as
 they arrive) → Elo → cross-query calibration → targets, with a run report.
 
-:func:`run_annotate` is five steps in order, each a function below it: **pairs** (the graph of
-each query, plus cross-query pairs), **tasks** (one call per pair and judge, minus calls already
-answered), **judge** (ask the rest, store answers as they come), **fit** (Elo, calibration,
-targets), **report**.
+:func:`run_annotate` plans the run (the queries, cut into buckets whose size does not depend on
+the size of the run, and the cross-query pairs), then takes each bucket through four named steps
+— **pairs** (each query's graph), **tasks** (one call per pair and judge, minus calls already
+answered), **judge** (ask the rest; answers are stored as they come), **fit** (Elo per query) —
+and ends with **calibrate** (one offset per query from the cross-query pairs, then the targets)
+and **report**. The driver holds one bucket at a time plus a few numbers per query.
 
 Safe to kill at any moment and re-run: answers already stored are never asked again (cache
 keys, :mod:`zelo_ray.judges.store`), and the Elo stage is recomputed from the store.
@@ -14,9 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +28,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from zelo_ray.annotate import diagnostics
+from zelo_ray.annotate.buckets import Plan, bucket_nodes, plan_buckets
 from zelo_ray.annotate.execute import Progress, execute
-from zelo_ray.annotate.pairs import build_cross_pairs, build_pairs, extra_pairs, query_bounds, select_nodes
+from zelo_ray.annotate.pairs import build_pairs, extra_pairs, query_bounds
 from zelo_ray.annotate.qrels import qrels_grades, qrels_relevance
-from zelo_ray.annotate.scores import EloStage, outcome_matrix, run_elo_stage, task_scores
+from zelo_ray.annotate.scores import (WithinFit, cross_outcomes, endpoint_scores, fit_calibration, fit_within,
+                                      merge_within, task_scores, with_targets)
 from zelo_ray.annotate.tasks import TextHashes, build_tasks, calls_table
 from zelo_ray.config import ZeloConfig
 from zelo_ray.core.simulate import LABEL
@@ -42,6 +47,8 @@ from zelo_ray.layout import layout
 
 __all__ = ["run_annotate", "Progress", "qrels_grades", "qrels_relevance", "execute"]
 
+_CROSS_COLUMNS = ["pair_id", "query_id", "doc_a", "a_pos", "query_b", "doc_b", "b_pos"]
+
 
 def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None,
                  candidates: str | None = None, collection=None, queries: list[str] | None = None) -> dict:
@@ -50,17 +57,54 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
     those query ids (e.g. the training queries)."""
     out = layout(cfg).annotate
     out.mkdir(parents=True, exist_ok=True)
+    acfg = cfg.annotate
     timings: dict[str, float] = {}
     with _timed(timings, "pairs_s"):
         run = _inputs(cfg, qrels, candidates, collection, queries)
-        graph = pairs_step(cfg, run, out, log_fn)
-    with _timed(timings, "tasks_s"):
-        calls = tasks_step(cfg, run, graph, out, log_fn)
-    with _timed(timings, "judge_s"):
-        judged = judge_step(cfg, calls, graph, out, log_fn)
-    with _timed(timings, "elo_s"):
-        fitted = fit_step(cfg, run, graph, calls, out)
-    return report_step(cfg, run, graph, calls, judged, fitted, out, timings)
+        plan = plan_step(cfg, run, out, log_fn)
+    store = VoteStore(out / "votes", flush_rows=acfg.flush_rows, flush_s=acfg.flush_s)
+    store.organize()  # answers logged by the callers of a run that was killed
+    errors = ErrorLog(out / "errors.parquet", "annotate")
+    errors.reset()
+    totals = _Totals(cross_w=np.full(plan.cross.num_rows, np.nan), cross_valid=np.zeros(plan.cross.num_rows, bool),
+                     elo_a=np.full(plan.cross.num_rows, np.nan), elo_b=np.full(plan.cross.num_rows, np.nan))
+    writers = _Writers(out)
+    try:
+        for b in range(plan.n_buckets):
+            with _timed(timings, "pairs_s"):
+                graph = pairs_step(cfg, plan, b, out)
+                writers.write("pairs", graph.pairs)
+            if plan.n_buckets == 1:
+                log_fn(f"      {graph.n_queries:,} queries × top-{acfg.top_n}: {graph.pairs.num_rows:,} pairs "
+                       f"({cfg.graph.strategy}, k={cfg.graph.k}) + {plan.cross.num_rows:,} cross-query pairs")
+            with _timed(timings, "tasks_s"):
+                calls = tasks_step(cfg, run, graph, store, plan, log_fn if plan.n_buckets == 1 else None)
+            with _timed(timings, "judge_s"):
+                judge_step(cfg, calls, graph, store, errors, totals, log_fn, quiet=plan.n_buckets > 1)
+            with _timed(timings, "elo_s"):
+                fitted = fit_step(cfg, run, plan, graph, calls, store, b, totals, writers, out)
+            if b == 0:
+                with _timed(timings, "diagnostics_s"):
+                    totals.first = _first_bucket_diagnostics(cfg, run, graph, fitted, calls)
+            store.compact(plan.partitions[b])
+            if plan.n_buckets > 1:
+                log_fn(f"      bucket {b + 1}/{plan.n_buckets}: {graph.n_queries:,} queries, "
+                       f"{calls.tasks.num_rows:,} calls ({calls.reused:,} reused) · "
+                       f"{totals.asked:,} asked so far, {totals.asked / max(timings.get('judge_s', 0), 1e-9):,.0f} votes/s")
+        writers.write("cross_pairs", plan.cross.select(_CROSS_COLUMNS))
+        with _timed(timings, "elo_s"):
+            table = calibrate_step(cfg, run, plan, totals, writers, out)
+        writers.close()
+    finally:
+        writers.abort()
+        shutil.rmtree(out / ".buckets", ignore_errors=True)
+    failed = errors.finish()
+    totals.failures = check_failures(failed, totals.asked, cfg.errors.max_fraction, stage="annotate",
+                                     path=errors.path, what="judge calls")
+    if failed.num_rows:
+        log_fn(f"      {failed.num_rows:,} judge calls could not be asked (listed in {errors.path}; a re-run "
+               f"asks them again): {totals.failures['most_common']}")
+    return report_step(cfg, run, plan, store, totals, table, out, timings)
 
 
 @dataclass
@@ -71,6 +115,8 @@ class _Inputs:
     queries: list[str] | None
     simulated: bool
     reads_texts: bool
+    query_texts: dict | None = None
+    query_hashes: tuple | None = None
 
 
 @dataclass
@@ -78,6 +124,8 @@ class _Graph:
     nodes: pa.Table
     pairs: pa.Table
     cross: pa.Table
+    cross_rows: np.ndarray
+    """Rows of the plan's cross pairs judged with this bucket (those whose first query is here)."""
     n_queries: int
 
 
@@ -87,34 +135,59 @@ class _Calls:
     todo: pa.Table
     reused: int
     texts: TextTable | None
-    store: VoteStore
 
 
 @dataclass
-class _Judged:
-    progress: Progress
-    failures: dict
+class _Totals:
+    """What the run keeps across buckets: a few numbers per cross pair and per run."""
+
+    cross_w: np.ndarray
+    cross_valid: np.ndarray
+    elo_a: np.ndarray
+    elo_b: np.ndarray
+    asked: int = 0
+    reused: int = 0
+    calls: int = 0
+    missing: int = 0
+    queries: int = 0
+    within: dict | None = None
+    failures_by_judge: dict = field(default_factory=dict)
+    first: dict | None = None
+    failures: dict | None = None
+    calibration: dict = field(default_factory=dict)
+    fitted: list = field(default_factory=list)
+    """Per bucket: (query indexes of its nodes, its Elo part file)."""
 
 
-@dataclass
-class _Fitted:
-    votes: pa.Table
-    ts: pa.Table
-    stage: EloStage
-    table: pa.Table
+class _Writers:
+    """The run's output tables, written bucket by bucket and renamed into place at the end."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self._w = out, {}
+
+    def write(self, name: str, table: pa.Table) -> None:
+        if name not in self._w:
+            self._w[name] = pq.ParquetWriter(self.out / f"{name}.parquet.tmp", table.schema)
+        self._w[name].write_table(table)
+
+    def close(self) -> None:
+        for name, w in self._w.items():
+            w.close()
+            os.replace(self.out / f"{name}.parquet.tmp", self.out / f"{name}.parquet")
+        self._w = {}
+
+    def abort(self) -> None:
+        for name, w in self._w.items():
+            w.close()
+            (self.out / f"{name}.parquet.tmp").unlink(missing_ok=True)
+        self._w = {}
 
 
 @contextmanager
 def _timed(timings: dict, key: str):
     t0 = time.perf_counter()
     yield
-    timings[key] = round(time.perf_counter() - t0, 2)
-
-
-def _write_atomic(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    timings[key] = round(timings.get(key, 0.0) + time.perf_counter() - t0, 2)
 
 
 def _inputs(cfg: ZeloConfig, qrels, candidates, collection, queries) -> _Inputs:
@@ -138,14 +211,33 @@ def _inputs(cfg: ZeloConfig, qrels, candidates, collection, queries) -> _Inputs:
         queries = sorted(in_split if queries is None else in_split & set(queries))
     if qrels is None and simulated:
         qrels = pq.read_table(collection.qrels_path(split or cfg.data.split))
-    return _Inputs(cand, collection, qrels, queries, simulated, reads_texts)
+    run = _Inputs(cand, collection, qrels, queries, simulated, reads_texts)
+    if reads_texts:
+        q = collection.queries()
+        run.query_texts = dict(zip(q["query_id"].to_pylist(), q["text"].to_pylist()))
+        run.query_hashes = (q["query_id"].combine_chunks(), text_hashes(q["text"].to_pylist()))
+    return run
 
 
-def pairs_step(cfg: ZeloConfig, run: _Inputs, out: Path, log_fn) -> _Graph:
-    """Each query's top-n candidates → its pair graph (+ pairs the refinement pass added) and
-    the cross-query pairs that calibrate queries against each other."""
+def plan_step(cfg: ZeloConfig, run: _Inputs, out: Path, log_fn) -> Plan:
+    """The run's queries and their buckets, and the cross-query pairs that calibrate queries
+    against each other."""
     acfg = cfg.annotate
-    nodes = select_nodes(run.candidates, acfg.top_n, queries=run.queries, max_queries=acfg.max_queries)
+    plan = plan_buckets(run.candidates, acfg.top_n, queries=run.queries, max_queries=acfg.max_queries,
+                        bucket_queries=acfg.bucket_queries, n_partitions=VoteStore(out / "votes").partitions,
+                        k_cross=acfg.calibration.k, seed=acfg.seed, work=out / ".buckets")
+    if plan.n_buckets > 1:
+        log_fn(f"      {len(plan.qids):,} queries × top-{acfg.top_n} in {plan.n_buckets:,} buckets of ≤ "
+               f"{acfg.bucket_queries:,} queries: pairs ({cfg.graph.strategy}, k={cfg.graph.k}) + "
+               f"{plan.cross.num_rows:,} cross-query pairs")
+    return plan
+
+
+def pairs_step(cfg: ZeloConfig, plan: Plan, b: int, out: Path) -> _Graph:
+    """Bucket ``b``'s nodes → each query's pair graph (+ pairs the refinement pass added), and the
+    cross-query pairs judged with this bucket."""
+    acfg = cfg.annotate
+    nodes = bucket_nodes(plan, b, acfg.top_n)
     pairs = build_pairs(nodes, strategy=cfg.graph.strategy, k=cfg.graph.k, seed=acfg.seed)
     refine = out / "refine_pairs.parquet"
     if refine.exists():  # pairs added by the refinement pass (zelo_ray.workflows.refine)
@@ -154,28 +246,23 @@ def pairs_step(cfg: ZeloConfig, run: _Inputs, out: Path, log_fn) -> _Graph:
         extra = extra_pairs(nodes, r["query_id"].to_pylist(), r["doc_a"].to_pylist(), r["doc_b"].to_pylist())
         extra = extra.filter(pc.invert(pc.is_in(extra["pair_id"], value_set=pairs["pair_id"])))
         pairs = pa.concat_tables([pairs, extra]).sort_by([("query_id", "ascending")])
-    cross = build_cross_pairs(nodes, k=acfg.calibration.k, seed=acfg.seed)
-    _write_atomic(pairs, out / "pairs.parquet")
-    _write_atomic(cross, out / "cross_pairs.parquet")
-    n_queries = len(query_bounds(nodes)[1])
-    log_fn(f"      {n_queries:,} queries × top-{acfg.top_n}: {pairs.num_rows:,} pairs "
-           f"({cfg.graph.strategy}, k={cfg.graph.k}) + {cross.num_rows:,} cross-query pairs")
-    return _Graph(nodes, pairs, cross, n_queries)
+    rows = np.flatnonzero(plan.bucket[plan.cross["qa"].to_numpy()] == b) if plan.cross.num_rows else np.empty(0, int)
+    cross = plan.cross.take(pa.array(rows, pa.int64())).select(_CROSS_COLUMNS)
+    return _Graph(nodes, pairs, cross, rows, len(query_bounds(nodes)[1]))
 
 
-def tasks_step(cfg: ZeloConfig, run: _Inputs, graph: _Graph, out: Path, log_fn) -> _Calls:
+def tasks_step(cfg: ZeloConfig, run: _Inputs, graph: _Graph, store: VoteStore, plan: Plan, log_fn) -> _Calls:
     """One call per (pair, judge) with its A/B order and cache key; the calls still to ask are
     those the vote store has no answer for, each distinct request once."""
     acfg = cfg.annotate
     texts = hashes = None
     if run.reads_texts:
-        texts, hashes = _texts(run.collection, graph.nodes)
+        texts, hashes = _texts(run, graph)
     tasks = build_tasks(calls_table(graph.pairs, graph.cross), acfg.judges, seed=acfg.seed,
                         swap_probe=acfg.swap_probe, text_hashes=hashes,
                         relevance=qrels_relevance(run.qrels) if run.simulated else None)
-    store = VoteStore(out / "votes", flush_rows=acfg.flush_rows, flush_s=acfg.flush_s)
-    store.seal_logs()  # answers logged by the callers of a run that was killed
-    skip = store.answered_keys() if acfg.retry_failed else store.asked_keys()
+    partitions = np.unique(store.partition_of(graph.nodes["query_id"])) if graph.nodes.num_rows else []
+    skip = store.answered_keys(partitions) if acfg.retry_failed else store.asked_keys(partitions)
     keys = tasks["cache_key"].to_numpy()
     todo_mask = ~np.isin(keys, skip)
     _, first = np.unique(keys, return_index=True)
@@ -183,91 +270,141 @@ def tasks_step(cfg: ZeloConfig, run: _Inputs, graph: _Graph, out: Path, log_fn) 
     unique[first] = True
     todo = tasks.filter(pa.array(todo_mask & unique))
     reused = int((~todo_mask).sum())
-    log_fn(f"      {tasks.num_rows:,} judge calls ({len(acfg.judges)} judges); {reused:,} answered in "
-           f"{store.path} are reused; asking {todo.num_rows:,} via the {acfg.executor} executor")
-    return _Calls(tasks, todo, reused, texts, store)
+    if log_fn is not None:
+        log_fn(f"      {tasks.num_rows:,} judge calls ({len(acfg.judges)} judges); {reused:,} answered in "
+               f"{store.path} are reused; asking {todo.num_rows:,} via the {acfg.executor} executor")
+    return _Calls(tasks, todo, reused, texts)
 
 
-def judge_step(cfg: ZeloConfig, calls: _Calls, graph: _Graph, out: Path, log_fn) -> _Judged:
+def judge_step(cfg: ZeloConfig, calls: _Calls, graph: _Graph, store: VoteStore, errors: ErrorLog,
+               totals: _Totals, log_fn, *, quiet: bool) -> None:
     """Ask every call still to ask; answers reach the store as they arrive. A call that cannot be
     asked lands in ``errors.parquet`` (a re-run asks it again)."""
-    progress = Progress(calls.todo.num_rows, log_fn, pending_pairs=calls.todo["pair_id"].to_numpy(),
+    progress = Progress(calls.todo.num_rows, (lambda m: None) if quiet else log_fn,
+                        pending_pairs=calls.todo["pair_id"].to_numpy(),
                         n_pairs=graph.pairs.num_rows + graph.cross.num_rows)
-    errors = ErrorLog(out / "errors.parquet", "annotate")
-    errors.reset()
     try:
-        execute(calls.todo, cfg, calls.store, calls.texts, progress, errors)
+        execute(calls.todo, cfg, store, calls.texts, progress, errors)
     finally:
-        calls.store.flush()
-    failed = errors.finish()
-    failures = check_failures(failed, calls.todo.num_rows, cfg.errors.max_fraction, stage="annotate",
-                              path=errors.path, what="judge calls")
-    if failed.num_rows:
-        log_fn(f"      {failed.num_rows:,} judge calls could not be asked (listed in {errors.path}; a re-run "
-               f"asks them again): {failures['most_common']}")
-    return _Judged(progress, failures)
+        store.flush()
+    totals.asked += calls.todo.num_rows
+    totals.reused += calls.reused
 
 
-def fit_step(cfg: ZeloConfig, run: _Inputs, graph: _Graph, calls: _Calls, out: Path) -> _Fitted:
-    """Stored votes → soft outcomes → Elo per query → calibration → targets (``zelo.parquet``),
-    and the ensemble's outcome per pair (``pair_outcomes.parquet``: what the pairwise SLM is
-    distilled from)."""
-    acfg = cfg.annotate
-    votes = calls.store.read()
-    ts = task_scores(calls.tasks, votes)
-    stage = run_elo_stage(graph.nodes, graph.pairs, graph.cross, ts, [j.name for j in acfg.judges],
-                          clamp=acfg.clamp, min_votes=acfg.min_votes, elo_cfg=cfg.elo,
-                          cal_cfg=acfg.calibration)
-    table = stage.table
-    if run.simulated:
-        table = table.append_column("label", pa.array([LABEL] * table.num_rows, pa.string()))
-    _write_atomic(table, out / "zelo.parquet")
-    w = np.where(stage.valid_within, stage.w_within, np.nan)
-    _write_atomic(graph.pairs.select(["query_id", "pair_id", "doc_a", "doc_b"]).append_column(
-        "p_a", pa.array(w, pa.float64(), mask=~stage.valid_within)), out / "pair_outcomes.parquet")
-    return _Fitted(votes, ts, stage, table)
-
-
-def report_step(cfg: ZeloConfig, run: _Inputs, graph: _Graph, calls: _Calls, judged: _Judged,
-                fitted: _Fitted, out: Path, timings: dict) -> dict:
-    """Diagnostics (failures, agreement, position bias, held-out link fit, spend) → ``report.json``."""
+def fit_step(cfg: ZeloConfig, run: _Inputs, plan: Plan, graph: _Graph, calls: _Calls, store: VoteStore, b: int,
+             totals: _Totals, writers: _Writers, out: Path) -> dict:
+    """The bucket's stored votes → soft outcomes → Elo per query (kept in a part until the
+    calibration); the ensemble's outcome per pair (``pair_outcomes.parquet``: what the pairwise
+    SLM is distilled from); the cross pairs' outcomes and the Elo of their documents."""
     acfg = cfg.annotate
     names = [j.name for j in acfg.judges]
-    stage, ts, pairs = fitted.stage, fitted.ts, graph.pairs
-    t0 = time.perf_counter()
-    keep = stage.valid_within
-    diag = {
-        "failures": diagnostics.failures(ts, names),
+    partitions = np.unique(store.partition_of(graph.nodes["query_id"])) if graph.nodes.num_rows else []
+    votes = store.read(partitions)
+    ts = task_scores(calls.tasks, votes)
+    fit = fit_within(graph.nodes, graph.pairs, ts, names, clamp=acfg.clamp, min_votes=acfg.min_votes,
+                     elo_cfg=cfg.elo)
+    part = out / ".buckets" / f"elo-{b:05d}.parquet"
+    pq.write_table(fit.table, part)
+    qindex = pc.index_in(graph.nodes["query_id"], value_set=pa.array(plan.qids.tolist(), pa.string()))
+    totals.fitted.append((qindex.to_numpy(zero_copy_only=False), part))
+    w = np.where(fit.valid_within, fit.w_within, np.nan)
+    writers.write("pair_outcomes", graph.pairs.select(["query_id", "pair_id", "doc_a", "doc_b"]).append_column(
+        "p_a", pa.array(w, pa.float64(), mask=~fit.valid_within)))
+    if graph.cross.num_rows:
+        co = cross_outcomes(ts, graph.cross, names, clamp=acfg.clamp, min_votes=acfg.min_votes)
+        totals.cross_w[graph.cross_rows], totals.cross_valid[graph.cross_rows] = co.w, co.valid
+    for side, q_col, pos_col, dest in (("a", "qa", "a_pos", totals.elo_a), ("b", "qb", "b_pos", totals.elo_b)):
+        if not plan.cross.num_rows:
+            break
+        rows = np.flatnonzero(plan.bucket[plan.cross[q_col].to_numpy()] == b)
+        dest[rows] = endpoint_scores(fit, graph.nodes, plan.cross[q_col].to_numpy()[rows],
+                                     plan.cross[pos_col].to_numpy()[rows].astype(np.int64), plan.qids)
+    totals.within = merge_within(totals.within, fit.within)
+    totals.calls += ts.num_rows
+    totals.missing += int(ts["score"].null_count)
+    totals.failures_by_judge = diagnostics.merge_failures(totals.failures_by_judge, diagnostics.failures(ts, names))
+    return {"fit": fit, "votes": votes, "ts": ts}
+
+
+def calibrate_step(cfg: ZeloConfig, run: _Inputs, plan: Plan, totals: _Totals, writers: _Writers,
+                   out: Path) -> pa.Table | None:
+    """One offset per query from the cross-query pairs; then ``calibrated`` and ``target`` for
+    every candidate (the median over the whole run), written to ``zelo.parquet``. Returns the
+    first bucket's rows (for the report)."""
+    acfg = cfg.annotate
+    qa = plan.cross["qa"].to_numpy() if plan.cross.num_rows else np.empty(0, np.int64)
+    qb = plan.cross["qb"].to_numpy() if plan.cross.num_rows else np.empty(0, np.int64)
+    offsets, totals.calibration = fit_calibration(qa, qb, totals.elo_a, totals.elo_b, totals.cross_w,
+                                                  totals.cross_valid, len(plan.qids), elo_cfg=cfg.elo,
+                                                  cal_cfg=acfg.calibration)
+    calibrated = [pq.read_table(p, columns=["elo"])["elo"].to_numpy(zero_copy_only=False) + offsets[q]
+                  for q, p in totals.fitted]
+    every = np.concatenate(calibrated) if calibrated else np.empty(0)
+    finite = every[np.isfinite(every)]
+    center = float(np.median(finite)) if len(finite) else 0.0
+    del every, finite, calibrated
+    first = None
+    for q, p in totals.fitted:
+        table = with_targets(pq.read_table(p), offsets[q], center, acfg.calibration.temperature)
+        if run.simulated:
+            table = table.append_column("label", pa.array([LABEL] * table.num_rows, pa.string()))
+        writers.write("zelo", table)
+        first = table if first is None else first
+    return first
+
+
+def _first_bucket_diagnostics(cfg: ZeloConfig, run: _Inputs, graph: _Graph, fitted: dict, calls: _Calls) -> dict:
+    """Agreement, position bias, grades and the held-out link comparison, on the first bucket's
+    queries (all of them when the run is one bucket)."""
+    acfg = cfg.annotate
+    names = [j.name for j in acfg.judges]
+    fit: WithinFit = fitted["fit"]
+    ts, pairs = fitted["ts"], graph.pairs
+    keep = fit.valid_within
+    from zelo_ray.annotate.scores import outcome_matrix
+
+    return {
+        "queries": graph.n_queries,
         "agreement": diagnostics.agreement(outcome_matrix(ts, pairs["pair_id"], names, "within"), names),
         "position_bias": diagnostics.position_bias(ts, names),
-        "decisive_by_grade": diagnostics.decisive_by_grade(fitted.votes, pairs, qrels_grades(run.qrels))
+        "decisive_by_grade": diagnostics.decisive_by_grade(fitted["votes"], pairs, qrels_grades(run.qrels))
         if run.qrels is not None else None,
         "heldout_likelihood": diagnostics.heldout_models(
-            stage.edge_i[keep], stage.edge_j[keep], stage.w_within[keep], pairs["pair_id"].to_numpy()[keep],
-            stage.group, graph.nodes.num_rows, fraction=acfg.heldout, prior=cfg.elo.prior)
+            fit.edge_i[keep], fit.edge_j[keep], fit.w_within[keep], pairs["pair_id"].to_numpy()[keep],
+            fit.group, graph.nodes.num_rows, fraction=acfg.heldout, prior=cfg.elo.prior)
         if acfg.heldout and keep.any() else None,
     }
-    timings["diagnostics_s"] = round(time.perf_counter() - t0, 2)
-    spend = diagnostics.spend(calls.store.read_all(), names)
+
+
+def report_step(cfg: ZeloConfig, run: _Inputs, plan: Plan, store: VoteStore, totals: _Totals,
+                first_table: pa.Table | None, out: Path, timings: dict) -> dict:
+    """Totals, diagnostics and spend → ``report.json``."""
+    acfg = cfg.annotate
+    names = [j.name for j in acfg.judges]
+    diag = totals.first or {"agreement": None, "position_bias": {n: None for n in names},
+                            "decisive_by_grade": None, "heldout_likelihood": None, "queries": 0}
+    spend = diagnostics.spend_of_store(store, names)
+    effect = diagnostics.calibration_effect(first_table, run.qrels, acfg.seed) if first_table is not None else {}
     report = {
         "label": LABEL if run.simulated else None,
         "prompt_version": PROMPT_VERSION,
-        "queries": graph.n_queries, "pairs": pairs.num_rows, "cross_pairs": graph.cross.num_rows,
-        "judge_calls": calls.tasks.num_rows, "asked_this_run": calls.todo.num_rows, "reused": calls.reused,
-        "votes_per_s": round(judged.progress.rate(), 1),
-        "missing_votes": int(ts["score"].null_count),
-        "failed": judged.failures,
-        "elo": stage.within,
-        "calibration": {**stage.calibration,
-                        **diagnostics.calibration_effect(fitted.table, run.qrels, acfg.seed)},
-        "judges": {n: {"spend": spend[n], **diag["failures"][n], "position_bias": diag["position_bias"][n]}
-                   for n in names},
+        "queries": len(plan.qids), "pairs": (totals.within or {}).get("pairs", 0),
+        "cross_pairs": plan.cross.num_rows,
+        "judge_calls": totals.calls, "asked_this_run": totals.asked, "reused": totals.reused,
+        "votes_per_s": round(totals.asked / max(timings.get("judge_s", 0.0), 1e-9), 1),
+        "missing_votes": totals.missing,
+        "failed": totals.failures,
+        "buckets": plan.n_buckets,
+        "elo": totals.within or {}, "calibration": {**totals.calibration, **effect},
+        "judges": {n: {"spend": spend[n], **totals.failures_by_judge.get(n, {}),
+                       "position_bias": (diag["position_bias"] or {}).get(n)} for n in names},
         "total_cost": round(sum(s["cost"] for s in spend.values()), 6),
         "agreement": diag["agreement"], "heldout_likelihood": diag["heldout_likelihood"],
         "decisive_by_grade": diag["decisive_by_grade"],
+        "diagnostics_queries": diag["queries"],
         "timings": timings,
         "files": {"pairs": str(out / "pairs.parquet"), "cross_pairs": str(out / "cross_pairs.parquet"),
-                  "votes": str(calls.store.path), "zelo": str(out / "zelo.parquet"),
+                  "votes": str(store.path), "zelo": str(out / "zelo.parquet"),
                   "pair_outcomes": str(out / "pair_outcomes.parquet")},
     }
     (out / "report.json.tmp").write_text(json.dumps(report, indent=2, default=str))
@@ -275,16 +412,16 @@ def report_step(cfg: ZeloConfig, run: _Inputs, graph: _Graph, calls: _Calls, jud
     return report
 
 
-def _texts(col, nodes: pa.Table) -> tuple[TextTable, TextHashes]:
-    """The texts LLM judges read (title + text, as shown) and their hashes (cache keys)."""
-    need_docs = pc.unique(nodes["doc_id"])
-    corpus = pq.read_table(col.corpus_path, columns=["doc_id", "title", "text"],
+def _texts(run: _Inputs, graph: _Graph) -> tuple[TextTable, TextHashes]:
+    """The texts LLM judges read (title + text, as shown) and their hashes (cache keys): the
+    bucket's candidates and the other queries' documents of its cross pairs."""
+    need_docs = pc.unique(pa.concat_arrays([graph.nodes["doc_id"].combine_chunks(),
+                                            graph.cross["doc_b"].combine_chunks()]))
+    corpus = pq.read_table(run.collection.corpus_path, columns=["doc_id", "title", "text"],
                            filters=[("doc_id", "in", need_docs.to_pylist())])
     shown = [f"{t}\n{x}" if t else x for t, x in zip(corpus["title"].to_pylist(), corpus["text"].to_pylist())]
-    queries = col.queries()
-    qtext = queries["text"].to_pylist()
-    texts = TextTable(queries=dict(zip(queries["query_id"].to_pylist(), qtext)),
-                      docs=dict(zip(corpus["doc_id"].to_pylist(), shown)))
-    hashes = TextHashes(query_ids=queries["query_id"].combine_chunks(), query_hash=text_hashes(qtext),
+    texts = TextTable(queries=run.query_texts, docs=dict(zip(corpus["doc_id"].to_pylist(), shown)))
+    query_ids, query_hash = run.query_hashes
+    hashes = TextHashes(query_ids=query_ids, query_hash=query_hash,
                         doc_ids=corpus["doc_id"].combine_chunks(), doc_hash=text_hashes(shown))
     return texts, hashes

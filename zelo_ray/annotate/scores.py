@@ -20,7 +20,8 @@ from zelo_ray.core.calibration import fit_offsets, targets
 from zelo_ray.core.elo import EloConvergenceWarning, fit
 from zelo_ray.core.ensemble import soft_outcomes
 
-__all__ = ["EloStage", "task_scores", "outcome_matrix", "run_elo_stage"]
+__all__ = ["WithinFit", "cross_outcomes", "endpoint_scores", "fit_calibration", "fit_within", "merge_within",
+           "outcome_matrix", "task_scores", "with_targets"]
 
 
 def task_scores(tasks: pa.Table, votes: pa.Table) -> pa.Table:
@@ -46,30 +47,30 @@ def outcome_matrix(ts: pa.Table, pair_ids: pa.Array, judge_names: list[str], kin
 
 
 @dataclass
-class EloStage:
+class WithinFit:
+    """Elo per query of one bucket: ``table`` has ``query_id, doc_id, rank, elo, stderr,
+    n_comparisons, converged``; the rest feeds the diagnostics."""
+
     table: pa.Table
     within: dict
-    calibration: dict
     w_within: np.ndarray
     valid_within: np.ndarray
     edge_i: np.ndarray
     """(E,) node row of each pair's document A (rows of ``table``)."""
     edge_j: np.ndarray
     group: np.ndarray
-    """(n,) query index of every node."""
+    """(n,) query index of every node (within the bucket)."""
 
 
-def run_elo_stage(nodes: pa.Table, pairs: pa.Table, cross: pa.Table, ts: pa.Table,
-                  judge_names: list[str], *, clamp: bool, min_votes: int, elo_cfg, cal_cfg) -> EloStage:
+def fit_within(nodes: pa.Table, pairs: pa.Table, ts: pa.Table, judge_names: list[str], *, clamp: bool,
+               min_votes: int, elo_cfg) -> WithinFit:
+    """Soft outcomes of the within-query pairs → one Elo fit per query."""
     starts, qids = query_bounds(nodes)
     n = nodes.num_rows
     group = np.repeat(np.arange(len(qids)), np.diff(np.r_[starts, n])) if n else np.empty(0, np.int64)
-    qindex = lambda col: pc.index_in(col, value_set=pa.array(qids, pa.string())).to_numpy(  # noqa: E731
-        zero_copy_only=False).astype(np.int64)
-
     votes = outcome_matrix(ts, pairs["pair_id"], judge_names, "within")
     out = soft_outcomes(votes, clamp=clamp, min_votes=min_votes)
-    qa = qindex(pairs["query_id"]) if pairs.num_rows else np.empty(0, np.int64)
+    qa = _index(pairs["query_id"], qids) if pairs.num_rows else np.empty(0, np.int64)
     ia = starts[qa] + pairs["a_pos"].to_numpy() if pairs.num_rows else np.empty(0, np.int64)
     ib = starts[qa] + pairs["b_pos"].to_numpy() if pairs.num_rows else np.empty(0, np.int64)
     keep = out.valid
@@ -84,27 +85,64 @@ def run_elo_stage(nodes: pa.Table, pairs: pa.Table, cross: pa.Table, ts: pa.Tabl
               "pairs_without_enough_votes": int((~keep).sum()), "queries": int(len(qids)),
               "converged_queries": int(converged_q.sum()), "model": elo_cfg.model,
               "warnings": [str(w.message) for w in caught]}
-
-    offsets = np.zeros(len(qids))
-    calibration: dict = {"enabled": cross.num_rows > 0, "cross_pairs": int(cross.num_rows)}
-    if cross.num_rows:
-        cv = outcome_matrix(ts, cross["pair_id"], judge_names, "cross")
-        co = soft_outcomes(cv, clamp=clamp, min_votes=min_votes)
-        c1, c2 = qindex(cross["query_id"]), qindex(cross["query_b"])
-        n1 = starts[c1] + cross["a_pos"].to_numpy()
-        n2 = starts[c2] + cross["b_pos"].to_numpy()
-        ok = co.valid & np.isfinite(res.scores[n1]) & np.isfinite(res.scores[n2])
-        off = fit_offsets(c1[ok], c2[ok], res.scores[n1[ok]] - res.scores[n2[ok]], co.w[ok], len(qids),
-                          model=elo_cfg.model, prior=cal_cfg.prior)
-        offsets = off.offsets
-        calibration.update(fitted_pairs=int(ok.sum()), converged=off.converged, iterations=off.iterations,
-                           offset_sd=float(offsets.std()) if len(offsets) else 0.0)
-    calibrated = res.scores + (offsets[group] if n else 0.0)
     table = pa.table({
         "query_id": nodes["query_id"], "doc_id": nodes["doc_id"], "rank": nodes["rank"],
         "elo": res.scores, "stderr": res.stderr, "n_comparisons": pa.array(n_cmp, pa.int32()),
         "converged": pa.array(converged_q[group] if n else np.empty(0, bool)),
-        "calibrated": calibrated, "target": targets(calibrated, cal_cfg.temperature) if n else np.empty(0),
     })
-    return EloStage(table=table, within=within, calibration=calibration, w_within=out.w, valid_within=keep,
-                    edge_i=ia, edge_j=ib, group=group)
+    return WithinFit(table=table, within=within, w_within=out.w, valid_within=keep, edge_i=ia, edge_j=ib,
+                     group=group)
+
+
+def merge_within(a: dict | None, b: dict) -> dict:
+    """The within-query summary of two buckets together."""
+    if a is None:
+        return dict(b)
+    out = dict(a)
+    for k in ("pairs", "fitted_pairs", "pairs_without_enough_votes", "queries", "converged_queries"):
+        out[k] = a[k] + b[k]
+    out["warnings"] = (a["warnings"] + b["warnings"])[:20]
+    return out
+
+
+def _index(col, qids) -> np.ndarray:
+    return pc.index_in(col, value_set=pa.array(list(qids), pa.string())).to_numpy(
+        zero_copy_only=False).astype(np.int64)
+
+
+def endpoint_scores(fitted: WithinFit, nodes: pa.Table, query_index: np.ndarray, pos: np.ndarray,
+                    qids_of_run: np.ndarray) -> np.ndarray:
+    """Elo of the candidates at ``pos`` of queries ``query_index`` (indexes into the run's
+    ``qids_of_run``), all in this bucket."""
+    starts, qids = query_bounds(nodes)
+    local = _index(pa.array(qids_of_run[query_index].tolist(), pa.string()), qids)
+    return fitted.table["elo"].to_numpy(zero_copy_only=False)[starts[local] + pos]
+
+
+def cross_outcomes(ts: pa.Table, cross: pa.Table, judge_names: list[str], *, clamp: bool, min_votes: int):
+    """Soft outcome (``w``, ``valid``) of each cross-query pair, in the order of ``cross``."""
+    cv = outcome_matrix(ts, cross["pair_id"], judge_names, "cross")
+    return soft_outcomes(cv, clamp=clamp, min_votes=min_votes)
+
+
+def fit_calibration(qa: np.ndarray, qb: np.ndarray, elo_a: np.ndarray, elo_b: np.ndarray, w: np.ndarray,
+                    valid: np.ndarray, n_queries: int, *, elo_cfg, cal_cfg) -> tuple[np.ndarray, dict]:
+    """One offset per query from the cross-query pairs (query indexes ``qa``, ``qb``)."""
+    calibration: dict = {"enabled": len(qa) > 0, "cross_pairs": int(len(qa))}
+    offsets = np.zeros(n_queries)
+    if len(qa):
+        ok = valid & np.isfinite(elo_a) & np.isfinite(elo_b)
+        off = fit_offsets(qa[ok], qb[ok], elo_a[ok] - elo_b[ok], w[ok], n_queries,
+                          model=elo_cfg.model, prior=cal_cfg.prior)
+        offsets = off.offsets
+        calibration.update(fitted_pairs=int(ok.sum()), converged=off.converged, iterations=off.iterations,
+                           offset_sd=float(offsets.std()) if len(offsets) else 0.0)
+    return offsets, calibration
+
+
+def with_targets(table: pa.Table, offsets: np.ndarray, center: float, temperature: float) -> pa.Table:
+    """``table`` (a :class:`WithinFit` table, rows of queries whose offsets are given per row)
+    with ``calibrated = elo + offset`` and ``target = σ((calibrated − center) / T)``."""
+    calibrated = table["elo"].to_numpy(zero_copy_only=False) + offsets
+    return table.append_column("calibrated", pa.array(calibrated, pa.float64())).append_column(
+        "target", pa.array(targets(calibrated, temperature, center=center), pa.float64()))

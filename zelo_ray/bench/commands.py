@@ -131,7 +131,7 @@ def cmd_bench_annotate_scale(args: argparse.Namespace) -> int:
     from zelo_ray.bench import judging
 
     r = judging.scale(queries=args.queries, docs=args.docs, judges=args.judges, executor=args.executor,
-                      workdir=args.workdir)
+                      workdir=args.workdir, bucket_queries=args.bucket_queries)
     write_result(r, args.json)
     return 0
 
@@ -255,7 +255,9 @@ def add_bench_commands(sub) -> None:
     p.add_argument("--docs", type=int, default=100)
     p.add_argument("--judges", type=int, default=1, help="simulated judges (1: 4M votes at the defaults)")
     p.add_argument("--executor", default="local", choices=["local", "ray"])
-    p.add_argument("--workdir", help="where the synthetic run goes (default: a temp dir)")
+    p.add_argument("--workdir", help="where the synthetic run goes (default: a temp dir; the same dir "
+                   "again measures a re-run with nothing left to ask)")
+    p.add_argument("--bucket-queries", type=int, help="sets annotate.bucket_queries")
     p.add_argument("--json", help="also write the JSON result here")
     p.set_defaults(func=cmd_bench_annotate_scale)
 

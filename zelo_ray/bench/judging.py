@@ -119,25 +119,41 @@ def _peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def _synthetic_run(tmp: Path, queries: int, docs: int, chunk: int = 2000) -> tuple[Path, pa.Table]:
+    """Candidates (written in chunks, so the benchmark's own data never weighs on the driver's
+    peak memory) and sparse graded qrels: ten judged documents per query, as real qrels are."""
+    rng = np.random.default_rng(0)
+    cand = tmp / "candidates.parquet"
+    schema = pa.schema([("query_id", pa.string()), ("doc_id", pa.string()), ("rank", pa.int32())])
+    judged = []
+    with pq.ParquetWriter(cand, schema) as w:
+        for start in range(0, queries, chunk):
+            js = range(start, min(start + chunk, queries))
+            qid = [f"q{j:06d}" for j in js for _ in range(docs)]
+            did = [f"d{j:06d}-{i:03d}" for j in js for i in range(docs)]
+            rank = np.tile(np.arange(1, docs + 1, dtype=np.int32), len(js))
+            w.write_table(pa.table({"query_id": qid, "doc_id": did, "rank": rank}, schema=schema))
+            pick = rng.random(len(qid)) < min(1.0, 10 / docs)
+            judged.append(pa.table({"query_id": pa.array(qid, pa.string()).filter(pa.array(pick)),
+                                    "doc_id": pa.array(did, pa.string()).filter(pa.array(pick)),
+                                    "relevance": pa.array(rng.integers(1, 5, int(pick.sum())).astype(np.int32))}))
+    return cand, pa.concat_tables(judged)
+
+
 def scale(*, queries: int = 10_000, docs: int = 100, judges: int = 1, executor: str = "local",
-          workdir: str | None = None, log=print) -> dict:
+          workdir: str | None = None, bucket_queries: int | None = None, log=print) -> dict:
     from zelo_ray.annotate.run import run_annotate
 
     tmp = Path(workdir or tempfile.mkdtemp(prefix="zelo-scale-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
     t0 = time.perf_counter()
-    qid = np.repeat(np.array([f"q{j:06d}" for j in range(queries)], dtype=object), docs)
-    did = np.array([f"d{j:06d}-{i:03d}" for j in range(queries) for i in range(docs)], dtype=object)
-    rank = np.tile(np.arange(1, docs + 1), queries)
-    cand = tmp / "candidates.parquet"
-    pq.write_table(pa.table({"query_id": qid, "doc_id": did, "rank": rank}), cand)
-    qrels = pa.table({"query_id": qid, "doc_id": did,
-                      "relevance": rng.integers(0, 5, len(qid)).astype(np.int32)})
+    cand, qrels = _synthetic_run(tmp, queries, docs)
     setup_s = time.perf_counter() - t0
+    rss_setup = _peak_rss_gib()
     cfg = load_config(None, [f"annotate.top_n={docs}", f"annotate.executor={executor}",
                              f"annotate.output={tmp / 'annotate'}", "annotate.flush_rows=200000",
-                             "annotate.batch_size=65536", "ray.num_cpus=2"])
+                             "annotate.batch_size=65536", "ray.num_cpus=2",
+                             *([f"annotate.bucket_queries={bucket_queries}"] if bucket_queries else [])])
     cfg.annotate.judges = [SimulatedJudgeConfig(name=f"sim-{i}", kind="simulated", model=f"sim-{i}")
                            for i in range(judges)]
     t0 = time.perf_counter()
@@ -146,9 +162,11 @@ def scale(*, queries: int = 10_000, docs: int = 100, judges: int = 1, executor: 
     votes = report["judge_calls"]
     projected = wall * 112_000 / queries
     out = {"queries": queries, "docs": docs, "judges": judges, "executor": executor,
-           "pairs": report["pairs"], "votes": votes, "wall_s": round(wall, 1),
+           "bucket_queries": cfg.annotate.bucket_queries, "buckets": report.get("buckets"),
+           "pairs": report["pairs"], "votes": votes, "asked": report["asked_this_run"], "wall_s": round(wall, 1),
            "votes_per_s": round(votes / wall, 0), "stage_s": report["timings"], "setup_s": round(setup_s, 1),
-           "peak_rss_gib": round(_peak_rss_gib(), 2), "projected_112k_queries_s": round(projected, 0),
+           "peak_rss_gib": round(_peak_rss_gib(), 2), "peak_rss_after_setup_gib": round(rss_setup, 2),
+           "projected_112k_queries_s": round(projected, 0),
            "converged_queries": report["elo"]["converged_queries"], "cpu_count": os.cpu_count()}
     log(f"{queries:,} queries × {docs} docs: {report['pairs']:,} pairs, {votes:,} votes in {wall:.1f} s "
         f"({votes / wall:,.0f} votes/s), peak RSS {out['peak_rss_gib']} GiB; stages {report['timings']}; "

@@ -42,6 +42,10 @@ class AnnotateConfig(Strict):
                                       "(each entry's `kind` picks its backend and fields).")
     clamp: bool = Field(True, description="Clamp each score to {-1, 0, 1} before averaging (the paper's rule).")
     min_votes: int = Field(1, ge=1, description="Pairs with fewer answering judges are left out of the fit.")
+    bucket_queries: int = Field(2000, ge=1, description="Queries taken through pairs → judges → Elo "
+                                "together: the driver holds one bucket's pairs, calls and votes at a "
+                                "time, so its memory does not grow with the number of queries (a run "
+                                "with fewer queries is one bucket; results do not depend on it).")
     executor: Literal["ray", "local"] = Field("ray", description="'ray': Ray Data actor pool of judge "
                                               "callers; 'local': the same callers in this process.")
     callers: int = Field(1, ge=0, description="Judge-caller actors; each endpoint's limits are split "

@@ -96,11 +96,13 @@ def fit_offsets(q1: np.ndarray, q2: np.ndarray, diff: np.ndarray, w: np.ndarray,
     return OffsetResult(b, bool(res.success), float(res.fun), int(res.nit))
 
 
-def targets(calibrated: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """σ((c − median(c)) / T) in (0, 1); NaN stays NaN."""
+def targets(calibrated: np.ndarray, temperature: float = 1.0, *, center: float | None = None) -> np.ndarray:
+    """σ((c − median(c)) / T) in (0, 1); NaN stays NaN. ``center``: the median of a larger set
+    ``calibrated`` is one piece of (default: of ``calibrated`` itself)."""
     c = np.asarray(calibrated, dtype=np.float64)
     if temperature <= 0:
         raise ValueError(f"temperature={temperature} must be > 0")
-    finite = np.isfinite(c)
-    center = np.median(c[finite]) if finite.any() else 0.0
+    if center is None:
+        finite = np.isfinite(c)
+        center = np.median(c[finite]) if finite.any() else 0.0
     return expit((c - center) / temperature)
