@@ -297,3 +297,39 @@ def test_buckets_give_the_same_run_as_one_pass(workdir, judges, monkeypatch):
             np.testing.assert_allclose(z[col].to_numpy(), z1[col].to_numpy(), rtol=0, atol=1e-9)
     if judges == "llm":   # every call of the three runs' own stores was asked once per store
         assert reports[1]["judges"]["llm0"]["spend"]["calls"] == reports[1000]["judges"]["llm0"]["spend"]["calls"]
+
+
+def test_a_rerun_with_nothing_to_do_returns_the_last_report(workdir):
+    """The outputs are a function of the inputs and the vote store: with neither changed and
+    nothing left to ask, a re-run returns the last report at once; any change recomputes."""
+    cfg = _cfg(workdir, "unchanged")
+    first = run_annotate(cfg)
+    out = Path(cfg.annotate.output)
+    z = pq.read_table(out / "zelo.parquet")
+    again = run_annotate(cfg)
+    assert again.get("unchanged") and again["asked_this_run"] == 0 and again["reused"] == first["judge_calls"]
+    assert again["fingerprint"] == first["fingerprint"] and pq.read_table(out / "zelo.parquet").equals(z)
+    cfg.annotate.heldout = 0.2                          # a setting the report depends on
+    changed = run_annotate(cfg)
+    assert not changed.get("unchanged") and changed["asked_this_run"] == 0
+    (out / "zelo.parquet").unlink()                     # an output gone
+    assert not run_annotate(cfg).get("unchanged") and (out / "zelo.parquet").exists()
+    cfg.elo.model = "bradley_terry"                     # the fit changes
+    refit = run_annotate(cfg)
+    assert not refit.get("unchanged") and not pq.read_table(out / "zelo.parquet").equals(z)
+    assert run_annotate(cfg).get("unchanged")
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 10, 1001, 50_000])
+@pytest.mark.parametrize("ties", [False, True])
+def test_streaming_median_is_numpys_median(n, ties):
+    from zelo_ray.annotate.scores import streaming_median
+
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=n)
+    if ties:
+        x = np.round(x, 1)
+    x[rng.random(n) < 0.05] = np.nan
+    chunks = np.array_split(x, 7)
+    finite = x[np.isfinite(x)]
+    assert streaming_median(lambda: iter(chunks)) == (float(np.median(finite)) if len(finite) else 0.0)

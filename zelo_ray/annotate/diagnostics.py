@@ -37,16 +37,15 @@ def spend(all_votes: pa.Table, judge_names: list[str]) -> dict:
 
 
 def spend_of_store(store, judge_names: list[str], *, latency_sample: int = 1_000_000) -> dict:
-    """:func:`spend` over every row of a vote store, read a partition group at a time so that the
+    """:func:`spend` over every row of a vote store, read one partition at a time so that the
     whole store is never in memory; the latency median is over the first ``latency_sample`` rows
     of each judge."""
     cols = ["judge", "attempts", "input_tokens", "output_tokens", "cost", "latency_s"]
     sums = {n: {"calls": 0, "http_attempts": 0, "input_tokens": 0, "output_tokens": 0, "cost": 0.0}
             for n in judge_names}
     lat: dict[str, list] = {n: [] for n in judge_names}
-    step = 16
-    for start in range(0, store.partitions, step):
-        t = store.read_all(cols, partitions=range(start, min(start + step, store.partitions)))
+    for p in range(store.partitions):
+        t = store.read_all(cols, partitions=[p])
         for name, s in spend(t, judge_names).items():
             for k in sums[name]:
                 sums[name][k] += s[k]

@@ -4,12 +4,14 @@ they arrive, and report progress."""
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from zelo_ray.annotate.sizing import caller_count
 from zelo_ray.config import ZeloConfig
@@ -149,8 +151,17 @@ def execute(todo: pa.Table, cfg: ZeloConfig, store: VoteStore, texts: TextTable 
     callers = acfg.callers or caller_count(cfg.annotate.judges)
     parallel = callers * acfg.batches_in_flight
     block_rows = int(np.clip(todo.num_rows // (parallel * 4) or 1, acfg.batch_size, acfg.batch_size * 64))
+    spill = None
     try:
-        ds = ray.data.from_arrow(_blocks(todo, block_rows))
+        if logged:
+            # the calls reach the callers from a file, not through this process's share of the
+            # object store, and only a few columns per answer come back: the driver's memory is
+            # the bucket it works on, whatever the run's size
+            spill = store.path.parent / f".todo-{os.getpid()}.parquet"
+            pq.write_table(todo, spill, row_group_size=block_rows)
+            ds = ray.data.read_parquet(str(spill), override_num_blocks=max(1, -(-todo.num_rows // block_rows)))
+        else:
+            ds = ray.data.from_arrow(_blocks(todo, block_rows))
         ds = ds.map_batches(
             JudgeCaller, fn_constructor_kwargs=dict(judges=judges, texts=texts, share=1.0 / callers, **isolation),
             batch_size=acfg.batch_size, batch_format="pyarrow",
@@ -167,6 +178,8 @@ def execute(todo: pa.Table, cfg: ZeloConfig, store: VoteStore, texts: TextTable 
             store.seal_logs()  # every batch is done: the callers write no more
     finally:
         ctx.target_max_block_size = saved
+        if spill is not None:
+            spill.unlink(missing_ok=True)
 
 
 def _execute_vllm(todo: pa.Table, cfg: ZeloConfig, judges: list, store: VoteStore,

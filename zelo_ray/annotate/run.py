@@ -14,7 +14,6 @@ keys, :mod:`zelo_ray.judges.store`), and the Elo stage is recomputed from the st
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -32,7 +31,9 @@ from zelo_ray.annotate.buckets import Plan, bucket_nodes, plan_buckets
 from zelo_ray.annotate.execute import Progress, execute
 from zelo_ray.annotate.pairs import build_pairs, extra_pairs, query_bounds
 from zelo_ray.annotate.qrels import qrels_grades, qrels_relevance
-from zelo_ray.annotate.scores import (WithinFit, cross_outcomes, endpoint_scores, fit_calibration, fit_within,
+from zelo_ray.annotate.report import first_bucket_diagnostics, report_step
+from zelo_ray.annotate.resume import fingerprint, input_fingerprint, unchanged
+from zelo_ray.annotate.scores import (cross_outcomes, streaming_median, endpoint_scores, fit_calibration, fit_within,
                                       merge_within, task_scores, with_targets)
 from zelo_ray.annotate.tasks import TextHashes, build_tasks, calls_table
 from zelo_ray.config import ZeloConfig
@@ -41,7 +42,6 @@ from zelo_ray.faults import ErrorLog, check_failures
 from zelo_ray.judges.caller import TextTable
 from zelo_ray.judges.factory import preflight
 from zelo_ray.judges.keys import text_hashes
-from zelo_ray.judges.prompt import PROMPT_VERSION
 from zelo_ray.judges.store import VoteStore
 from zelo_ray.layout import layout
 
@@ -61,9 +61,16 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
     timings: dict[str, float] = {}
     with _timed(timings, "pairs_s"):
         run = _inputs(cfg, qrels, candidates, collection, queries)
-        plan = plan_step(cfg, run, out, log_fn)
     store = VoteStore(out / "votes", flush_rows=acfg.flush_rows, flush_s=acfg.flush_s)
     store.organize()  # answers logged by the callers of a run that was killed
+    inputs = input_fingerprint(cfg, run, out)
+    done = unchanged(out, inputs, store, acfg.retry_failed)
+    if done is not None:
+        log_fn(f"      nothing to do: the inputs, the config and {store.path} are as the last run left them "
+               f"({done['judge_calls']:,} judge calls, all reused)")
+        return done
+    with _timed(timings, "pairs_s"):
+        plan = plan_step(cfg, run, out, log_fn)
     errors = ErrorLog(out / "errors.parquet", "annotate")
     errors.reset()
     totals = _Totals(cross_w=np.full(plan.cross.num_rows, np.nan), cross_valid=np.zeros(plan.cross.num_rows, bool),
@@ -85,16 +92,19 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
                 fitted = fit_step(cfg, run, plan, graph, calls, store, b, totals, writers, out)
             if b == 0:
                 with _timed(timings, "diagnostics_s"):
-                    totals.first = _first_bucket_diagnostics(cfg, run, graph, fitted, calls)
+                    totals.first = first_bucket_diagnostics(cfg, run, graph, fitted)
             store.compact(plan.partitions[b])
             if plan.n_buckets > 1:
                 log_fn(f"      bucket {b + 1}/{plan.n_buckets}: {graph.n_queries:,} queries, "
                        f"{calls.tasks.num_rows:,} calls ({calls.reused:,} reused) · "
-                       f"{totals.asked:,} asked so far, {totals.asked / max(timings.get('judge_s', 0), 1e-9):,.0f} votes/s")
+                       f"{totals.asked:,} asked so far, {totals.asked / max(timings.get('judge_s', 0), 1e-9):,.0f} "
+                       f"votes/s · driver memory {_memory()}")
         writers.write("cross_pairs", plan.cross.select(_CROSS_COLUMNS))
         with _timed(timings, "elo_s"):
             table = calibrate_step(cfg, run, plan, totals, writers, out)
         writers.close()
+        if plan.n_buckets > 1:
+            log_fn(f"      calibrated {len(plan.qids):,} queries · driver memory {_memory()}")
     finally:
         writers.abort()
         shutil.rmtree(out / ".buckets", ignore_errors=True)
@@ -104,7 +114,8 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
     if failed.num_rows:
         log_fn(f"      {failed.num_rows:,} judge calls could not be asked (listed in {errors.path}; a re-run "
                f"asks them again): {totals.failures['most_common']}")
-    return report_step(cfg, run, plan, store, totals, table, out, timings)
+    return report_step(cfg, run, plan, store, totals, table, out, timings,
+                       fingerprint=fingerprint(inputs, store))
 
 
 @dataclass
@@ -181,6 +192,17 @@ class _Writers:
             w.close()
             (self.out / f"{name}.parquet.tmp").unlink(missing_ok=True)
         self._w = {}
+
+
+def _memory() -> str:
+    """This process's resident memory, private and shared (Ray's object store pages it touched)."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    except OSError:
+        return "n/a"
+    gib = lambda k: int(fields.get(k, "0 kB").split()[0]) / 2**20  # noqa: E731
+    return (f"{gib('VmRSS'):.2f} GiB (private {gib('RssAnon'):.2f}, shared {gib('RssShmem'):.2f}; "
+            f"peak {gib('VmHWM'):.2f})")
 
 
 @contextmanager
@@ -287,6 +309,7 @@ def judge_step(cfg: ZeloConfig, calls: _Calls, graph: _Graph, store: VoteStore, 
         execute(calls.todo, cfg, store, calls.texts, progress, errors)
     finally:
         store.flush()
+    store.organize()  # the callers are done: their logs become parts in the bucket's partitions
     totals.asked += calls.todo.num_rows
     totals.reused += calls.reused
 
@@ -305,8 +328,9 @@ def fit_step(cfg: ZeloConfig, run: _Inputs, plan: Plan, graph: _Graph, calls: _C
                      elo_cfg=cfg.elo)
     part = out / ".buckets" / f"elo-{b:05d}.parquet"
     pq.write_table(fit.table, part)
-    qindex = pc.index_in(graph.nodes["query_id"], value_set=pa.array(plan.qids.tolist(), pa.string()))
-    totals.fitted.append((qindex.to_numpy(zero_copy_only=False), part))
+    starts, ids = query_bounds(graph.nodes)
+    qindex = pc.index_in(pa.array(ids.tolist(), pa.string()), value_set=pa.array(plan.qids.tolist(), pa.string()))
+    totals.fitted.append((qindex.to_numpy(zero_copy_only=False), np.diff(np.r_[starts, graph.nodes.num_rows]), part))
     w = np.where(fit.valid_within, fit.w_within, np.nan)
     writers.write("pair_outcomes", graph.pairs.select(["query_id", "pair_id", "doc_a", "doc_b"]).append_column(
         "p_a", pa.array(w, pa.float64(), mask=~fit.valid_within)))
@@ -337,79 +361,19 @@ def calibrate_step(cfg: ZeloConfig, run: _Inputs, plan: Plan, totals: _Totals, w
     offsets, totals.calibration = fit_calibration(qa, qb, totals.elo_a, totals.elo_b, totals.cross_w,
                                                   totals.cross_valid, len(plan.qids), elo_cfg=cfg.elo,
                                                   cal_cfg=acfg.calibration)
-    calibrated = [pq.read_table(p, columns=["elo"])["elo"].to_numpy(zero_copy_only=False) + offsets[q]
-                  for q, p in totals.fitted]
-    every = np.concatenate(calibrated) if calibrated else np.empty(0)
-    finite = every[np.isfinite(every)]
-    center = float(np.median(finite)) if len(finite) else 0.0
-    del every, finite, calibrated
+    def calibrated():  # bucket by bucket: the run's scores are never all in memory at once
+        for q, counts, p in totals.fitted:
+            yield pq.read_table(p, columns=["elo"])["elo"].to_numpy(zero_copy_only=False) + np.repeat(offsets[q], counts)
+
+    center = streaming_median(calibrated)
     first = None
-    for q, p in totals.fitted:
-        table = with_targets(pq.read_table(p), offsets[q], center, acfg.calibration.temperature)
+    for q, counts, p in totals.fitted:
+        table = with_targets(pq.read_table(p), np.repeat(offsets[q], counts), center, acfg.calibration.temperature)
         if run.simulated:
             table = table.append_column("label", pa.array([LABEL] * table.num_rows, pa.string()))
         writers.write("zelo", table)
         first = table if first is None else first
     return first
-
-
-def _first_bucket_diagnostics(cfg: ZeloConfig, run: _Inputs, graph: _Graph, fitted: dict, calls: _Calls) -> dict:
-    """Agreement, position bias, grades and the held-out link comparison, on the first bucket's
-    queries (all of them when the run is one bucket)."""
-    acfg = cfg.annotate
-    names = [j.name for j in acfg.judges]
-    fit: WithinFit = fitted["fit"]
-    ts, pairs = fitted["ts"], graph.pairs
-    keep = fit.valid_within
-    from zelo_ray.annotate.scores import outcome_matrix
-
-    return {
-        "queries": graph.n_queries,
-        "agreement": diagnostics.agreement(outcome_matrix(ts, pairs["pair_id"], names, "within"), names),
-        "position_bias": diagnostics.position_bias(ts, names),
-        "decisive_by_grade": diagnostics.decisive_by_grade(fitted["votes"], pairs, qrels_grades(run.qrels))
-        if run.qrels is not None else None,
-        "heldout_likelihood": diagnostics.heldout_models(
-            fit.edge_i[keep], fit.edge_j[keep], fit.w_within[keep], pairs["pair_id"].to_numpy()[keep],
-            fit.group, graph.nodes.num_rows, fraction=acfg.heldout, prior=cfg.elo.prior)
-        if acfg.heldout and keep.any() else None,
-    }
-
-
-def report_step(cfg: ZeloConfig, run: _Inputs, plan: Plan, store: VoteStore, totals: _Totals,
-                first_table: pa.Table | None, out: Path, timings: dict) -> dict:
-    """Totals, diagnostics and spend → ``report.json``."""
-    acfg = cfg.annotate
-    names = [j.name for j in acfg.judges]
-    diag = totals.first or {"agreement": None, "position_bias": {n: None for n in names},
-                            "decisive_by_grade": None, "heldout_likelihood": None, "queries": 0}
-    spend = diagnostics.spend_of_store(store, names)
-    effect = diagnostics.calibration_effect(first_table, run.qrels, acfg.seed) if first_table is not None else {}
-    report = {
-        "label": LABEL if run.simulated else None,
-        "prompt_version": PROMPT_VERSION,
-        "queries": len(plan.qids), "pairs": (totals.within or {}).get("pairs", 0),
-        "cross_pairs": plan.cross.num_rows,
-        "judge_calls": totals.calls, "asked_this_run": totals.asked, "reused": totals.reused,
-        "votes_per_s": round(totals.asked / max(timings.get("judge_s", 0.0), 1e-9), 1),
-        "missing_votes": totals.missing,
-        "failed": totals.failures,
-        "buckets": plan.n_buckets,
-        "elo": totals.within or {}, "calibration": {**totals.calibration, **effect},
-        "judges": {n: {"spend": spend[n], **totals.failures_by_judge.get(n, {}),
-                       "position_bias": (diag["position_bias"] or {}).get(n)} for n in names},
-        "total_cost": round(sum(s["cost"] for s in spend.values()), 6),
-        "agreement": diag["agreement"], "heldout_likelihood": diag["heldout_likelihood"],
-        "decisive_by_grade": diag["decisive_by_grade"],
-        "diagnostics_queries": diag["queries"],
-        "timings": timings,
-        "files": {"pairs": str(out / "pairs.parquet"), "cross_pairs": str(out / "cross_pairs.parquet"),
-                  "votes": str(store.path), "zelo": str(out / "zelo.parquet"),
-                  "pair_outcomes": str(out / "pair_outcomes.parquet")},
-    }
-    (out / "report.json.tmp").write_text(json.dumps(report, indent=2, default=str))
-    os.replace(out / "report.json.tmp", out / "report.json")
-    return report
 
 
 def _texts(run: _Inputs, graph: _Graph) -> tuple[TextTable, TextHashes]:

@@ -20,7 +20,7 @@ from zelo_ray.core.calibration import fit_offsets, targets
 from zelo_ray.core.elo import EloConvergenceWarning, fit
 from zelo_ray.core.ensemble import soft_outcomes
 
-__all__ = ["WithinFit", "cross_outcomes", "endpoint_scores", "fit_calibration", "fit_within", "merge_within",
+__all__ = ["WithinFit", "cross_outcomes", "streaming_median", "endpoint_scores", "fit_calibration", "fit_within", "merge_within",
            "outcome_matrix", "task_scores", "with_targets"]
 
 
@@ -138,6 +138,44 @@ def fit_calibration(qa: np.ndarray, qb: np.ndarray, elo_a: np.ndarray, elo_b: np
         calibration.update(fitted_pairs=int(ok.sum()), converged=off.converged, iterations=off.iterations,
                            offset_sd=float(offsets.std()) if len(offsets) else 0.0)
     return offsets, calibration
+
+
+def streaming_median(chunks, bins: int = 4096) -> float:
+    """``np.median`` of the finite values of every array ``chunks()`` yields, without holding them
+    all: a histogram pass finds the bin(s) holding the middle value(s), a last pass sorts only
+    those (exact; 0.0 when there are none)."""
+    n, lo, hi = 0, np.inf, -np.inf
+    for c in chunks():
+        f = c[np.isfinite(c)]
+        if len(f):
+            n, lo, hi = n + len(f), min(lo, float(f.min())), max(hi, float(f.max()))
+    if n == 0:
+        return 0.0
+    if lo == hi:
+        return lo
+
+    def bin_of(f):
+        return np.minimum(((f - lo) / (hi - lo) * bins).astype(np.int64), bins - 1)
+
+    counts = np.zeros(bins, np.int64)
+    for c in chunks():
+        f = c[np.isfinite(c)]
+        counts += np.bincount(bin_of(f), minlength=bins)
+    cum = np.cumsum(counts)
+    ranks = sorted({(n - 1) // 2, n // 2})
+    wanted = {int(np.searchsorted(cum, k, side="right")) for k in ranks}
+    inside = {b: [] for b in wanted}
+    for c in chunks():
+        f = c[np.isfinite(c)]
+        idx = bin_of(f)
+        for b in wanted:
+            inside[b].append(f[idx == b])
+    values = []
+    for k in ranks:
+        b = int(np.searchsorted(cum, k, side="right"))
+        below = int(cum[b - 1]) if b else 0
+        values.append(np.sort(np.concatenate(inside[b]))[k - below])
+    return float(np.mean(values)) if len(values) == 2 else float(values[0])
 
 
 def with_targets(table: pa.Table, offsets: np.ndarray, center: float, temperature: float) -> pa.Table:

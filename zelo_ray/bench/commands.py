@@ -131,7 +131,7 @@ def cmd_bench_annotate_scale(args: argparse.Namespace) -> int:
     from zelo_ray.bench import judging
 
     r = judging.scale(queries=args.queries, docs=args.docs, judges=args.judges, executor=args.executor,
-                      workdir=args.workdir, bucket_queries=args.bucket_queries)
+                      workdir=args.workdir, bucket_queries=args.bucket_queries, overrides=args.overrides)
     write_result(r, args.json)
     return 0
 
@@ -258,6 +258,8 @@ def add_bench_commands(sub) -> None:
     p.add_argument("--workdir", help="where the synthetic run goes (default: a temp dir; the same dir "
                    "again measures a re-run with nothing left to ask)")
     p.add_argument("--bucket-queries", type=int, help="sets annotate.bucket_queries")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (e.g. elo.prior=0.02: a re-run that must refit)")
     p.add_argument("--json", help="also write the JSON result here")
     p.set_defaults(func=cmd_bench_annotate_scale)
 

@@ -123,7 +123,9 @@ def _synthetic_run(tmp: Path, queries: int, docs: int, chunk: int = 2000) -> tup
     """Candidates (written in chunks, so the benchmark's own data never weighs on the driver's
     peak memory) and sparse graded qrels: ten judged documents per query, as real qrels are."""
     rng = np.random.default_rng(0)
-    cand = tmp / "candidates.parquet"
+    cand, qrels_path = tmp / "candidates.parquet", tmp / "qrels.parquet"
+    if cand.exists() and qrels_path.exists():  # the same run again (e.g. a re-run with nothing to ask)
+        return cand, pq.read_table(qrels_path)
     schema = pa.schema([("query_id", pa.string()), ("doc_id", pa.string()), ("rank", pa.int32())])
     judged = []
     with pq.ParquetWriter(cand, schema) as w:
@@ -137,11 +139,14 @@ def _synthetic_run(tmp: Path, queries: int, docs: int, chunk: int = 2000) -> tup
             judged.append(pa.table({"query_id": pa.array(qid, pa.string()).filter(pa.array(pick)),
                                     "doc_id": pa.array(did, pa.string()).filter(pa.array(pick)),
                                     "relevance": pa.array(rng.integers(1, 5, int(pick.sum())).astype(np.int32))}))
-    return cand, pa.concat_tables(judged)
+    qrels = pa.concat_tables(judged)
+    pq.write_table(qrels, qrels_path)
+    return cand, qrels
 
 
 def scale(*, queries: int = 10_000, docs: int = 100, judges: int = 1, executor: str = "local",
-          workdir: str | None = None, bucket_queries: int | None = None, log=print) -> dict:
+          workdir: str | None = None, bucket_queries: int | None = None, overrides: list[str] = (),
+          log=print) -> dict:
     from zelo_ray.annotate.run import run_annotate
 
     tmp = Path(workdir or tempfile.mkdtemp(prefix="zelo-scale-"))
@@ -153,7 +158,8 @@ def scale(*, queries: int = 10_000, docs: int = 100, judges: int = 1, executor: 
     cfg = load_config(None, [f"annotate.top_n={docs}", f"annotate.executor={executor}",
                              f"annotate.output={tmp / 'annotate'}", "annotate.flush_rows=200000",
                              "annotate.batch_size=65536", "ray.num_cpus=2",
-                             *([f"annotate.bucket_queries={bucket_queries}"] if bucket_queries else [])])
+                             *([f"annotate.bucket_queries={bucket_queries}"] if bucket_queries else []),
+                             *overrides])
     cfg.annotate.judges = [SimulatedJudgeConfig(name=f"sim-{i}", kind="simulated", model=f"sim-{i}")
                            for i in range(judges)]
     t0 = time.perf_counter()
@@ -162,11 +168,11 @@ def scale(*, queries: int = 10_000, docs: int = 100, judges: int = 1, executor: 
     votes = report["judge_calls"]
     projected = wall * 112_000 / queries
     out = {"queries": queries, "docs": docs, "judges": judges, "executor": executor,
-           "bucket_queries": cfg.annotate.bucket_queries, "buckets": report.get("buckets"),
+           "bucket_queries": getattr(cfg.annotate, "bucket_queries", None), "buckets": report.get("buckets"),
            "pairs": report["pairs"], "votes": votes, "asked": report["asked_this_run"], "wall_s": round(wall, 1),
            "votes_per_s": round(votes / wall, 0), "stage_s": report["timings"], "setup_s": round(setup_s, 1),
            "peak_rss_gib": round(_peak_rss_gib(), 2), "peak_rss_after_setup_gib": round(rss_setup, 2),
-           "projected_112k_queries_s": round(projected, 0),
+           "projected_112k_queries_s": round(projected, 0), "unchanged": bool(report.get("unchanged")),
            "converged_queries": report["elo"]["converged_queries"], "cpu_count": os.cpu_count()}
     log(f"{queries:,} queries × {docs} docs: {report['pairs']:,} pairs, {votes:,} votes in {wall:.1f} s "
         f"({votes / wall:,.0f} votes/s), peak RSS {out['peak_rss_gib']} GiB; stages {report['timings']}; "

@@ -23,7 +23,10 @@ from zelo_ray.judges.base import VOTE_SCHEMA, CallBatch, ResultBatch
 from zelo_ray.judges.factory import make_judge
 from zelo_ray.judges.prompt import PROMPT_VERSION
 
-__all__ = ["JudgeCaller", "TextTable", "VOTE_SCHEMA"]
+__all__ = ["JudgeCaller", "PROGRESS_COLUMNS", "TextTable", "VOTE_SCHEMA"]
+
+PROGRESS_COLUMNS = ["pair_id", "score", "input_tokens", "output_tokens", "cost"]
+"""What a caller that logs its answers itself returns per answer."""
 
 
 
@@ -141,8 +144,10 @@ class JudgeCaller:
         votes = pa.concat_tables(parts).take(pa.array(order))
         if self.log is not None:
             # answers the judges did not hand over one by one (a simulated judge answers a whole
-            # batch at once) are logged now, before the batch is reported done
+            # batch at once) are logged now, before the batch is reported done; the driver then
+            # needs only what its progress line counts
             self.log.write(votes.filter(pa.array(~logged)))
+            return votes.select(PROGRESS_COLUMNS)
         return votes
 
     def _logger(self, batch: pa.Table, name: str, idx: np.ndarray, swapped: np.ndarray, logged: np.ndarray):
