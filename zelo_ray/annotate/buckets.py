@@ -17,7 +17,6 @@ draws them, and their documents are looked up bucket by bucket.
 from __future__ import annotations
 
 import shutil
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,14 +26,11 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from zelo_ray.annotate.pairs import query_bounds
-from zelo_ray.core.graph import CompleteGraphFallback, sample_pairs
-from zelo_ray.judges.keys import combine, string_hash, text_hashes, to_signed
+from zelo_ray.annotate.pairs import cross_pair_ids, cross_plan, query_bounds
+from zelo_ray.judges.keys import text_hashes
 from zelo_ray.judges.store import partition_of
 
 __all__ = ["Plan", "plan_buckets", "bucket_nodes"]
-
-_CROSS = string_hash("cross")  # as in pairs.py: cross pair ids hash the same way
 
 
 @dataclass
@@ -123,7 +119,7 @@ def plan_buckets(candidates: str, top_n: int, *, queries: list[str] | None, max_
     finally:
         for w in writers:
             w.close()
-    cross = _cross_plan(qids, sizes, k_cross, seed)
+    cross = _cross_plan(sizes, k_cross, seed)
     plan = Plan(qids=qids, sizes=sizes, bucket=bucket, partitions=groups, files=files, cross=cross)
     return _resolve_cross_docs(plan, top_n)
 
@@ -136,20 +132,10 @@ def bucket_nodes(plan: Plan, b: int, top_n: int) -> pa.Table:
     return t.append_column("pos", pa.array(pos, pa.int32()))
 
 
-def _cross_plan(qids: np.ndarray, sizes: np.ndarray, k: int, seed: int) -> pa.Table:
-    empty = pa.table({"qa": pa.array([], pa.int64()), "qb": pa.array([], pa.int64()),
-                      "a_pos": pa.array([], pa.int32()), "b_pos": pa.array([], pa.int32())})
-    if k == 0 or len(qids) < 2:
-        return empty
-    # the same draws, in the same order, as build_cross_pairs over every query at once
-    rng = np.random.default_rng([seed & 0x7FFFFFFFFFFFFFFF, int(_CROSS)])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CompleteGraphFallback)
-        edges = sample_pairs("cycles", len(qids), k, rng)
-    pa_ = (rng.random(len(edges)) * sizes[edges[:, 0]]).astype(np.int64)
-    pb_ = (rng.random(len(edges)) * sizes[edges[:, 1]]).astype(np.int64)
-    return pa.table({"qa": edges[:, 0].astype(np.int64), "qb": edges[:, 1].astype(np.int64),
-                     "a_pos": pa.array(pa_, pa.int32()), "b_pos": pa.array(pb_, pa.int32())})
+def _cross_plan(sizes: np.ndarray, k: int, seed: int) -> pa.Table:
+    edges, pos_a, pos_b = cross_plan(sizes, k=k, seed=seed)  # the draws build_cross_pairs makes
+    return pa.table({"qa": edges[:, 0], "qb": edges[:, 1], "a_pos": pa.array(pos_a, pa.int32()),
+                     "b_pos": pa.array(pos_b, pa.int32())})
 
 
 def _resolve_cross_docs(plan: Plan, top_n: int) -> Plan:
@@ -178,7 +164,7 @@ def _resolve_cross_docs(plan: Plan, top_n: int) -> Plan:
             li = np.array([local[q] for q in plan.qids[q_side[rows]]], dtype=np.int64)
             out[rows] = docs[starts[li] + pos[rows]]
     qh = text_hashes(plan.qids.tolist())
-    pid = to_signed(combine(_CROSS, qh[qa], text_hashes(doc_a.tolist()), qh[qb], text_hashes(doc_b.tolist())))
+    pid = cross_pair_ids(qh[qa], doc_a.tolist(), qh[qb], doc_b.tolist())
     plan.cross = pa.table({"pair_id": pid, "query_id": pa.array(plan.qids[qa].tolist(), pa.string()),
                            "doc_a": pa.array(doc_a.tolist(), pa.string()), "a_pos": c["a_pos"],
                            "query_b": pa.array(plan.qids[qb].tolist(), pa.string()),

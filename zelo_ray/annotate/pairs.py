@@ -26,7 +26,7 @@ import pyarrow.dataset as pads
 from zelo_ray.core.graph import CompleteGraphFallback, sample_pairs
 from zelo_ray.judges.keys import combine, string_hash, text_hashes, to_signed
 
-__all__ = ["select_nodes", "build_pairs", "build_cross_pairs", "query_bounds"]
+__all__ = ["select_nodes", "build_pairs", "build_cross_pairs", "cross_pair_ids", "cross_plan", "query_bounds"]
 
 _WITHIN = string_hash("within")
 _CROSS = string_hash("cross")
@@ -116,29 +116,41 @@ def extra_pairs(nodes: pa.Table, query_ids: list[str], doc_a: list[str], doc_b: 
                      "b_pos": pa.array([pos[(q, b)] for q, b in zip(query_ids, doc_b)], pa.int32())})
 
 
+def cross_plan(sizes: np.ndarray, *, k: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The cross-query pairs from each query's candidate count alone: (E, 2) query indexes (a
+    k-regular cycle graph over the queries) and the position of the candidate drawn on each side."""
+    if k == 0 or len(sizes) < 2:
+        return np.empty((0, 2), np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
+    rng = np.random.default_rng([seed & 0x7FFFFFFFFFFFFFFF, int(_CROSS)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CompleteGraphFallback)
+        edges = sample_pairs("cycles", len(sizes), k, rng)
+    pos_a = (rng.random(len(edges)) * sizes[edges[:, 0]]).astype(np.int64)
+    pos_b = (rng.random(len(edges)) * sizes[edges[:, 1]]).astype(np.int64)
+    return edges.astype(np.int64), pos_a, pos_b
+
+
+def cross_pair_ids(query_a: np.ndarray, doc_a: list, query_b: np.ndarray, doc_b: list) -> np.ndarray:
+    """Stable ids of cross-query pairs (query ids as hashes, documents as ids)."""
+    return to_signed(combine(_CROSS, query_a, text_hashes(doc_a), query_b, text_hashes(doc_b)))
+
+
 def build_cross_pairs(nodes: pa.Table, *, k: int = 4, seed: int = 0) -> pa.Table:
     """Q·k/2 cross-query pairs: a k-regular cycle graph over the queries (connected, so every
     offset is tied to every other), each edge comparing one random candidate of each query."""
     starts, qids = query_bounds(nodes)
-    empty = pa.table({"pair_id": pa.array([], pa.int64()), "query_id": pa.array([], pa.string()),
-                      "doc_a": pa.array([], pa.string()), "a_pos": pa.array([], pa.int32()),
-                      "query_b": pa.array([], pa.string()), "doc_b": pa.array([], pa.string()),
-                      "b_pos": pa.array([], pa.int32())})
-    if k == 0 or len(qids) < 2:
-        return empty
-    rng = np.random.default_rng([seed & 0x7FFFFFFFFFFFFFFF, int(_CROSS)])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CompleteGraphFallback)
-        edges = sample_pairs("cycles", len(qids), k, rng)
-    sizes = np.diff(np.r_[starts, nodes.num_rows])
-    ia = starts[edges[:, 0]] + (rng.random(len(edges)) * sizes[edges[:, 0]]).astype(np.int64)
-    ib = starts[edges[:, 1]] + (rng.random(len(edges)) * sizes[edges[:, 1]]).astype(np.int64)
+    edges, pos_a, pos_b = cross_plan(np.diff(np.r_[starts, nodes.num_rows]), k=k, seed=seed)
+    if not len(edges):
+        return pa.table({"pair_id": pa.array([], pa.int64()), "query_id": pa.array([], pa.string()),
+                         "doc_a": pa.array([], pa.string()), "a_pos": pa.array([], pa.int32()),
+                         "query_b": pa.array([], pa.string()), "doc_b": pa.array([], pa.string()),
+                         "b_pos": pa.array([], pa.int32())})
+    ia, ib = starts[edges[:, 0]] + pos_a, starts[edges[:, 1]] + pos_b
     doc = nodes["doc_id"]
     pos = nodes["pos"].to_numpy()
     qh = text_hashes(qids)
     da, db = doc.take(pa.array(ia)), doc.take(pa.array(ib))
-    pid = to_signed(combine(_CROSS, qh[edges[:, 0]], text_hashes(da.to_pylist()),
-                            qh[edges[:, 1]], text_hashes(db.to_pylist())))
+    pid = cross_pair_ids(qh[edges[:, 0]], da.to_pylist(), qh[edges[:, 1]], db.to_pylist())
     return pa.table({"pair_id": pid, "query_id": pa.array(qids[edges[:, 0]], pa.string()), "doc_a": da,
                      "a_pos": pa.array(pos[ia], pa.int32()),
                      "query_b": pa.array(qids[edges[:, 1]], pa.string()), "doc_b": db,

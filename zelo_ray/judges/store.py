@@ -62,10 +62,15 @@ def partition_of(query_ids: pa.Array | pa.ChunkedArray, partitions: int = PARTIT
     return part[pc.index_in(ids, value_set=uniq).to_numpy(zero_copy_only=False)]
 
 
-def _write_part(directory: Path, table: pa.Table, tag: str = "") -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
+def _part_name(tag: str = "") -> str:
     # Names sort in write order within a process; the uuid keeps concurrent writers apart.
-    name = f"part-{time.time_ns():020d}{tag}-{uuid.uuid4().hex[:8]}.parquet"
+    return f"part-{time.time_ns():020d}{tag}-{uuid.uuid4().hex[:8]}.parquet"
+
+
+def _write_part(directory: Path, table: pa.Table, name: str | None = None) -> Path:
+    """Write ``table`` as a part of ``directory``: temporary name, fsync, rename, fsync the folder."""
+    directory.mkdir(parents=True, exist_ok=True)
+    name = name or _part_name()
     tmp = directory / f".tmp-{name}"
     with open(tmp, "wb") as f:
         pq.write_table(table, f)
@@ -177,15 +182,10 @@ class VoteStore:
             if len(parts) < 2:
                 continue
             table = pa.concat_tables(pq.read_table(f) for f in parts)
-            into = f"part-{time.time_ns():020d}-c-{uuid.uuid4().hex[:8]}.parquet"
+            into = _part_name("-c")
             note = d / f"compact-{into}.json"
             note.write_text(json.dumps({"into": into, "replaces": [f.name for f in parts]}))
-            tmp = d / f".tmp-{into}"
-            with open(tmp, "wb") as fh:
-                pq.write_table(table, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, d / into)
+            _write_part(d, table, into)
             for f in parts:
                 f.unlink(missing_ok=True)
             note.unlink()
