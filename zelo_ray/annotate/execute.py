@@ -28,12 +28,13 @@ class Progress:
 
     A pair is done when none of its calls is still waiting; with ``pending_pairs`` (the pair id
     of every call asked in this run) and ``n_pairs`` (all pairs of the run, including those
-    answered by an earlier run) the line counts them too.
+    answered by an earlier run) the line counts them too. ``final``: also log when the last call
+    is in (off when the caller prints its own summary).
     """
 
     def __init__(self, total: int, log_fn=print, every_s: float = 5.0, *,
-                 pending_pairs: np.ndarray | None = None, n_pairs: int | None = None) -> None:
-        self.total, self.log_fn, self.every_s = total, log_fn, every_s
+                 pending_pairs: np.ndarray | None = None, n_pairs: int | None = None, final: bool = True) -> None:
+        self.total, self.log_fn, self.every_s, self.final = total, log_fn, every_s, final
         self.done = self.failed = self.tokens_in = self.tokens_out = 0
         self.cost = 0.0
         self.t0 = self._last = time.perf_counter()
@@ -58,7 +59,7 @@ class Progress:
         if self._waiting is not None and votes.num_rows:
             idx = np.searchsorted(self._pair_ids, votes["pair_id"].to_numpy())
             np.subtract.at(self._waiting, np.clip(idx, 0, len(self._pair_ids) - 1), 1)
-        if now - self._last >= self.every_s or self.done >= self.total:
+        if now - self._last >= self.every_s or (self.final and self.done >= self.total):
             self._last = now
             self.log_fn(self.line())
 

@@ -302,7 +302,9 @@ def judge_step(cfg: ZeloConfig, calls: _Calls, graph: _Graph, store: VoteStore, 
                totals: _Totals, log_fn, *, quiet: bool) -> None:
     """Ask every call still to ask; answers reach the store as they arrive. A call that cannot be
     asked lands in ``errors.parquet`` (a re-run asks it again)."""
-    progress = Progress(calls.todo.num_rows, (lambda m: None) if quiet else log_fn,
+    # with several buckets, a line a minute inside a long bucket (real judges take hours per
+    # bucket) and the bucket's own summary line at its end
+    progress = Progress(calls.todo.num_rows, log_fn, every_s=60.0 if quiet else 5.0, final=not quiet,
                         pending_pairs=calls.todo["pair_id"].to_numpy(),
                         n_pairs=graph.pairs.num_rows + graph.cross.num_rows)
     try:
