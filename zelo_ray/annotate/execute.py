@@ -175,8 +175,6 @@ def execute(todo: pa.Table, cfg: ZeloConfig, store: VoteStore, texts: TextTable 
         for votes in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             keep(votes)
             progress.update(votes)
-        if logged:
-            store.seal_logs()  # every batch is done: the callers write no more
     finally:
         ctx.target_max_block_size = saved
         if spill is not None:

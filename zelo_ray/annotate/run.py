@@ -85,11 +85,11 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
                 log_fn(f"      {graph.n_queries:,} queries × top-{acfg.top_n}: {graph.pairs.num_rows:,} pairs "
                        f"({cfg.graph.strategy}, k={cfg.graph.k}) + {plan.cross.num_rows:,} cross-query pairs")
             with _timed(timings, "tasks_s"):
-                calls = tasks_step(cfg, run, graph, store, plan, log_fn if plan.n_buckets == 1 else None)
+                calls = tasks_step(cfg, run, graph, store, log_fn if plan.n_buckets == 1 else None)
             with _timed(timings, "judge_s"):
                 judge_step(cfg, calls, graph, store, errors, totals, log_fn, quiet=plan.n_buckets > 1)
             with _timed(timings, "elo_s"):
-                fitted = fit_step(cfg, run, plan, graph, calls, store, b, totals, writers, out)
+                fitted = fit_step(cfg, plan, graph, calls, store, b, totals, writers, out)
             if b == 0:
                 with _timed(timings, "diagnostics_s"):
                     totals.first = first_bucket_diagnostics(cfg, run, graph, fitted)
@@ -101,7 +101,7 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
                        f"votes/s · driver memory {_memory()}")
         writers.write("cross_pairs", plan.cross.select(_CROSS_COLUMNS))
         with _timed(timings, "elo_s"):
-            table = calibrate_step(cfg, run, plan, totals, writers, out)
+            table = calibrate_step(cfg, run, plan, totals, writers)
         writers.close()
         if plan.n_buckets > 1:
             log_fn(f"      calibrated {len(plan.qids):,} queries · driver memory {_memory()}")
@@ -160,7 +160,6 @@ class _Totals:
     reused: int = 0
     calls: int = 0
     missing: int = 0
-    queries: int = 0
     within: dict | None = None
     failures_by_judge: dict = field(default_factory=dict)
     first: dict | None = None
@@ -273,7 +272,7 @@ def pairs_step(cfg: ZeloConfig, plan: Plan, b: int, out: Path) -> _Graph:
     return _Graph(nodes, pairs, cross, rows, len(query_bounds(nodes)[1]))
 
 
-def tasks_step(cfg: ZeloConfig, run: _Inputs, graph: _Graph, store: VoteStore, plan: Plan, log_fn) -> _Calls:
+def tasks_step(cfg: ZeloConfig, run: _Inputs, graph: _Graph, store: VoteStore, log_fn) -> _Calls:
     """One call per (pair, judge) with its A/B order and cache key; the calls still to ask are
     those the vote store has no answer for, each distinct request once."""
     acfg = cfg.annotate
@@ -316,7 +315,7 @@ def judge_step(cfg: ZeloConfig, calls: _Calls, graph: _Graph, store: VoteStore, 
     totals.reused += calls.reused
 
 
-def fit_step(cfg: ZeloConfig, run: _Inputs, plan: Plan, graph: _Graph, calls: _Calls, store: VoteStore, b: int,
+def fit_step(cfg: ZeloConfig, plan: Plan, graph: _Graph, calls: _Calls, store: VoteStore, b: int,
              totals: _Totals, writers: _Writers, out: Path) -> dict:
     """The bucket's stored votes → soft outcomes → Elo per query (kept in a part until the
     calibration); the ensemble's outcome per pair (``pair_outcomes.parquet``: what the pairwise
@@ -352,8 +351,7 @@ def fit_step(cfg: ZeloConfig, run: _Inputs, plan: Plan, graph: _Graph, calls: _C
     return {"fit": fit, "votes": votes, "ts": ts}
 
 
-def calibrate_step(cfg: ZeloConfig, run: _Inputs, plan: Plan, totals: _Totals, writers: _Writers,
-                   out: Path) -> pa.Table | None:
+def calibrate_step(cfg: ZeloConfig, run: _Inputs, plan: Plan, totals: _Totals, writers: _Writers) -> pa.Table | None:
     """One offset per query from the cross-query pairs; then ``calibrated`` and ``target`` for
     every candidate (the median over the whole run), written to ``zelo.parquet``. Returns the
     first bucket's rows (for the report)."""

@@ -114,17 +114,18 @@ class VoteStore:
 
     def parts(self, partitions: Iterable[int] | None = None) -> list[Path]:
         """Parquet parts of ``partitions`` (None: every part, filed or not), in write order."""
+        dirs = (sorted(self.path.glob("p[0-9][0-9][0-9]")) if partitions is None
+                else [self._dir(int(p)) for p in partitions])
+        found = [f for d in dirs for f in d.glob("part-*.parquet")]
         if partitions is None:
-            found = list(self.path.glob("p[0-9][0-9][0-9]/part-*.parquet")) + self._unfiled()
-        else:
-            found = [f for p in partitions for f in self._dir(int(p)).glob("part-*.parquet")]
-        replaced = self._replaced()
+            found += self._unfiled()
+        replaced = self._replaced(dirs)
         return sorted((f for f in found if f.name not in replaced), key=lambda f: f.name)
 
-    def _replaced(self) -> set[str]:
-        """Parts a finished compaction replaced but a crash left behind."""
+    def _replaced(self, dirs: list[Path]) -> set[str]:
+        """Parts of ``dirs`` a finished compaction replaced but a crash left behind."""
         out: set[str] = set()
-        for note in self.path.glob("p[0-9][0-9][0-9]/compact-*.json"):
+        for note in (n for d in dirs for n in d.glob("compact-*.json")):
             entry = json.loads(note.read_text())
             if (note.parent / entry["into"]).exists():
                 out.update(entry["replaces"])
@@ -236,9 +237,3 @@ class VoteStore:
 
     def asked_keys(self, partitions: Iterable[int] | None = None) -> np.ndarray:
         return np.unique(self.read_all(["cache_key"], partitions)["cache_key"].to_numpy())
-
-    def seal_logs(self) -> int:
-        """Turn the answer logs of callers that have finished (or died) into filed parts."""
-        before = len(list(self.path.glob("log-*.arrows")))
-        self.organize()
-        return before
