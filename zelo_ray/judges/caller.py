@@ -29,7 +29,6 @@ PROGRESS_COLUMNS = ["pair_id", "score", "input_tokens", "output_tokens", "cost"]
 """What a caller that logs its answers itself returns per answer."""
 
 
-
 @dataclass
 class TextTable:
     """Query and document texts the LLM judges need, by id."""
@@ -178,7 +177,7 @@ class JudgeCaller:
             pa.array([cfg.model] * len(rows), pa.string()), batch["swapped"].take(take),
             pa.array(score, pa.float64(), mask=np.isnan(score)), pa.array(error, pa.string()),
             pa.array(tin, pa.int64()), pa.array(tout, pa.int64()),
-            pa.array(np.asarray(cfg.cost(tin, tout), np.float64) * np.ones(len(rows)), pa.float64()),
+            pa.array(np.asarray(cfg.cost(tin, tout), np.float64), pa.float64()),
             pa.array(res.latency_s[sub], pa.float64()), pa.array(res.attempts[sub], pa.int64()),
             pa.array([PROMPT_VERSION] * len(rows), pa.string()), batch["cache_key"].take(take),
         ], schema=VOTE_SCHEMA)
