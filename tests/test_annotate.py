@@ -333,3 +333,87 @@ def test_streaming_median_is_numpys_median(n, ties):
     chunks = np.array_split(x, 7)
     finite = x[np.isfinite(x)]
     assert streaming_median(lambda: iter(chunks)) == (float(np.median(finite)) if len(finite) else 0.0)
+
+
+def test_an_autoscaling_caller_pool_keeps_the_endpoint_rate(workdir, ray_tmp, monkeypatch, capsys):
+    """A caller pool that grows from 1 to 4 actors keeps one endpoint limited to R requests/min
+    under R (± 5%) with fewer than 1% 429s: every caller takes its slots from one shared book
+    of limits, so the limit does not grow with the pool (a 1/callers split would be fixed at
+    start and a grown pool would exceed it)."""
+    import ray
+
+    monkeypatch.setenv("ZELO_TEST_KEY", SECRET)
+    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+    rpm, burst_s = 1200.0, 1.0   # a provider that allows a 1 s burst
+    ray.shutdown()
+    try:
+        with FakeJudgeServer(latency_s=0.3, api_key=SECRET, requests_per_minute=rpm, burst_s=burst_s) as server:
+            cfg = _cfg(workdir, "autoscale", "annotate.executor=ray", "annotate.callers=1",
+                       "annotate.max_callers=4", "annotate.top_n=24", "graph.k=8", "annotate.batch_size=8",
+                       "annotate.batches_in_flight=2", "ray.num_cpus=2")
+            cfg.annotate.judges = _llm_judges(server, n=1, max_concurrency=64, requests_per_minute=rpm,
+                                              timeout_s=5.0, max_retries=6, backoff_s=0.5, backoff_max_s=5.0)
+            report = run_annotate(cfg)
+    finally:
+        ray.shutdown()
+    out = capsys.readouterr().out
+    assert report["missing_votes"] == 0
+    calls = report["judge_calls"]
+    arrivals = np.sort(np.asarray(server.arrivals))
+    assert len(arrivals) == server.total >= calls
+    rejected = server.outcomes["429_rate"]
+    assert rejected < 0.01 * server.total, (rejected, server.total)
+    # the rate in every 10 s window is at most R plus the bucket's burst, within 5 %
+    rate = rpm / 60.0
+    window = 10.0
+    ends = np.searchsorted(arrivals, arrivals + window, side="right")
+    busiest = int((ends - np.arange(len(arrivals))).max())
+    assert busiest <= 1.05 * rate * (window + burst_s), (busiest, rate * (window + burst_s))
+    # ... and the pool used what the limit allows (not a trivially slow client)
+    steady = (len(arrivals) - rate * burst_s) / (arrivals[-1] - arrivals[0])
+    assert 0.8 * rate <= steady <= 1.05 * rate, (steady, rate)
+    used = int(out.split("judge callers: ")[1].split(" used")[0])
+    print(f"pool used {used} callers; {rejected} of {server.total} requests got 429; busiest 10 s: "
+          f"{busiest} (R allows {rate * (window + burst_s):.0f}); steady {steady:.2f}/s of {rate:.2f}/s")
+    assert used == 4, out[-2000:]
+
+
+def test_vllm_and_hosted_judges_run_at_the_same_time(workdir, monkeypatch):
+    """The vLLM judges' Ray Data job and the hosted judges' callers overlap in time (they used
+    to run one after the other); every call of both is stored. The vLLM engine is stood in for
+    by a generator that takes a second, so this needs neither vLLM nor a GPU."""
+    import zelo_ray.annotate.execute as execute_mod
+    import zelo_ray.judges.vllm_pairwise as vllm_mod
+    import zelo_ray.raysession as raysession
+    from zelo_ray.config import VLLMPairwiseJudgeConfig
+    from zelo_ray.judges.base import VOTE_SCHEMA
+
+    monkeypatch.setenv("ZELO_TEST_KEY", SECRET)
+    window = {}
+
+    def fake_vllm_votes(rows, judge, texts, *, batch_size):
+        window["start"] = time.monotonic()
+        for block in rows.to_batches(max_chunksize=batch_size):
+            time.sleep(1.0 / max(1, -(-rows.num_rows // batch_size)))
+            n = block.num_rows
+            cols = {f.name: pa.nulls(n, f.type) for f in VOTE_SCHEMA}
+            for c in ("pair_id", "query_id", "kind", "probe", "judge", "swapped", "cache_key"):
+                cols[c] = block.column(c)
+            cols["score"] = pa.array(np.zeros(n))
+            yield pa.table(cols, schema=VOTE_SCHEMA)
+        window["end"] = time.monotonic()
+
+    monkeypatch.setattr(vllm_mod, "vllm_votes", fake_vllm_votes)
+    monkeypatch.setattr(execute_mod, "preflight", lambda judge: None)
+    monkeypatch.setattr("zelo_ray.annotate.run.preflight", lambda judge: None)
+    monkeypatch.setattr(raysession, "ensure_ray", lambda *a, **k: None)
+    with FakeJudgeServer(latency_s=0.02, api_key=SECRET) as server:
+        cfg = _cfg(workdir, "concurrent-vllm", "annotate.batch_size=16")
+        cfg.annotate.judges = [*_llm_judges(server, n=1, max_concurrency=1),
+                               VLLMPairwiseJudgeConfig(name="slm", kind="vllm_pairwise", model="/nowhere")]
+        report = run_annotate(cfg)
+        busy = (server.first_request_at, server.last_reply_at)
+    assert report["missing_votes"] == 0
+    assert report["judges"]["slm"]["spend"]["calls"] == report["judges"]["llm0"]["spend"]["calls"] > 0
+    # the two windows overlap: each started before the other ended
+    assert window["start"] < busy[1] and busy[0] < window["end"], (window, busy)

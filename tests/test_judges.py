@@ -68,13 +68,13 @@ def test_backoff_delay_bounds():
 
 def test_bucket_enforces_rate():
     async def go():
-        b = Bucket(per_minute=1200)  # 20/s, burst 40
+        b = Bucket(per_minute=1200)  # 20/s, burst 10 (half a second)
         t0 = time.monotonic()
         for _ in range(60):
             await b.take(1)
         return time.monotonic() - t0
     elapsed = asyncio.run(go())
-    assert 0.9 <= elapsed < 3.0   # 40 from the burst, 20 more at 20/s
+    assert 2.3 <= elapsed < 3.5   # 10 from the burst, 50 more at 20/s
 
 
 def test_limiter_caps_concurrency():
@@ -92,6 +92,65 @@ def test_limiter_caps_concurrency():
         await asyncio.gather(*(one() for _ in range(20)))
         return peak
     assert asyncio.run(go()) == 3
+
+
+def test_limit_book_holds_every_limit_across_callers():
+    """Many callers on one book: the concurrency cap holds for all of them together, the request
+    rate is the endpoint's (not per caller), and a 429's pause stops every caller."""
+    from zelo_ray.judges.shared_limits import EndpointLimits, LimitBook
+
+    async def go():
+        book = LimitBook({"ep": EndpointLimits(max_concurrency=3, requests_per_minute=1200)})
+        inflight = peak = 0
+
+        async def one(client):
+            nonlocal inflight, peak
+            slot = await book.acquire("ep", 0.0, client)
+            inflight += 1
+            peak = max(peak, inflight)
+            await asyncio.sleep(0.01)
+            inflight -= 1
+            await book.release("ep", slot)
+        t0 = time.monotonic()
+        await asyncio.gather(*(one(f"caller-{i % 8}") for i in range(60)))
+        elapsed = time.monotonic() - t0
+        await book.pause("ep", 0.3)
+        t1 = time.monotonic()
+        await book.release("ep", await book.acquire("ep", 0.0, "caller-9"))
+        return peak, elapsed, time.monotonic() - t1, book.clients(), book.stats()["ep"]
+    peak, elapsed, paused, clients, stats = asyncio.run(go())
+    assert peak == 3 and clients == 9
+    assert 2.3 <= elapsed < 3.5            # 60 requests at 20/s with a 10-request burst, for all 8 callers
+    assert paused >= 0.29
+    assert stats["granted"] == 61 and stats["in_use"] == 0
+
+
+def test_limit_book_takes_back_the_slots_of_a_dead_caller():
+    from zelo_ray.judges.shared_limits import EndpointLimits, LimitBook
+
+    async def go():
+        book = LimitBook({"ep": EndpointLimits(max_concurrency=2, lease_s=0.2)})
+        await book.acquire("ep", 0.0, "dies")
+        await book.acquire("ep", 0.0, "dies")      # never returned
+        t0 = time.monotonic()
+        slot = await asyncio.wait_for(book.acquire("ep", 0.0, "lives"), timeout=5)
+        waited = time.monotonic() - t0
+        await book.release("ep", slot)
+        with pytest.raises(KeyError, match="no limits for judge 'other'"):
+            await book.acquire("other", 0.0, "lives")
+        return waited, book.stats()["ep"]
+    waited, stats = asyncio.run(go())
+    assert 0.15 <= waited < 2.0 and stats["reclaimed"] == 2
+
+
+def test_shared_limits_cover_hosted_judges_only():
+    from zelo_ray.judges.shared_limits import limits_of
+
+    hosted = OpenAIJudgeConfig(name="gpt", model="m", base_url="http://127.0.0.1:1", max_concurrency=7,
+                               requests_per_minute=600, timeout_s=10)
+    lim = limits_of([hosted, SimulatedJudgeConfig(name="s", kind="simulated")])
+    assert list(lim) == ["gpt"] and lim["gpt"].max_concurrency == 7 and lim["gpt"].requests_per_minute == 600
+    assert lim["gpt"].lease_s == 50.0
 
 
 def _tasks(n, swapped, rel_a, rel_b, judge="sim"):

@@ -24,14 +24,14 @@ def spend(all_votes: pa.Table, judge_names: list[str]) -> dict:
     out = {}
     for name in judge_names:
         t = all_votes.filter(pc.equal(all_votes["judge"], name))
-        lat = t["latency_s"].to_numpy(zero_copy_only=False) if t.num_rows else np.empty(0)
+        lat = t["latency_s"].drop_null().to_numpy(zero_copy_only=False) if t.num_rows else np.empty(0)
         out[name] = {
             "calls": t.num_rows,
             "http_attempts": int(pc.sum(t["attempts"]).as_py() or 0),
             "input_tokens": int(pc.sum(t["input_tokens"]).as_py() or 0),
             "output_tokens": int(pc.sum(t["output_tokens"]).as_py() or 0),
             "cost": round(float(pc.sum(t["cost"]).as_py() or 0.0), 6),
-            "latency_p50_s": round(float(np.nanmedian(lat)), 4) if len(lat) else None,
+            "latency_p50_s": round(float(np.median(lat)), 4) if len(lat) else None,
         }
     return out
 
@@ -50,13 +50,13 @@ def spend_of_store(store, judge_names: list[str], *, latency_sample: int = 1_000
             for k in sums[name]:
                 sums[name][k] += s[k]
             if sum(len(x) for x in lat[name]) < latency_sample:
-                sel = t.filter(pc.equal(t["judge"], name))["latency_s"].to_numpy(zero_copy_only=False)
+                sel = t.filter(pc.equal(t["judge"], name))["latency_s"].drop_null().to_numpy(zero_copy_only=False)
                 lat[name].append(sel)
     out = {}
     for name in judge_names:
         values = np.concatenate(lat[name])[:latency_sample] if lat[name] else np.empty(0)
         out[name] = {**sums[name], "cost": round(sums[name]["cost"], 6),
-                     "latency_p50_s": round(float(np.nanmedian(values)), 4) if len(values) else None}
+                     "latency_p50_s": round(float(np.median(values)), 4) if len(values) else None}
     return out
 
 

@@ -5,6 +5,8 @@ they arrive, and report progress."""
 from __future__ import annotations
 
 import os
+import shutil
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
@@ -79,6 +81,23 @@ def _blocks(todo: pa.Table, rows: int) -> list[pa.Table]:
     return [todo.slice(i, rows) for i in range(0, todo.num_rows, rows)]
 
 
+def _spill(todo: pa.Table, folder, rows: int) -> list[str]:
+    """``todo`` as one Parquet file per block of ``rows`` calls."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, block in enumerate(_blocks(todo, rows)):
+        paths.append(str(folder / f"part-{i:06d}.parquet"))
+        pq.write_table(block, paths[-1])
+    return paths
+
+
+def _read_spill(batch: pa.Table) -> pa.Table:
+    # One block per file: Ray Data's own Parquet reader merges small files into one block, and
+    # an actor works through one block's batches one after another, which would leave the pool a
+    # single task (no concurrency, nothing to grow on).
+    return pa.concat_tables([pq.read_table(p) for p in batch["path"].to_pylist()])
+
+
 def callers_log_answers(cfg: ZeloConfig) -> bool:
     """Whether judge callers append answers to the store themselves, each as it arrives
     (``annotate.answer_log``): with ``auto``, when they run in this process or on this machine's
@@ -96,30 +115,66 @@ def callers_log_answers(cfg: ZeloConfig) -> bool:
     return sum(1 for n in ray.nodes() if n.get("Alive")) <= 1
 
 
+class _Sink:
+    """Where answers go: the store (unless the callers logged them) and the progress line — from
+    the caller pool and the vLLM judges at once, so one lock keeps them whole."""
+
+    def __init__(self, store: VoteStore, progress: Progress) -> None:
+        self.store, self.progress = store, progress
+        self._lock = threading.Lock()
+
+    def __call__(self, votes: pa.Table, *, stored: bool = False) -> None:
+        with self._lock:
+            if not stored:
+                self.store.append(votes)
+            self.progress.update(votes)
+
+
 def execute(todo: pa.Table, cfg: ZeloConfig, store: VoteStore, texts: TextTable | None,
             progress: Progress, errors: ErrorLog | None = None) -> None:
     """Ask every call in ``todo``; answers reach ``store`` as they come back — written by the
     callers themselves, one by one (:func:`callers_log_answers`), or appended here per batch. A
-    call that cannot be asked goes to ``errors`` (and is not stored, so a re-run asks it again)."""
-    acfg = cfg.annotate
-    isolation = dict(errors=str(errors.path) if errors else None, inject=list(cfg.errors.inject))
+    call that cannot be asked goes to ``errors`` (and is not stored, so a re-run asks it again).
+    vLLM judges (``ray.data.llm``) and the hosted-judge callers run at the same time."""
     if todo.num_rows == 0:
         return
-    slm = [j for j in acfg.judges if j.runner == "vllm"]
-    if slm:
-        # vLLM judges run as their own Ray Data job (ray.data.llm); the rest go to the callers.
-        names = pa.array([j.name for j in slm])
-        is_slm = pc.is_in(todo["judge"], value_set=names)
-        _execute_vllm(todo.filter(is_slm), cfg, slm, store, texts, progress)
-        todo = todo.filter(pc.invert(is_slm))
-        if todo.num_rows == 0:
-            return
+    sink = _Sink(store, progress)
+    slm = [j for j in cfg.annotate.judges if j.runner == "vllm"]
+    if not slm:
+        _execute_callers(todo, cfg, store, texts, sink, errors)
+        return
+    is_slm = pc.is_in(todo["judge"], value_set=pa.array([j.name for j in slm]))
+    slm_todo, todo = todo.filter(is_slm), todo.filter(pc.invert(is_slm))
+    if todo.num_rows == 0:
+        _execute_vllm(slm_todo, cfg, slm, texts, sink)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="vllm-judges") as pool:
+        vllm = pool.submit(_execute_vllm, slm_todo, cfg, slm, texts, sink)
+        try:
+            _execute_callers(todo, cfg, store, texts, sink, errors)
+        finally:
+            # the vLLM votes are paid-for compute: they are stored even when the callers failed
+            vllm.result()
+
+
+def _pool_size(cfg: ZeloConfig, judges: list) -> tuple[int, int]:
+    """(fewest, most) caller actors."""
+    acfg = cfg.annotate
+    least = acfg.callers or caller_count(judges)
+    if acfg.max_callers is None:
+        return least, least
+    return min(least, acfg.max_callers), acfg.max_callers
+
+
+def _execute_callers(todo: pa.Table, cfg: ZeloConfig, store: VoteStore, texts: TextTable | None,
+                     sink: _Sink, errors: ErrorLog | None) -> None:
+    acfg = cfg.annotate
+    isolation = dict(errors=str(errors.path) if errors else None, inject=list(cfg.errors.inject))
     judges = [j for j in acfg.judges if j.runner == "caller"]
     logged = callers_log_answers(cfg)
     isolation["log_dir"] = str(store.path) if logged else None
-    keep = (lambda votes: None) if logged else store.append
     if acfg.executor == "local":
-        caller = JudgeCaller(judges, texts, share=1.0, **isolation)
+        caller = JudgeCaller(judges, texts, **isolation)
         try:
             with ThreadPoolExecutor(acfg.batches_in_flight) as pool:
                 pending = set()
@@ -128,13 +183,9 @@ def execute(todo: pa.Table, cfg: ZeloConfig, store: VoteStore, texts: TextTable 
                     if len(pending) >= 2 * acfg.batches_in_flight:
                         finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                         for f in finished:
-                            votes = f.result()
-                            keep(votes)
-                            progress.update(votes)
+                            sink(f.result(), stored=logged)
                 for f in pending:
-                    votes = f.result()
-                    keep(votes)
-                    progress.update(votes)
+                    sink(f.result(), stored=logged)
         finally:
             caller.close()
         return
@@ -142,6 +193,7 @@ def execute(todo: pa.Table, cfg: ZeloConfig, store: VoteStore, texts: TextTable 
     import ray
     from ray.data import DataContext
 
+    from zelo_ray.judges.shared_limits import start_limits
     from zelo_ray.raysession import ensure_ray
 
     ensure_ray(cfg.ray)
@@ -149,40 +201,64 @@ def execute(todo: pa.Table, cfg: ZeloConfig, store: VoteStore, texts: TextTable 
     saved = ctx.target_max_block_size
     # One output block per batch, so votes reach the store as they are answered.
     ctx.target_max_block_size = max(1 << 16, acfg.batch_size * 512)
-    callers = acfg.callers or caller_count(cfg.annotate.judges)
-    parallel = callers * acfg.batches_in_flight
+    least, most = _pool_size(cfg, judges)
+    parallel = most * acfg.batches_in_flight
     block_rows = int(np.clip(todo.num_rows // (parallel * 4) or 1, acfg.batch_size, acfg.batch_size * 64))
+    # one book of every endpoint's limits for the whole pool, so they hold at any pool size; a
+    # pool of one keeps them in its caller (a slot from the book costs an actor call: ~1.3 ms of
+    # the caller's CPU per request, docs/benchmarks.md §7)
+    limits = start_limits(judges) if most > 1 else None
     spill = None
     try:
         if logged:
             # the calls reach the callers from a file, not through this process's share of the
             # object store, and only a few columns per answer come back: the driver's memory is
             # the bucket it works on, whatever the run's size
-            spill = store.path.parent / f".todo-{os.getpid()}.parquet"
-            pq.write_table(todo, spill, row_group_size=block_rows)
-            ds = ray.data.read_parquet(str(spill), override_num_blocks=max(1, -(-todo.num_rows // block_rows)))
+            spill = store.path.parent / f".todo-{os.getpid()}"
+            paths = _spill(todo, spill, block_rows)
+            ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=len(paths)).map_batches(
+                _read_spill, batch_size=1, batch_format="pyarrow", num_cpus=0.1)
         else:
             ds = ray.data.from_arrow(_blocks(todo, block_rows))
+        size = dict(size=least, max_tasks_in_flight_per_actor=acfg.batches_in_flight)
+        if least < most:
+            # Ray Data grows a pool when its actors hold more tasks than they run at once (by
+            # 1.75×), so a growing pool queues one more batch per running one
+            size = dict(min_size=least, max_size=most, max_tasks_in_flight_per_actor=2 * acfg.batches_in_flight)
         ds = ds.map_batches(
-            JudgeCaller, fn_constructor_kwargs=dict(judges=judges, texts=texts, share=1.0 / callers, **isolation),
+            JudgeCaller, fn_constructor_kwargs=dict(judges=judges, texts=texts, limits=limits, **isolation),
             batch_size=acfg.batch_size, batch_format="pyarrow",
             # Several batches run at once in one actor (threads feeding one event loop), so a
             # slow call at the end of one batch does not idle the endpoint's other slots.
             compute=ray.data.ActorPoolStrategy(
-                size=callers, max_tasks_in_flight_per_actor=acfg.batches_in_flight,
-                max_concurrent_calls_per_actor=acfg.batches_in_flight, enable_true_multi_threading=True),
+                **size, max_concurrent_calls_per_actor=acfg.batches_in_flight, enable_true_multi_threading=True),
             num_cpus=acfg.caller_cpus)
         for votes in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            keep(votes)
-            progress.update(votes)
+            sink(votes, stored=logged)
     finally:
         ctx.target_max_block_size = saved
         if spill is not None:
-            spill.unlink(missing_ok=True)
+            shutil.rmtree(spill, ignore_errors=True)
+        if limits is not None:
+            _log_limits(limits, least, most, sink.progress.log_fn)
+            ray.kill(limits)
 
 
-def _execute_vllm(todo: pa.Table, cfg: ZeloConfig, judges: list, store: VoteStore,
-                  texts: TextTable | None, progress: Progress) -> None:
+def _log_limits(limits, least: int, most: int, log_fn) -> None:
+    """One line on how the pool used the shared limits (callers seen, peak slots per endpoint)."""
+    import ray
+
+    try:
+        report = ray.get(limits.report.remote(), timeout=10)
+    except Exception:  # noqa: BLE001 - a summary line is not worth failing a paid-for run
+        return
+    pool = f"{least}" if least == most else f"{least}–{most}"
+    peaks = ", ".join(f"{name} peak {e['peak']} in flight" + (f", {e['reclaimed']} slots reclaimed" if e["reclaimed"] else "")
+                      for name, e in report["endpoints"].items())
+    log_fn(f"      judge callers: {report['clients']} used (pool {pool}) under one set of endpoint limits: {peaks}")
+
+
+def _execute_vllm(todo: pa.Table, cfg: ZeloConfig, judges: list, texts: TextTable | None, sink: _Sink) -> None:
     for judge in judges:
         preflight(judge)
     from zelo_ray.judges.vllm_pairwise import vllm_votes
@@ -194,5 +270,4 @@ def _execute_vllm(todo: pa.Table, cfg: ZeloConfig, judges: list, store: VoteStor
         if rows.num_rows == 0:
             continue
         for votes in vllm_votes(rows, judge, texts, batch_size=cfg.annotate.batch_size):
-            store.append(votes)
-            progress.update(votes)
+            sink(votes)

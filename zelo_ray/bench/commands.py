@@ -76,6 +76,15 @@ def cmd_bench_kill_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_caller_pool(args: argparse.Namespace) -> int:
+    from zelo_ray.bench import caller_pool
+
+    r = caller_pool.run(calls=args.calls, rpm=args.rpm, burst_s=args.burst, latency=args.latency,
+                        max_callers=args.max_callers, log=lambda m: print(m, file=sys.stderr))
+    write_result({"benchmark": "caller_pool", **r}, args.json)
+    return 0
+
+
 def cmd_bench_cost(args: argparse.Namespace) -> int:
     from zelo_ray.bench import cost
 
@@ -249,6 +258,15 @@ def add_bench_commands(sub) -> None:
     p.add_argument("--workdir", help="run directory of the first stage (default runs/bench-kill/cranfield)")
     p.add_argument("--json", help="also write the JSON result here")
     p.set_defaults(func=cmd_bench_kill_resume)
+
+    p = bsub.add_parser("caller-pool", help="an endpoint's rate limit while the judge-caller pool grows 1 → N")
+    p.add_argument("--calls", type=int, default=3000)
+    p.add_argument("--rpm", type=float, default=3000.0, help="the endpoint's requests/min (R)")
+    p.add_argument("--burst", type=float, default=1.0, help="seconds of R the endpoint lets through at once")
+    p.add_argument("--latency", type=float, default=0.5, help="server latency per request (s)")
+    p.add_argument("--max-callers", type=int, default=4)
+    p.add_argument("--json", help="also write the JSON result here")
+    p.set_defaults(func=cmd_bench_caller_pool)
 
     p = bsub.add_parser("annotate-scale", help="pairs → simulated votes → Elo at scale (synthetic)")
     p.add_argument("--queries", type=int, default=10_000)

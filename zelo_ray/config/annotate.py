@@ -48,9 +48,12 @@ class AnnotateConfig(Strict):
                                 "with fewer queries is one bucket; results do not depend on it).")
     executor: Literal["ray", "local"] = Field("ray", description="'ray': Ray Data actor pool of judge "
                                               "callers; 'local': the same callers in this process.")
-    callers: int = Field(1, ge=0, description="Judge-caller actors; each endpoint's limits are split "
-                         "evenly between them. 0: sized from the endpoints' limits (annotate/sizing.py: "
-                         "the calls/s they allow ÷ 150 per caller).")
+    callers: int = Field(1, ge=0, description="Judge-caller actors (the fewest, when `max_callers` lets "
+                         "the pool grow). 0: sized from the endpoints' limits (annotate/sizing.py: the "
+                         "calls/s they allow ÷ 150 per caller). However many there are, each endpoint's "
+                         "limits hold for all of them together (one shared limit actor).")
+    max_callers: int | None = Field(None, ge=1, description="Let the caller pool autoscale from `callers` "
+                                    "up to this many actors while calls are waiting (null: a fixed pool).")
     caller_cpus: float = Field(0.25, gt=0, description="CPUs Ray reserves per caller actor (they mostly wait).")
     batch_size: int = Field(256, ge=1, description="Judge calls per batch handed to a caller.")
     batches_in_flight: int = Field(4, ge=1, description="Batches each caller works on at once.")
@@ -71,6 +74,13 @@ class AnnotateConfig(Strict):
                                            description="Cross-query calibration.")
     output: str | None = Field(None, description="Directory for pairs, votes, zelo.parquet and the "
                                "report (null: <workdir>/annotate).")
+
+    @model_validator(mode="after")
+    def _caller_range(self) -> "AnnotateConfig":
+        if self.max_callers is not None and self.max_callers < self.callers:
+            raise ValueError(f"max_callers={self.max_callers} is below callers={self.callers} "
+                             "(the pool grows from callers up to max_callers)")
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> "AnnotateConfig":

@@ -55,10 +55,12 @@ class JudgeCaller:
     missing, ``errors.inject`` names it) is listed there and left out of the batch, so it is not
     stored and a re-run asks it again. A call that is asked and fails is a missing vote."""
 
-    def __init__(self, judges: list, texts: TextTable | None = None, share: float = 1.0, *,
+    def __init__(self, judges: list, texts: TextTable | None = None, *, limits=None,
                  errors: str | None = None, inject: list[str] | tuple = (), log_dir: str | None = None) -> None:
         """``judges``: typed judge configs (:data:`zelo_ray.config.JudgeConfig`) of the kinds that
-        run in a caller. ``log_dir``: append every answer to a log there as it arrives
+        run in a caller. ``limits``: the run's :class:`~zelo_ray.judges.shared_limits.LimitBook`
+        actor when several callers share the endpoints (None: this caller keeps the limits).
+        ``log_dir``: append every answer to a log there as it arrives
         (:mod:`zelo_ray.judges.answer_log`), so a kill loses only the calls in flight."""
         from zelo_ray.faults import ErrorLog, FaultInjector
 
@@ -69,12 +71,23 @@ class JudgeCaller:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="judge-loop", daemon=True)
         self._thread.start()
-        self.judges = {name: make_judge(c, share) for name, c in self.cfgs.items()}
+        self.judges = {name: make_judge(c, self._limiter(limits, name)) for name, c in self.cfgs.items()}
         self.log = None
         if log_dir is not None:
             from zelo_ray.judges.answer_log import AnswerLog
 
             self.log = AnswerLog(log_dir)
+
+    @staticmethod
+    def _limiter(book, name: str):
+        if book is None:
+            return None
+        import os
+        import socket
+
+        from zelo_ray.judges.shared_limits import SharedEndpointLimiter
+
+        return SharedEndpointLimiter(book, name, f"{socket.gethostname()}:{os.getpid()}")
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self.errors is not None:

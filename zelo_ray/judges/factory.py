@@ -20,10 +20,12 @@ from zelo_ray.judges.prompt import PROMPT_VERSION, SLM_PROMPT_VERSION
 __all__ = ["JudgeSetupError", "make_judge", "preflight", "prompt_version"]
 
 
-def make_judge(cfg, share: float = 1.0):
+def make_judge(cfg, limiter=None):
     """The backend that answers ``cfg``'s calls in a judge caller (:class:`~zelo_ray.judges.base.Judge`);
-    ``share`` is this process's part of an endpoint's limits. ``vllm_pairwise`` judges do not run
-    in a caller (:func:`zelo_ray.judges.vllm_pairwise.vllm_votes` runs them)."""
+    ``limiter``: the endpoint's limits shared with other callers
+    (:class:`~zelo_ray.judges.shared_limits.SharedEndpointLimiter`; None: this process has them
+    all). ``vllm_pairwise`` judges do not run in a caller
+    (:func:`zelo_ray.judges.vllm_pairwise.vllm_votes` runs them)."""
     if isinstance(cfg, SimulatedJudgeConfig):
         from zelo_ray.judges.simulated import SimulatedJudge
 
@@ -32,7 +34,7 @@ def make_judge(cfg, share: float = 1.0):
     if isinstance(cfg, OpenAIJudgeConfig):
         from zelo_ray.judges.openai_judge import OpenAIJudge
 
-        return OpenAIJudge(cfg, share=share)
+        return OpenAIJudge(cfg, limiter=limiter)
     raise TypeError(f"judge {cfg.name!r}: kind {cfg.kind!r} does not run in a judge caller")
 
 

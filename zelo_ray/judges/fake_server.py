@@ -3,7 +3,9 @@ cap, and injected faults at configurable rates. It never judges anything — its
 of the question — and it listens on 127.0.0.1 only.
 
 It counts requests per ``X-Zelo-Call`` header (the caller's cache key), so a test can prove
-which questions were asked, and how often.
+which questions were asked, and how often. With ``requests_per_minute`` it enforces a rate the
+way providers do (a token bucket holding ``burst_s`` seconds of it): a request over the rate gets
+a 429 with the wait in ``Retry-After``, and ``arrivals`` keeps every request's time.
 
 Example::
 
@@ -60,8 +62,14 @@ class FakeJudgeServer:
     def __init__(self, *, latency_s: float = 0.0, concurrency: int | None = None,
                  faults: Faults | None = None, seed: int = 0, timeout_sleep_s: float = 3.0,
                  retry_after_s: float = 0.2, reply: str = "json", reject_json_schema: bool = False,
-                 api_key: str | None = None) -> None:
+                 api_key: str | None = None, requests_per_minute: float | None = None,
+                 burst_s: float = 2.0) -> None:
         self.latency_s, self.concurrency = latency_s, concurrency
+        self.rate = requests_per_minute / 60.0 if requests_per_minute else None
+        self._capacity = max(1.0, (self.rate or 0.0) * burst_s)
+        self._level, self._refilled = self._capacity, time.monotonic()
+        self.arrivals: list[float] = []
+        """Monotonic time of every request (kept with ``requests_per_minute``)."""
         self.faults = faults or Faults()
         self.timeout_sleep_s, self.retry_after_s = timeout_sleep_s, retry_after_s
         self.reply, self.reject_json_schema, self.api_key = reply, reject_json_schema, api_key
@@ -146,6 +154,7 @@ class FakeJudgeServer:
             self.inflight += 1
             self.max_inflight = max(self.max_inflight, self.inflight)
             fault = self.faults.pick(self._rng.random())
+            wait = self._over_rate()
         try:
             if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
                 return self._count(web.json_response({"error": {"message": "bad key"}}, status=401), "401")
@@ -153,6 +162,9 @@ class FakeJudgeServer:
             if self.reject_json_schema and (body.get("response_format") or {}).get("type") == "json_schema":
                 return self._count(web.json_response(
                     {"error": {"message": "response_format json_schema is not supported"}}, status=400), "400")
+            if wait is not None:
+                return self._count(web.json_response({"error": {"message": "rate limit exceeded"}}, status=429,
+                                                     headers={"Retry-After": f"{wait:.3f}"}), "429_rate")
             if self.latency_s:
                 await asyncio.sleep(self.latency_s)
             if fault == "http_429":
@@ -192,6 +204,19 @@ class FakeJudgeServer:
             with self._lock:
                 self.inflight -= 1
                 self.last_reply_at = time.monotonic()
+
+    def _over_rate(self) -> float | None:
+        """Under the lock: None when the request is within the rate, else seconds to wait."""
+        if self.rate is None:
+            return None
+        now = time.monotonic()
+        self.arrivals.append(now)
+        self._level = min(self._capacity, self._level + (now - self._refilled) * self.rate)
+        self._refilled = now
+        if self._level >= 1.0:
+            self._level -= 1.0
+            return None
+        return (1.0 - self._level) / self.rate
 
     def _count(self, response, outcome: str):
         with self._lock:

@@ -1,6 +1,6 @@
 """Client-side limits of one endpoint: concurrency, requests/minute, tokens/minute, backoff.
 
-Rates are token buckets refilled continuously and allowed to burst a few seconds' worth. The
+Rates are token buckets refilled continuously and allowed to burst half a second's worth. The
 token bucket is charged an estimate before a call and corrected by the reported usage after,
 so it may go negative and then holds later calls back. A 429 with ``Retry-After`` pauses the
 whole endpoint (every call waiting on this limiter), not only the call that got it, because
@@ -28,8 +28,10 @@ from contextlib import asynccontextmanager
 
 __all__ = ["Bucket", "EndpointLimiter", "backoff_delay"]
 
-BURST_S = 2.0
-"""A bucket holds this many seconds of its rate (at least one unit)."""
+BURST_S = 0.5
+"""A bucket holds this many seconds of its rate (at least one unit). Providers enforce their
+per-minute limits over windows down to a second; keeping our bursts well under that leaves room
+for requests that reach the provider bunched up (sent at the rate, delayed unevenly in transit)."""
 
 
 class Bucket:

@@ -61,9 +61,10 @@ def _retry_after(exc) -> float | None:
 
 
 class OpenAIJudge:
-    def __init__(self, cfg, *, share: float = 1.0) -> None:
-        """``cfg`` is a :class:`zelo_ray.config.JudgeConfig`; ``share`` is this process's part of
-        the endpoint's limits when several caller actors talk to it."""
+    def __init__(self, cfg, *, limiter=None) -> None:
+        """``cfg`` is a :class:`zelo_ray.config.OpenAIJudgeConfig`; ``limiter`` holds the endpoint's
+        limits when several caller processes talk to it (one shared book,
+        :mod:`zelo_ray.judges.shared_limits`); without one this process keeps them itself."""
         from openai import AsyncOpenAI
 
         self.cfg = cfg
@@ -71,9 +72,8 @@ class OpenAIJudge:
         self._key = read_api_key(cfg.name, cfg.api_key_env)
         self.client = AsyncOpenAI(api_key=self._key, base_url=cfg.base_url, timeout=cfg.timeout_s,
                                   max_retries=0)
-        scale = lambda v: None if v is None else v * share  # noqa: E731
-        self.limiter = EndpointLimiter(max(1, int(cfg.max_concurrency * share)),
-                                       scale(cfg.requests_per_minute), scale(cfg.tokens_per_minute))
+        self.limiter = limiter or EndpointLimiter(cfg.max_concurrency, cfg.requests_per_minute,
+                                                  cfg.tokens_per_minute)
         self.fmt = cfg.response_format
         self._rng = random.Random()
 
