@@ -170,24 +170,30 @@ def test_full_pipeline_with_its_run_on_s3(s3, tmp_path, ray_tmp):
     assert "0 asked now" in log or "(0 asked now" in log, log[-3000:]
 
 
-def test_full_pipeline_on_a_two_node_cluster(tmp_path, ray_tmp, monkeypatch):
-    """Two Ray nodes (the head and one worker, as `ray.cluster_utils.Cluster` starts them): every
-    stage's actors and tasks may land on either node, answers are stored by the driver (the
-    multi-node default), and the pipeline ends with metrics for every system."""
+def test_full_pipeline_on_a_two_node_cluster(s3, tmp_path, ray_tmp, monkeypatch):
+    """Two Ray nodes (the head and one worker, as `ray.cluster_utils.Cluster` starts them) that are
+    treated as sharing no disk: tasks and actors on either node read the corpus, queries, indexes
+    and training examples through the run's copy on the S3 server, Ray Train keeps its checkpoints
+    there, and the pipeline ends with metrics for every system."""
     from ray.cluster_utils import Cluster
 
     monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    uri = "s3://zelo-runs/two-nodes"
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
         cluster.add_node(num_cpus=2)
         cluster.wait_for_nodes()
-        config = _tiny_config(tmp_path)
+        config = _tiny_config(tmp_path, uri)
         log = _run(config, {**os.environ, "RAY_ADDRESS": cluster.address})
     finally:
         cluster.shutdown()
-    metrics = json.loads((tmp_path / "durable" / "metrics.json").read_text())
+    assert "several nodes: examples read from s3://zelo-runs/two-nodes/train/" in log, log[-3000:]
+    keys = _s3_keys(uri)
+    assert any(k.startswith("train/ray/") for k in keys), "Ray Train's checkpoints are on the object store"
+    assert "index/bm25/" in "".join(sorted(keys)) and "data/queries.parquet" in keys
+    metrics = json.loads((tmp_path / "work" / "metrics.json").read_text())
     for system in ("bm25", "dense", "hybrid", "reranker"):
         assert 0 <= metrics[system]["ndcg@10"]["mean"] <= 1
-    report = json.loads((tmp_path / "durable" / "annotate" / "report.json").read_text())
+    report = json.loads((tmp_path / "work" / "annotate" / "report.json").read_text())
     assert report["missing_votes"] == 0 and report["elo"]["converged_queries"] == report["queries"]

@@ -86,6 +86,7 @@ LAYERS = [
     ("config",),                                # typed configuration
     ("storage", "faults"),                      # plain I/O helpers: copying run dirs, errors tables
     ("layout", "raysession"),                   # run-directory paths; joining Ray
+    ("reach",),                                 # where workers on any node find the run's files
     ("data",), ("eval",), ("retrieval",), ("judges",), ("annotate",), ("train",), ("serve",),  # stages
     ("workflows",),                             # multi-stage flows
     ("bench",),                                 # benchmarks

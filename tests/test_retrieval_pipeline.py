@@ -177,28 +177,67 @@ def test_one_failing_query_is_listed_and_retried_alone(cfg, tmp_path):
 
 
 def test_rows_lost_between_writers_and_the_run_directory_fail_loudly(cfg, tmp_path, monkeypatch):
-    """On a cluster without shared storage, workers on other nodes write candidates to their own
-    disks; the driver must notice the missing rows instead of publishing a partial set."""
-    import ray.data
-
+    """Rows that go missing between the search actors and the candidates directory (a lost
+    block, a writer that died) fail the stage loudly instead of publishing a partial set."""
+    import zelo_ray.retrieval.pipeline as pipeline
     from zelo_ray.faults import StageFailed
 
     run_index(cfg, progress=False)
     cfg = cfg.model_copy(deep=True)
     cfg.retrieve.output = str(tmp_path / "cand.parquet")
-    real_write = ray.data.Dataset.write_parquet
+    real_write = pipeline._write_here
 
-    def write_then_lose_a_query(self, path, **kw):   # as if one writer sat on another node
-        real_write(self, path, **kw)
+    def write_then_lose_a_query(ds, path, **kw):
+        real_write(ds, path, **kw)
         import pyarrow.compute as pc
 
         f = sorted(Path(path).glob("*.parquet"))[0]
         t = pq.read_table(f)
         pq.write_table(t.filter(pc.not_equal(t["query_id"], t["query_id"][0])), f)
 
-    monkeypatch.setattr(ray.data.Dataset, "write_parquet", write_then_lose_a_query)
-    with pytest.raises(StageFailed, match=r"1 of 4 queries that did not fail have no candidates.*shares"):
+    monkeypatch.setattr(pipeline, "_write_here", write_then_lose_a_query)
+    with pytest.raises(StageFailed, match=r"1 of 4 queries that did not fail have no candidates.*nothing was published"):
         run_retrieve(cfg)
     assert not Path(cfg.retrieve.output).exists()      # nothing partial was published
-    monkeypatch.setattr(ray.data.Dataset, "write_parquet", real_write)
+    monkeypatch.setattr(pipeline, "_write_here", real_write)
     assert run_retrieve(cfg)["rows"] > 0
+
+
+def test_workers_reach_the_run_through_the_object_store_on_several_nodes(tmp_path, monkeypatch):
+    """On one node (or a shared work directory) workers get the driver's paths; on several, the
+    copy under data.output_uri, pushed first; with no object store to use, a message that says
+    what to set."""
+    from zelo_ray.config import load_config
+    from zelo_ray.reach import checkpoint_storage, for_workers
+
+    work = tmp_path / "run"
+    (work / "index" / "bm25").mkdir(parents=True)
+    (work / "index" / "bm25" / "meta.json").write_text("{}")
+    (work / "data").mkdir()
+    (work / "data" / "queries.parquet").write_bytes(b"PAR1")
+    store = tmp_path / "bucket"
+    cfg = load_config(None, [f"data.workdir={work}", f"data.output_uri=file://{store}"])
+    assert for_workers(cfg, work / "data" / "queries.parquet", nodes=1) == str(work / "data" / "queries.parquet")
+    with pytest.raises(RuntimeError, match=r"several nodes.*data\.output_uri to object storage.*shared_workdir"):
+        for_workers(cfg, work / "data" / "queries.parquet", nodes=2)     # file:// is one machine's disk
+
+    # an object store (here pyarrow's in-memory filesystem stands in for s3://, same code path)
+    cfg.data.output_uri = "mock://bucket/run"
+    from pyarrow import fs
+
+    mock = fs._MockFileSystem()
+    import zelo_ray.storage as storage
+
+    real = storage._fs
+    monkeypatch.setattr(storage, "_fs", lambda uri: (mock, uri.split("://", 1)[1]) if uri.startswith("mock://")
+                        else real(uri))
+    assert for_workers(cfg, work / "data" / "queries.parquet", nodes=2) == "mock://bucket/run/data/queries.parquet"
+    assert for_workers(cfg, work / "index" / "bm25", nodes=2) == "mock://bucket/run/index/bm25"
+    assert mock.get_file_info("bucket/run/data/queries.parquet").size == 4
+    assert mock.get_file_info("bucket/run/index/bm25/meta.json").type == fs.FileType.File
+    assert checkpoint_storage(cfg, work / "train" / "ray", nodes=2) == "mock://bucket/run/train/ray"
+    cfg.data.shared_workdir = True
+    assert for_workers(cfg, work / "index" / "bm25", nodes=4) == str(work / "index" / "bm25")
+    with pytest.raises(RuntimeError, match="outside the run directory"):
+        cfg.data.shared_workdir = False
+        for_workers(cfg, tmp_path / "elsewhere.parquet", nodes=2)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["RunSync", "local_copy", "pull", "push"]
+__all__ = ["RunSync", "local_copy", "pull", "push", "push_file"]
 
 def _fs(uri: str):
     from pyarrow import fs
@@ -73,6 +73,20 @@ def push(local: str | Path, uri: str) -> int:
     return _copy(fs.LocalFileSystem(), str(Path(local).resolve()), dst_fs, dst_root.rstrip("/"), True)
 
 
+def push_file(local: str | Path, uri: str) -> bool:
+    """Copy one file to ``uri`` unless a file of the same size is there; True if it was copied."""
+    from pyarrow import fs
+
+    dst_fs, dst = _fs(uri)
+    info = dst_fs.get_file_info(dst)
+    if info.type == fs.FileType.File and info.size == Path(local).stat().st_size:
+        return False
+    dst_fs.create_dir(dst.rsplit("/", 1)[0], recursive=True)
+    fs.copy_files(str(Path(local).resolve()), dst, source_filesystem=fs.LocalFileSystem(),
+                  destination_filesystem=dst_fs)
+    return True
+
+
 def pull(uri: str, local: str | Path) -> int:
     """Copy files under ``uri`` that ``local`` lacks (or has at another size) into ``local``."""
     from pyarrow import fs
@@ -89,8 +103,14 @@ def local_copy(uri: str, cache: str | Path | None = None) -> str:
         return uri
     import hashlib
 
+    import fcntl
+
     local = Path(cache or Path.home() / ".cache" / "zelo-ray") / hashlib.sha256(uri.encode()).hexdigest()[:16]
-    pull(uri, local)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    # several actors of one node may ask at once: one copies, the others wait and find it there
+    with open(f"{local}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        pull(uri, local)
     return str(local)
 
 

@@ -101,18 +101,18 @@ def _read_spill(batch: pa.Table) -> pa.Table:
 def callers_log_answers(cfg: ZeloConfig) -> bool:
     """Whether judge callers append answers to the store themselves, each as it arrives
     (``annotate.answer_log``): with ``auto``, when they run in this process or on this machine's
-    single-node Ray cluster, where the store directory is theirs to write."""
+    single-node Ray cluster or when every node sees the work directory (``data.shared_workdir``),
+    where the store directory is theirs to write."""
     mode = cfg.annotate.answer_log
     if mode != "auto":
         return mode == "caller"
-    if cfg.annotate.executor == "local":
+    if cfg.annotate.executor == "local" or cfg.data.shared_workdir:
         return True
-    import ray
-
     from zelo_ray.raysession import ensure_ray
+    from zelo_ray.reach import alive_nodes
 
     ensure_ray(cfg.ray)
-    return sum(1 for n in ray.nodes() if n.get("Alive")) <= 1
+    return alive_nodes() <= 1
 
 
 class _Sink:

@@ -31,7 +31,11 @@ class DataConfig(Strict):
     output_uri: str | None = Field(
         None, description="Durable copy of the run directory (local path, file://, s3://, gs://…): "
         "pulled before a stage so a fresh cluster resumes, pushed after it (also after a failure); "
-        "{dataset} expands.")
+        "{dataset} expands. On a multi-node cluster whose nodes share no mount it is also where "
+        "workers read the run's files and Ray Train keeps its checkpoints (object storage: s3://, gs://).")
+    shared_workdir: bool = Field(
+        False, description="data.workdir is a mount every Ray node sees (NFS, EFS, a shared volume): "
+        "workers then read it directly instead of through data.output_uri.")
 
 
 class ErrorsConfig(Strict):

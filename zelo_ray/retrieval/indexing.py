@@ -32,6 +32,7 @@ def build_dense(col: Collection, uri: str, cfg: ZeloConfig, *, progress: bool = 
     import ray
 
     from zelo_ray.raysession import ensure_ray
+    from zelo_ray.reach import for_workers
     from zelo_ray.retrieval.embedder import DocEmbedder
 
     icfg = cfg.index
@@ -54,7 +55,9 @@ def build_dense(col: Collection, uri: str, cfg: ZeloConfig, *, progress: bool = 
         saved_block_size = ctx.target_max_block_size
         ctx.target_max_block_size = icfg.batch_size * 4096
         threads = icfg.embed_threads or max(1, (os.cpu_count() or 1) // icfg.embed_actors)
-        ds = ray.data.read_parquet(str(col.corpus_path)).select_columns(["row", "title", "text"])
+        # read tasks may run on any node: they get an address every node can read
+        ds = ray.data.read_parquet(for_workers(cfg, col.corpus_path, what="index")
+                                   ).select_columns(["row", "title", "text"])
         ds = ds.map_batches(
             DocEmbedder,
             fn_constructor_kwargs=dict(model=icfg.model, done=done, batch_size=icfg.encode_batch_size,

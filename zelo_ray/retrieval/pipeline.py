@@ -24,6 +24,7 @@ from zelo_ray.data import open_collection
 from zelo_ray.faults import ErrorLog, IsolatedBatches, StageFailed, check_failures
 from zelo_ray.retrieval.search import CANDIDATES
 from zelo_ray.layout import layout
+from zelo_ray.reach import alive_nodes, for_workers
 
 __all__ = ["run_retrieve"]
 
@@ -81,13 +82,22 @@ def run_retrieve(cfg: ZeloConfig) -> dict:
     shutil.rmtree(tmp, ignore_errors=True)
     errors.reset()
     ensure_ray(cfg.ray)
+    nodes = alive_nodes()
+    # the search actors may run on any node: they get addresses every node can read
+    corpus = for_workers(cfg, col.corpus_path, what="retrieve", nodes=nodes)
+    bm25 = for_workers(cfg, paths.bm25, what="retrieve", nodes=nodes)
+    local_dense = "://" not in str(paths.dense)
+    dense = for_workers(cfg, paths.dense, what="retrieve", nodes=nodes) if local_dense else str(paths.dense)
+    node_copy = tuple(name for name, a, b in (("bm25", bm25, str(paths.bm25)), ("dense", dense, str(paths.dense)))
+                      if a != b)
     t0 = time.perf_counter()
     threads = icfg.embed_threads or max(1, (os.cpu_count() or 1) // rcfg.query_actors)
     if retry:  # only the queries that failed last time (a short list: read in the driver)
         q = col.queries().select(["query_id", "text"])
         ds = ray.data.from_arrow(q.filter(pc.is_in(q["query_id"], value_set=pa.array(failed_before, pa.string()))))
     else:
-        ds = ray.data.read_parquet(str(col.queries_path)).select_columns(["query_id", "text"])
+        ds = ray.data.read_parquet(for_workers(cfg, col.queries_path, what="retrieve", nodes=nodes)
+                                   ).select_columns(["query_id", "text"])
     isolation = dict(stage="retrieve", id_column="query_id", errors=str(errors.path), inject=cfg.errors.inject)
     ds = ds.map_batches(
         IsolatedBatches,
@@ -100,13 +110,13 @@ def run_retrieve(cfg: ZeloConfig) -> dict:
     ds = ds.map_batches(
         IsolatedBatches,
         fn_constructor_kwargs=dict(inner=HybridSearch, inner_kwargs=dict(
-            corpus=str(col.corpus_path), bm25_path=str(paths.bm25), dense_uri=str(paths.dense),
+            corpus=corpus, bm25_path=bm25, dense_uri=dense, node_copy=node_copy,
             k_bm25=rcfg.k_bm25, k_dense=rcfg.k_dense, rrf_c=rcfg.rrf_c, threads=rcfg.search_threads,
             dense_mode=rcfg.dense_mode, nprobes=rcfg.nprobes, refine_factor=rcfg.refine_factor,
             ivf_lists=rcfg.ivf_lists, ivf_probe=rcfg.ivf_probe), **isolation),
         batch_size=rcfg.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=rcfg.search_actors), num_cpus=rcfg.search_cpus)
-    ds.write_parquet(str(tmp))
+    _write_here(ds, tmp)
     seconds = time.perf_counter() - t0
     table = errors.finish()
     _check_written(tmp, (len(failed_before) if retry else n_queries) - len(set(table["record_id"].to_pylist())))
@@ -134,10 +144,32 @@ def run_retrieve(cfg: ZeloConfig) -> dict:
     return _report(out, n_queries, seconds, failed, retried=len(failed_before) if retry else None)
 
 
+def _write_here(ds, tmp: Path, rows_per_file: int = 1_000_000) -> None:
+    """Write the candidates from this process, as they stream in: Ray Data's own writers are
+    tasks that may run on another node, whose disk this process cannot see."""
+    import pyarrow.parquet as pq
+
+    tmp.mkdir(parents=True)
+    writer, n_files, rows = None, 0, 0
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            if batch.num_rows == 0:
+                continue
+            if writer is None or rows >= rows_per_file:
+                if writer is not None:
+                    writer.close()
+                writer = pq.ParquetWriter(tmp / f"part-{n_files:06d}.parquet", CANDIDATES)
+                n_files, rows = n_files + 1, 0
+            writer.write_table(batch.select(CANDIDATES.names).cast(CANDIDATES))
+            rows += batch.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+
+
 def _check_written(tmp: Path, expected: int) -> None:
-    """Every query that did not fail must have candidates in ``tmp``. Writers are Ray workers: on
-    a cluster without a shared file system each node writes to its own disk, and the driver would
-    otherwise rename a partial (or empty) directory and report it as complete."""
+    """Every query that did not fail must have candidates in ``tmp`` before it is published: a
+    partial (or empty) directory must never be renamed into place and reported as complete."""
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
@@ -147,9 +179,8 @@ def _check_written(tmp: Path, expected: int) -> None:
     if written < expected:
         raise StageFailed(
             f"retrieve: {expected - written:,} of {expected:,} queries that did not fail have no candidates in "
-            f"{tmp} ({len(files)} files written). The rows went missing between the writers and this "
-            "directory: on a multi-node cluster put data.workdir on storage every node shares (or "
-            "data.output_uri), then re-run.")
+            f"{tmp} ({len(files)} files written). The rows went missing between the search actors and "
+            "this directory; nothing was published. Re-run the stage (it starts over).")
 
 
 def _report(out: Path, n_queries: int, seconds: float, failed: dict, *, reused: bool = False,

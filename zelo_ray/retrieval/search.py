@@ -61,7 +61,15 @@ class HybridSearch:
     def __init__(self, *, corpus: str, bm25_path: str, dense_uri: str, k_bm25: int = 100,
                  k_dense: int = 100, rrf_c: float = 60.0, threads: int = 2, dense_mode: str = "auto",
                  nprobes: int = 20, refine_factor: int | None = 5, ivf_lists: int | None = None,
-                 ivf_probe: int = 32):
+                 ivf_probe: int = 32, node_copy: tuple[str, ...] = ()):
+        """``node_copy``: which of ``bm25``/``dense`` are object-store copies of the driver's
+        indexes (a multi-node cluster, :func:`zelo_ray.reach.for_workers`); they are copied to
+        this node's disk once and opened there."""
+        if node_copy:
+            from zelo_ray.storage import local_copy
+
+            bm25_path = local_copy(bm25_path) if "bm25" in node_copy else bm25_path
+            dense_uri = local_copy(dense_uri) if "dense" in node_copy else dense_uri
         self.doc_ids = pq.read_table(corpus, columns=["doc_id"]).column(0).combine_chunks()
         self.bm25 = BM25Searcher(bm25_path, threads=threads)
         # Both searches get every thread: they run concurrently and the OS shares the cores,

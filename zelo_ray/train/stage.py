@@ -102,7 +102,8 @@ def run_train_stage(cfg: ZeloConfig, *, log=print, split: dict | None = None) ->
     card = {"dataset": col.name, "train_queries": len(split["train"]), "split": split["source"],
             "target": cfg.train.target, "label": "SIMULATION" if _simulated(cfg) else None,
             "failed_training_queries": failures["failed"]}
-    card = train_reranker(cfg.train, examples, out, card=card, log=log, ray_cfg=cfg.ray, validation=validation)
+    card = train_reranker(cfg.train, examples, out, card=card, log=log, ray_cfg=cfg.ray, validation=validation,
+                          run_cfg=cfg)
     if cfg.train.fusion and validation:
         card["fusion"] = choose_fusion(cfg, col, out / "model", card, validation, log)
     elif cfg.train.fusion:

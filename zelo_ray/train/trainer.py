@@ -62,8 +62,11 @@ def plan_steps(n_groups: int, tcfg: TrainConfig) -> tuple[int, int, int]:
 
 def train_reranker(tcfg: TrainConfig, examples: str | Path, out_dir: str | Path, *, card: dict | None = None,
                    log=print, ray_cfg=None, validation: dict | None = None, callbacks: list | None = None,
-                   _test_fail_at_step: int | None = None) -> dict:
-    """Train on ``examples`` (query groups, see examples.py); the model lands in ``out_dir/model``."""
+                   run_cfg=None, _test_fail_at_step: int | None = None) -> dict:
+    """Train on ``examples`` (query groups, see examples.py); the model lands in ``out_dir/model``.
+    ``run_cfg``: the run's :class:`~zelo_ray.config.ZeloConfig`, which says where workers on other
+    nodes read the examples and where checkpoints go (:mod:`zelo_ray.reach`); without it, local
+    paths (one machine)."""
     import ray.data
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -96,12 +99,20 @@ def train_reranker(tcfg: TrainConfig, examples: str | Path, out_dir: str | Path,
     ctx.execution_options.preserve_order = True  # a resumed worker skips the batches it already saw
     # Read before the workers start: once they hold every CPU, a read task could never be
     # scheduled (Ray Data gets no budget); the groups then stream from the object store.
-    ds = ray.data.read_parquet(str(examples)).materialize()
+    source, storage = str(examples), str(out_dir / "ray")
+    if run_cfg is not None:
+        from zelo_ray.reach import checkpoint_storage, for_workers
+
+        source = for_workers(run_cfg, examples, what="train")
+        storage = checkpoint_storage(run_cfg, out_dir / "ray")
+        if storage != str(out_dir / "ray"):
+            log(f"      several nodes: examples read from {source}, checkpoints kept in {storage}")
+    ds = ray.data.read_parquet(source).materialize()
     trainer = TorchTrainer(
         train_loop_per_worker, train_loop_config=loop_cfg, datasets={"train": ds},
         scaling_config=ScalingConfig(num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu,
                                      resources_per_worker={"CPU": tcfg.cpus_per_worker}),
-        run_config=RunConfig(name=f"reranker-{fp}", storage_path=str(out_dir / "ray"),
+        run_config=RunConfig(name=f"reranker-{fp}", storage_path=storage,
                              checkpoint_config=CheckpointConfig(
                                  num_to_keep=tcfg.keep_checkpoints,
                                  # with validation, the kept checkpoints are the best ones
@@ -128,7 +139,10 @@ def train_reranker(tcfg: TrainConfig, examples: str | Path, out_dir: str | Path,
                                               if chosen_metrics.get("step") == 0 else ""))
     tmp = out_dir / "model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(chosen.path, tmp, ignore=shutil.ignore_patterns(STATE_FILE, DS_DIR))
+    # to_directory: the checkpoint may be on object storage (several nodes), not on this disk
+    chosen.to_directory(str(tmp))
+    (tmp / STATE_FILE).unlink(missing_ok=True)
+    shutil.rmtree(tmp / DS_DIR, ignore_errors=True)
     final = json.loads((tmp / CARD).read_text())
     final.update(fingerprint=fp, final_metrics=result.metrics, wall_s=round(elapsed, 1), total_steps=total)
     if validation:
