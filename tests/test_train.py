@@ -263,6 +263,50 @@ def test_rerank_orders_by_score_and_keeps_the_tail(tiny, tmp_path):
     assert run[4:] == ["d4", "d5"]
 
 
+def test_rerank_in_an_actor_pool_matches_the_driver(tiny, tmp_path, ray_tmp, monkeypatch):
+    """rerank.executor=ray scores in a Ray Data actor pool: the same ranks and scores as the
+    driver, and a query whose scoring raises lands in the errors table the same way (the actors
+    report it; the driver files it)."""
+    from tests.test_data import write_beir
+    from zelo_ray.config import load_config
+    from zelo_ray.data import prepare
+    from zelo_ray.faults import ErrorLog, FaultInjector
+    from zelo_ray.train.rerank import rerank_candidates
+    from zelo_ray.train.scorer import ScorerPool
+
+    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+    docs = [{"_id": f"d{i}", "title": "", "text": f"document {i} about {'wings' if i % 2 else 'heat'}"}
+            for i in range(8)]
+    queries = [{"_id": f"q{j}", "text": f"query {j} on {'wings' if j % 2 else 'heat'}"} for j in range(7)]
+    src = write_beir(tmp_path / "beir", docs, queries, [("q1", "d1", 1)])
+    col = prepare(str(src), tmp_path / "data")
+    rng = np.random.default_rng(0)
+    cand = pa.table({"query_id": [f"q{j}" for j in range(7) for _ in range(8)],
+                     "doc_id": [f"d{i}" for _ in range(7) for i in rng.permutation(8)],
+                     "rank": pa.array([r for _ in range(7) for r in range(1, 9)], pa.int32())})
+    pq.write_table(cand, tmp_path / "cand.parquet")
+    qs = [f"q{j}" for j in range(7)]
+    inject = FaultInjector("rerank", ["rerank:q3"])
+    tables, errs = {}, {}
+    for mode in ("local", "ray"):
+        cfg = load_config(None, [f"data.workdir={tmp_path}", f"rerank.executor={mode}", "rerank.actors=2",
+                                 "rerank.cpus=0.5", "ray.num_cpus=2"])
+        errors = ErrorLog(tmp_path / f"errors-{mode}.parquet", "rerank")
+        tables[mode] = rerank_candidates(col, tmp_path / "cand.parquet", tiny, qs, depth=5, log=lambda *_: None,
+                                         errors=errors, injector=inject,
+                                         pool=ScorerPool(cfg) if mode == "ray" else None
+                                         ).sort_by([("query_id", "ascending"), ("rank", "ascending")])
+        errs[mode] = errors.finish()
+    local, pooled = tables["local"], tables["ray"]
+    assert set(local["query_id"].to_pylist()) == set(qs) - {"q3"}
+    assert local["doc_id"].equals(pooled["doc_id"]) and local["rank"].equals(pooled["rank"])
+    np.testing.assert_allclose(pooled["model_score"].to_numpy(zero_copy_only=False),
+                               local["model_score"].to_numpy(zero_copy_only=False), atol=1e-5)
+    for mode in ("local", "ray"):
+        assert errs[mode]["record_id"].to_pylist() == ["q3"]
+        assert errs[mode]["error_type"].to_pylist() == ["InjectedFault"]
+
+
 def test_evaluate_runs_paired_delta():
     qrels = {f"q{i}": {"a": 1} for i in range(30)}
     good = {q: ["a", "b"] for q in qrels}

@@ -117,16 +117,23 @@ class ErrorLog:
 
     def record(self, record_ids: Sequence, errors: Sequence[BaseException]) -> None:
         """Append one part: ``errors[i]`` is what record ``record_ids[i]`` raised."""
+        self.record_reported(record_ids, [type(e).__name__ for e in errors], [_message(e) for e in errors],
+                             ["".join(traceback.format_tb(e.__traceback__, limit=-4)) or None for e in errors])
+
+    def record_reported(self, record_ids: Sequence, error_types: Sequence[str], messages: Sequence[str],
+                        tracebacks: Sequence[str | None]) -> None:
+        """Append one part of errors a worker reported as text (a worker on another node cannot
+        write this table itself)."""
         if not len(record_ids):
             return
         now = datetime.now(timezone.utc)
         table = pa.table({
             "stage": pa.array([self.stage] * len(record_ids), pa.string()),
             "record_id": pa.array([str(r) for r in record_ids], pa.string()),
-            "error_type": pa.array([type(e).__name__ for e in errors], pa.string()),
-            "error": pa.array([_message(e) for e in errors], pa.string()),
-            "traceback": pa.array(["".join(traceback.format_tb(e.__traceback__, limit=-4)) or None
-                                   for e in errors], pa.string()),
+            "error_type": pa.array(list(error_types), pa.string()),
+            "error": pa.array([m if len(m) <= _MAX_MESSAGE else m[:_MAX_MESSAGE] + "…" for m in messages],
+                              pa.string()),
+            "traceback": pa.array(list(tracebacks), pa.string()),
             "time": pa.array([now] * len(record_ids), pa.timestamp("ms", tz="UTC")),
         }, schema=ERRORS_SCHEMA)
         self.parts_dir.mkdir(parents=True, exist_ok=True)

@@ -130,4 +130,10 @@ class RerankConfig(Strict):
     batch_size: int = Field(64, ge=1, description="(query, document) pairs per forward pass.")
     max_length: int | None = Field(None, ge=16, description="Token limit (null: the checkpoint's training "
                                    "max_length).")
+    executor: Literal["local", "ray"] = Field("local", description="'local': score in the driver's "
+                                              "process; 'ray': in a Ray Data actor pool (`actors` × "
+                                              "`gpus`), for GPUs or many queries.")
+    actors: int = Field(1, ge=1, description="Scoring actors with executor 'ray'.")
+    cpus: float = Field(1.0, gt=0, description="CPUs per scoring actor (its torch threads on CPU).")
+    gpus: float = Field(0.0, ge=0, description="GPUs per scoring actor (0: CPU).")
 

@@ -11,15 +11,14 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from zelo_ray.faults import ErrorLog, FaultInjector, isolate
+from zelo_ray.faults import ErrorLog, FaultInjector
 from zelo_ray.train.examples import doc_texts, query_texts
-from zelo_ray.train.fusion import load_fusion
 from zelo_ray.train.models import CARD, load_reranker
+from zelo_ray.train.scorer import QueryScorer, query_rows
 
 __all__ = ["checkpoint_max_length", "rankings_from_reranked", "rerank_candidates"]
 
@@ -34,35 +33,30 @@ def checkpoint_max_length(checkpoint: str, override: int | None) -> int:
     return 256
 
 
-def _query_chunks(qids: list[str], step: int) -> list[list[tuple[str, int, int]]]:
-    """``(query_id, start, stop)`` spans of consecutive rows, grouped into chunks of about
-    ``step`` rows that never split a query (a failure is then one query's, not a chunk's)."""
-    chunks, chunk, rows, start = [], [], 0, 0
-    for i in range(1, len(qids) + 1):
-        if i == len(qids) or qids[i] != qids[start]:
-            chunk.append((qids[start], start, i))
-            rows += i - start
-            start = i
-            if rows >= step:
-                chunks.append(chunk)
-                chunk, rows = [], 0
-    if chunk:
-        chunks.append(chunk)
-    return chunks
+def _query_chunks(rows: pa.Table, step: int):
+    """Slices of query rows holding about ``step`` documents each (a query is never split)."""
+    sizes = pc.list_value_length(rows["doc_ids"]).to_numpy(zero_copy_only=False)
+    start, acc = 0, 0
+    for i, n in enumerate(sizes):
+        acc += int(n)
+        if acc >= step:
+            yield rows.slice(start, i + 1 - start)
+            start, acc = i + 1, 0
+    if start < rows.num_rows:
+        yield rows.slice(start)
 
 
 def rerank_candidates(col, candidates: str | Path, checkpoint: str, queries: list[str], *, depth: int,
                       batch_size: int = 64, max_length: int | None = None, out: str | Path | None = None,
                       log=print, model=None, errors: ErrorLog | None = None,
-                      injector: FaultInjector | None = None, fusion: bool = True) -> pa.Table:
+                      injector: FaultInjector | None = None, fusion: bool = True, pool=None) -> pa.Table:
     """``query_id, doc_id, rank, score, model_score`` (rank 1 = best) for ``queries``; written to
     ``out`` if given. ``score`` is the served function (the checkpoint's fusion with BM25, when it
     has one and ``fusion``), ``model_score`` the model's σ(logit) alone; ranks follow ``score``.
 
+    ``pool``: score in a Ray Data actor pool (:class:`ScorerPool`) instead of this process.
     With ``errors``, a query whose scoring raises is listed there and left out of the result
     (the caller decides what a missing query means); without, it raises."""
-    import torch
-
     ds = pads.dataset(str(candidates), format="parquet")
     t = ds.to_table(columns=["query_id", "doc_id", "rank"],
                     filter=pc.field("query_id").isin(pa.array(queries, pa.string())))
@@ -70,44 +64,37 @@ def rerank_candidates(col, candidates: str | Path, checkpoint: str, queries: lis
     top = t.filter(pc.less_equal(t["rank"], depth))
     qtext = query_texts(col)
     dtext = doc_texts(col, top["doc_id"].to_pylist())
-    model = model or (load_reranker(checkpoint) if top.num_rows else None)
-    fused = load_fusion(checkpoint) if fusion else None
     ml = checkpoint_max_length(checkpoint, max_length)
     qids, dids = top["query_id"].to_pylist(), top["doc_id"].to_pylist()
-
-    def score_spans(spans: list[tuple[str, int, int]]) -> list[tuple[str, np.ndarray, np.ndarray]]:
-        if injector is not None:
-            injector.check([q for q, _, _ in spans])
-        rows = [i for _, a, b in spans for i in range(a, b)]
-        if not rows:
-            return []
-        with torch.inference_mode():
-            s = model.score([qtext[qids[i]] for i in rows], [dtext[dids[i]] for i in rows],
-                            max_length=ml, batch_size=batch_size).numpy()
-        bounds = np.cumsum([0] + [b - a for _, a, b in spans])
-        out = []
-        for k, (q, a, b) in enumerate(spans):
-            p = s[bounds[k]:bounds[k + 1]]
-            served = p if fused is None else fused.scores(qtext[q], [dtext[dids[i]] for i in range(a, b)], p)
-            out.append((q, served, p))
-        return out
+    rows = query_rows(qids, dids, qtext, dtext)
+    inject = sorted(f"rerank:{i}" for i in injector.ids) if injector is not None else []
+    if pool is not None and rows.num_rows:
+        scored = pool.run(rows, checkpoint, max_length=ml, batch_size=batch_size, fusion=fusion, inject=inject)
+    else:
+        scorer = QueryScorer(checkpoint, max_length=ml, batch_size=batch_size, fusion=fusion, inject=inject,
+                             model=model or (load_reranker(checkpoint) if rows.num_rows else None))
+        step = max(batch_size, 1024)
+        scored = (scorer(chunk) for chunk in _query_chunks(rows, step))
 
     t0 = time.perf_counter()
     score_of: dict[tuple[str, str], float] = {}
     model_of: dict[tuple[str, str], float] = {}
     done = 0
-    step = max(batch_size, 1024)
-    for chunk in _query_chunks(qids, step):
-        if errors is None:
-            scored = score_spans(chunk)
-        else:
-            scored = isolate(score_spans, chunk, lambda spans: [q for q, _, _ in spans], errors)
-        spans = {q: (a, b) for q, a, b in chunk}
-        for q, s, p in scored:
-            a, b = spans[q]
-            score_of.update(zip(zip(qids[a:b], dids[a:b]), s.tolist()))
-            model_of.update(zip(zip(qids[a:b], dids[a:b]), p.tolist()))
-        done += sum(b - a for _, a, b in chunk)
+    docs_of = dict(zip(rows["query_id"].to_pylist(), rows["doc_ids"].to_pylist()))
+    for part in scored:
+        bad = part.filter(pc.is_valid(part["error"]))
+        if bad.num_rows:
+            if errors is None:
+                raise RuntimeError(f"rerank: query {bad['query_id'][0].as_py()!r} failed: "
+                                   f"{bad['error_type'][0].as_py()}: {bad['error'][0].as_py()}")
+            errors.record_reported(*(bad[c].to_pylist() for c in ("query_id", "error_type", "error", "traceback")))
+        for q, s, p in zip(part["query_id"].to_pylist(), part["served"].to_pylist(), part["model"].to_pylist()):
+            if s is None:
+                continue
+            keys = [(q, d) for d in docs_of[q]]
+            score_of.update(zip(keys, s))
+            model_of.update(zip(keys, p))
+            done += len(keys)
         log(f"      reranked {done:,}/{len(dids):,} pairs ({done / max(time.perf_counter() - t0, 1e-9):.1f} pairs/s)")
     failed = set(qids) - {q for q, _ in score_of}
     rows_q, rows_d, rows_r, rows_s, rows_m = [], [], [], [], []

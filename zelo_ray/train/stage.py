@@ -143,6 +143,7 @@ def evaluate_reranker(cfg: ZeloConfig, col, queries: list[str], checkpoints: dic
     from zelo_ray.eval.evaluate import evaluate_runs, rankings_from_candidates
     from zelo_ray.train.fusion import fusion_weight
     from zelo_ray.train.rerank import rankings_from_reranked, rerank_candidates
+    from zelo_ray.train.scorer import ScorerPool
 
     qrels = col.qrels(cfg.data.split)
     runs = rankings_from_candidates(layout(cfg).candidates, queries, cfg.evaluate.depth)
@@ -158,7 +159,8 @@ def evaluate_reranker(cfg: ZeloConfig, col, queries: list[str], checkpoints: dic
             + (f"; {len(queries) - len(todo)} reranked by an earlier run are reused" if reused is not None else ""))
         t = rerank_candidates(col, layout(cfg).candidates, ckpt, todo, depth=cfg.rerank.depth,
                               batch_size=cfg.rerank.batch_size, max_length=cfg.rerank.max_length, log=log,
-                              errors=errors, injector=FaultInjector("rerank", cfg.errors.inject))
+                              errors=errors, injector=FaultInjector("rerank", cfg.errors.inject),
+                              pool=ScorerPool(cfg) if cfg.rerank.executor == "ray" else None)
         if reused is not None:
             t = pa.concat_tables([reused, t])
         if saved is not None:
