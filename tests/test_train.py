@@ -97,6 +97,40 @@ def test_build_groups_covers_every_judged_document():
                      seed=1)
 
 
+def test_written_groups_are_the_one_pass_groups_chunk_by_chunk(tmp_path):
+    """write_groups (chunks of queries, texts fetched per chunk, the shuffle read memory-mapped)
+    writes exactly build_groups' table — the same groups in the same order — whatever the chunk
+    size, with a failing query and a filtered-out one in the middle."""
+    from tests.test_data import write_beir
+    from zelo_ray.data import prepare
+    from zelo_ray.faults import ErrorLog, FaultInjector
+    from zelo_ray.train.examples import doc_texts, query_texts, write_groups
+
+    rng = np.random.default_rng(5)
+    docs = [{"_id": f"d{i}", "title": f"t{i}" if i % 3 else "", "text": f"doc {i} ∂ü"} for i in range(60)]
+    queries = [{"_id": f"q{j:02d}", "text": f"query {j}"} for j in range(13)]
+    col = prepare(str(write_beir(tmp_path / "beir", docs, queries, [("q00", "d1", 1)])), tmp_path / "data")
+    rows = [(f"q{j:02d}", f"d{i}", r + 1) for j in range(13) for r, i in enumerate(rng.permutation(60)[:rng.integers(3, 12)])]
+    rows = [rows[i] for i in rng.permutation(len(rows))]           # not sorted by query
+    z = pa.table({"query_id": [r[0] for r in rows], "doc_id": [r[1] for r in rows],
+                  "rank": pa.array([r[2] for r in rows], pa.int32()),
+                  "target": pa.array([None if r[0] == "q07" else float(rng.random()) for r in rows], pa.float32()),
+                  "elo": pa.array(rng.normal(size=len(rows)), pa.float32())})
+    inject = FaultInjector("examples", ["examples:q04"])
+    kw = dict(group_size=4, candidates_per_query=9, seed=3, injector=inject)
+    errors = ErrorLog(tmp_path / "one.errors.parquet", "examples")
+    one = build_groups(z, query_texts(col), doc_texts(col, z["doc_id"].to_pylist()), errors=errors, **kw)
+    assert errors.finish()["record_id"].to_pylist() == ["q04"]
+    assert set(one["query_id"].to_pylist()) == {f"q{j:02d}" for j in range(13)} - {"q04", "q07"}
+    for chunk in (1, 2, 5, 100):
+        errors = ErrorLog(tmp_path / f"{chunk}.errors.parquet", "examples")
+        path = write_groups(z, col, tmp_path / f"ex-{chunk}.parquet", chunk_queries=chunk, rows_per_write=7,
+                            errors=errors, **kw)
+        assert pq.read_table(path).equals(one), chunk
+        assert errors.finish()["record_id"].to_pylist() == ["q04"]
+        assert not list(tmp_path.glob(".*.groups.arrow"))
+
+
 def test_seeded_split_is_stable_and_disjoint():
     ids = [f"q{i}" for i in range(200)]
     tr, te = seeded_split(ids, 0.5, 7)

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from zelo_ray.config import ZeloConfig
 from zelo_ray.faults import ErrorLog, FaultInjector, check_failures
-from zelo_ray.train.examples import build_groups, doc_texts, query_texts, write_examples
+from zelo_ray.train.examples import write_groups
 from zelo_ray.train.splits import split_queries
 from zelo_ray.train.validation import split_validation, validation_grades, validation_scores, validation_set
 from zelo_ray.layout import layout
@@ -89,16 +89,16 @@ def run_train_stage(cfg: ZeloConfig, *, log=print, split: dict | None = None) ->
     out = layout(cfg).train
     errors = ErrorLog(out / f"examples-{cfg.train.target}.errors.parquet", "examples")
     errors.reset()
-    groups = build_groups(table, query_texts(col), doc_texts(col, table["doc_id"].to_pylist()),
-                          group_size=cfg.train.group_size, candidates_per_query=cfg.train.candidates_per_query,
-                          seed=cfg.train.seed, errors=errors, injector=FaultInjector("examples", cfg.errors.inject))
+    # written chunk by chunk of queries: the driver never holds every training document's text
+    examples = write_groups(table, col, out / f"examples-{cfg.train.target}.parquet",
+                            group_size=cfg.train.group_size, candidates_per_query=cfg.train.candidates_per_query,
+                            seed=cfg.train.seed, errors=errors, injector=FaultInjector("examples", cfg.errors.inject))
     failed = errors.finish()
     failures = check_failures(failed, len(set(table["query_id"].to_pylist())), cfg.errors.max_fraction,
                               stage="examples", path=errors.path, what="training queries")
     if failed.num_rows:
         log(f"      {failed.num_rows:,} training queries left out (listed in {errors.path}): "
             f"{failures['most_common']}")
-    examples = write_examples(groups, out / f"examples-{cfg.train.target}.parquet")
     card = {"dataset": col.name, "train_queries": len(split["train"]), "split": split["source"],
             "target": cfg.train.target, "label": "SIMULATION" if _simulated(cfg) else None,
             "failed_training_queries": failures["failed"]}
