@@ -137,10 +137,9 @@ def main(argv: list[str] | None = None) -> int:
            "chars_per_doc": a.chars, "examples_file_mib": round(size / 2**20, 1), "identical": same, "runs": runs,
            "peak_anon_ratio_chunked_over_one_pass": round(runs[1]["peak_anon_gib"] / runs[0]["peak_anon_gib"], 3),
            "peak_rss_ratio_chunked_over_one_pass": round(runs[1]["peak_rss_gib"] / runs[0]["peak_rss_gib"], 3)}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if a.json:
-        Path(a.json).write_text(text + "\n")
+    from zelo_ray.bench.commands import write_result
+
+    write_result(out, a.json)
     return 0 if same else 1
 
 

@@ -12,7 +12,6 @@ scoring can move to GPU actors and to other nodes; this measures what the pool c
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -61,10 +60,9 @@ def main(argv: list[str] | None = None) -> int:
            "actors": a.actors, "cpus_per_actor": max(1, cores // a.actors), "machine_cores": cores,
            "same_ranking": same, "runs": results,
            "pool_over_driver": round(results["actor pool"]["pairs_per_s"] / results["driver"]["pairs_per_s"], 3)}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if a.json:
-        Path(a.json).write_text(text + "\n")
+    from zelo_ray.bench.commands import write_result
+
+    write_result(out, a.json)
     return 0 if same else 1
 
 

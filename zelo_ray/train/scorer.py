@@ -168,7 +168,8 @@ class ScorerPool:
             node_copy = address != checkpoint
         sizes = pc.list_value_length(rows["doc_ids"]).to_numpy(zero_copy_only=False)
         per_query = max(1, int(sizes.mean())) if len(sizes) else 1
-        queries_per_batch = max(1, max(batch_size, 1024) // per_query)
+        # about 1,024 pairs per batch, but never fewer batches than actors
+        queries_per_batch = max(1, min(max(batch_size, 1024) // per_query, -(-rows.num_rows // rcfg.actors)))
         # one block per batch of queries, so every actor gets work from the start
         blocks = [rows.slice(i, queries_per_batch) for i in range(0, rows.num_rows, queries_per_batch)]
         ds = ray.data.from_arrow(blocks).map_batches(
