@@ -81,9 +81,16 @@ def _tiny_config(root: Path, output_uri: str | None = None, **sections) -> Path:
 
 
 def _submit(address: str, env: dict, config: Path) -> str:
-    r = subprocess.run([RAY, "job", "submit", f"--address={address}", "--",
-                        sys.executable, str(ROOT / "pipelines" / "full.py"), "--config", str(config)],
-                       env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    # the head's dashboard answers before its job agent has registered; a submission in that
+    # window is refused ("No available agent") without running anything, so it is sent again
+    deadline = time.time() + 120
+    while True:
+        r = subprocess.run([RAY, "job", "submit", f"--address={address}", "--",
+                            sys.executable, str(ROOT / "pipelines" / "full.py"), "--config", str(config)],
+                           env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
+        if r.returncode == 0 or "No available agent" not in r.stdout + r.stderr or time.time() > deadline:
+            break
+        time.sleep(2)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     return r.stdout
 
