@@ -19,7 +19,8 @@ import yaml
 
 from zelo_ray.bench.common import free_port
 from zelo_ray.serve.engine import Pair, ScoringEngine, check_servable, chunk_pairs, plan_batches
-from zelo_ray.serve.schemas import CohereRerankResponse, ZeroEntropyRerankResponse
+from zelo_ray.serve.schemas import (CohereRerankResponse, TEIRerankResult, V1RerankResponse,
+                                    ZeroEntropyRerankResponse)
 from zelo_ray.serve.service import RerankService
 from zelo_ray.config.serve import ServeConfig
 from zelo_ray.train.models import load_reranker, save_reranker, tiny_decoder, tiny_encoder
@@ -117,6 +118,21 @@ def _call(svc, api, body, auth=f"Bearer {KEY}"):
     return asyncio.run(svc.rerank(api, raw, auth))
 
 
+def _as(api: str, body):
+    """``body`` (a Cohere v2 request) in ``api``'s request shape."""
+    if not isinstance(body, dict) or api in ("cohere", "zeroentropy"):
+        return body
+    body = dict(body)
+    if api == "tei":
+        body.pop("model", None)
+        if "documents" in body:
+            body["texts"] = body.pop("documents")
+    return body
+
+
+ERROR_KEY = {"cohere": "message", "cohere_v1": "message", "tei": "error", "zeroentropy": "detail"}
+
+
 @pytest.mark.parametrize("body, status, words", [
     (b"{not json", 400, "not valid JSON"),
     (b"[1, 2]", 400, "JSON object"),
@@ -124,30 +140,107 @@ def _call(svc, api, body, auth=f"Bearer {KEY}"):
     ({"model": "zelo-reranker", "query": "  ", "documents": ["a"]}, 400, "query"),
     ({"model": "zelo-reranker", "query": "q", "documents": []}, 400, "at least one"),
     ({"model": "zelo-reranker", "query": "q", "documents": ["a"] * 11}, 400, "at most 10"),
-    ({"model": "zelo-reranker", "query": "q", "documents": ["a", 3]}, 400, "documents[1]"),
-    ({"model": "zelo-reranker", "query": "q", "documents": ["a", {"text": "b"}]}, 400, "documents[1]"),
-    ({"model": "zelo-reranker", "query": "q"}, 400, "documents"),
+    ({"model": "zelo-reranker", "query": "q", "documents": ["a", 3]}, 400, "[1]"),
+    ({"model": "zelo-reranker", "query": "q"}, 400, "body"),
     ({"model": "zelo-reranker", "query": "q", "documents": ["a"], "top_n": 0}, 400, "top_n"),
-    ({"model": "gpt-9", "query": "q", "documents": ["a"]}, 404, "gpt-9"),
     ({"model": "zelo-reranker", "query": "q", "documents": ["x" * 5000]}, 413, "max_request_bytes"),
 ])
 def test_bad_input_is_a_4xx_that_names_the_problem(engine, body, status, words):
     svc = _service(engine)
-    for api, key in (("cohere", "message"), ("zeroentropy", "detail")):
+    for api, key in ERROR_KEY.items():
+        if api == "tei" and isinstance(body, dict) and "top_n" in body:
+            continue   # TEI has no top_n
+        code, payload = _call(svc, api, _as(api, body))
+        assert code == status, (api, payload)
+        message = payload[key]
+        field = "texts" if api == "tei" else "documents"
+        assert words.replace("body", field) in message or words in message, (api, message)
+
+
+def test_documents_must_be_strings_except_on_v1_where_text_objects_are_accepted(engine):
+    svc = _service(engine)
+    body = {"model": "zelo-reranker", "query": "q", "documents": ["a", {"text": "b"}]}
+    for api in ("cohere", "zeroentropy"):
         code, payload = _call(svc, api, body)
-        assert code == status, payload
-        assert words in payload[key]
+        assert code == 400 and "documents[1]" in payload[ERROR_KEY[api]]
+    code, payload = _call(svc, "tei", {"query": "q", "texts": ["a", {"text": "b"}]})
+    assert code == 400 and "texts[1]" in payload["error"] and payload["error_type"] == "Validation"
+    code, payload = _call(svc, "cohere_v1", body)
+    assert code == 200 and len(payload["results"]) == 2
+    code, payload = _call(svc, "cohere_v1", {**body, "documents": ["a", {"txt": "b"}]})
+    assert code == 400 and "documents[1]" in payload["message"]
+
+
+def test_any_model_name_is_served_unless_strict(engine, caplog):
+    """A client that switched only its base URL keeps sending its old provider's model name."""
+    svc = _service(engine)
+    for name in ("rerank-english-v3.0", "zerank-2", "gpt-9"):
+        code, payload = _call(svc, "cohere", {"model": name, "query": "q", "documents": ["a"]})
+        assert code == 200, payload
+    code, payload = _call(svc, "cohere_v1", {"model": "jina-reranker-v2-base-multilingual", "query": "q",
+                                             "documents": ["a"]})
+    assert code == 200 and payload["model"] == "zelo-reranker"
+    strict = _service(engine, strict_model=True)
+    for api in ("cohere", "zeroentropy", "cohere_v1"):
+        code, payload = _call(strict, api, {"model": "gpt-9", "query": "q", "documents": ["a"]})
+        assert code == 404 and "gpt-9" in payload[ERROR_KEY[api]]
+    assert _call(strict, "cohere", {"model": "rerank-v3.5", "query": "q", "documents": ["a"]})[0] == 200
 
 
 def test_auth(engine):
     svc = _service(engine)
     body = {"model": "zelo-reranker", "query": "q", "documents": ["a"]}
-    assert _call(svc, "cohere", body, auth=None)[0] == 401
-    assert _call(svc, "cohere", body, auth="Bearer nope")[0] == 401
-    assert _call(svc, "cohere", body, auth=f"Basic {KEY}")[0] == 401
-    assert _call(svc, "cohere", body)[0] == 200
+    for api in ERROR_KEY:
+        b = _as(api, body)
+        assert _call(svc, api, b, auth=None)[0] == 401, api
+        assert _call(svc, api, b, auth="Bearer nope")[0] == 401, api
+        assert _call(svc, api, b, auth=f"Basic {KEY}")[0] == 401, api
+        assert _call(svc, api, b)[0] == 200, api
     open_svc = RerankService(svc.cfg, encode=engine.encode, score=svc._score, model_info={}, api_keys=[])
     assert _call(open_svc, "cohere", body, auth=None)[0] == 200
+
+
+def test_v1_and_tei_shapes(engine):
+    """Cohere v1 / Jina and text-embeddings-inference responses validate against their documented
+    shapes and rank like the model; TEI's raw_scores are the logits of the same order, and
+    truncation_direction Left keeps the end of a long text."""
+    svc = _service(engine)
+    direct = engine.score(engine.encode("lift of a wing", DOCS, max_doc_tokens=64))
+    want = np.argsort(-direct, kind="stable").tolist()
+    code, v1 = _call(svc, "cohere_v1", {"model": "rerank-english-v3.0", "query": "lift of a wing",
+                                        "documents": [{"text": d} for d in DOCS], "top_n": 3,
+                                        "return_documents": True})
+    assert code == 200
+    V1RerankResponse.model_validate(v1)
+    assert [r["index"] for r in v1["results"]] == want[:3]
+    assert [r["document"]["text"] for r in v1["results"]] == [DOCS[i] for i in want[:3]]
+    assert v1["usage"]["total_tokens"] > 0 and v1["meta"]["api_version"]["version"] == "1"
+    _, plain = _call(svc, "cohere_v1", {"model": "rerank-english-v3.0", "query": "lift of a wing", "documents": DOCS})
+    assert "document" not in plain["results"][0]                     # Cohere's default
+    _, jina = _call(svc, "cohere_v1", {"model": "jina-reranker-v2-base-multilingual", "query": "lift of a wing",
+                                       "documents": DOCS})
+    assert jina["results"][0]["document"]["text"] == DOCS[want[0]]   # Jina's default
+    code, tei = _call(svc, "tei", {"query": "lift of a wing", "texts": DOCS, "return_text": True})
+    assert code == 200 and isinstance(tei, list)
+    for r in tei:
+        TEIRerankResult.model_validate(r)
+    assert [r["index"] for r in tei] == want and tei[0]["text"] == DOCS[want[0]]
+    np.testing.assert_allclose([r["score"] for r in tei], direct[want], atol=1e-5)
+    _, raw = _call(svc, "tei", {"query": "lift of a wing", "texts": DOCS, "raw_scores": True})
+    assert [r["index"] for r in raw] == want
+    np.testing.assert_allclose([r["score"] for r in raw], np.log(direct[want] / (1 - direct[want])), atol=1e-4)
+    # Left keeps the end of a long text: the pair holds its last tokens, cut at a token boundary
+    long_doc = "a recipe for bread " * 200 + "the lift of a wing grows with the angle of attack"
+    tail = engine._tail(long_doc, 16)
+    assert long_doc.endswith(tail) and tail.endswith("angle of attack") and len(tail) < 120
+    kept_end = engine.encode("lift of a wing", [long_doc], max_doc_tokens=16, keep="end")[0]
+    assert kept_end.ids == engine.encode("lift of a wing", [tail], max_doc_tokens=16)[0].ids
+    assert kept_end.ids != engine.encode("lift of a wing", [long_doc], max_doc_tokens=16)[0].ids
+    _, left = _call(svc, "tei", {"query": "lift of a wing", "texts": [long_doc], "truncation_direction": "Left"})
+    _, right = _call(svc, "tei", {"query": "lift of a wing", "texts": [long_doc]})
+    for got, keep in ((left, "end"), (right, "start")):
+        want_score = engine.score(engine.encode("lift of a wing", [long_doc], max_doc_tokens=64, keep=keep))[0]
+        assert got[0]["score"] == pytest.approx(float(want_score), abs=1e-7)
 
 
 def test_response_shapes_and_order(engine):
@@ -236,6 +329,38 @@ def test_http_official_cohere_client(server, engine):
     assert "401" in str(e.value) or getattr(e.value, "status_code", None) == 401
 
 
+def test_http_every_shape_on_one_server(server, engine):
+    """Cohere v1 through the official client (`cohere.Client`), Jina and text-embeddings-inference
+    through plain HTTP with their documented bodies: all four shapes on one deployment rank like
+    the model, and each refuses a missing key."""
+    import cohere
+
+    direct = engine.score(engine.encode("lift of a wing", DOCS, max_doc_tokens=128))
+    want = np.argsort(-direct, kind="stable").tolist()
+    client = cohere.Client(api_key=KEY, base_url=server, timeout=60)
+    res = client.rerank(model="rerank-english-v3.0", query="lift of a wing", documents=DOCS, top_n=3,
+                        return_documents=True)
+    assert [x.index for x in res.results] == want[:3]
+    assert [x.document.text for x in res.results] == [DOCS[i] for i in want[:3]]
+    r = requests.post(f"{server}/v1/rerank", headers=H, timeout=60,
+                      json={"model": "jina-reranker-v2-base-multilingual", "query": "lift of a wing",
+                            "documents": DOCS, "top_n": 2})
+    assert r.status_code == 200, r.text
+    V1RerankResponse.model_validate(r.json())
+    assert [x["index"] for x in r.json()["results"]] == want[:2] and r.json()["usage"]["total_tokens"] > 0
+    r = requests.post(f"{server}/rerank", headers=H, timeout=60,
+                      json={"query": "lift of a wing", "texts": DOCS, "raw_scores": False, "truncate": True})
+    assert r.status_code == 200, r.text
+    assert [x["index"] for x in r.json()] == want
+    np.testing.assert_allclose([x["score"] for x in r.json()], direct[want], atol=1e-5)
+    for path, body in (("/rerank", {"query": "q", "texts": ["a"]}),
+                       ("/v1/rerank", {"model": "m", "query": "q", "documents": ["a"]})):
+        r = requests.post(f"{server}{path}", timeout=60, json=body)
+        assert r.status_code == 401, (path, r.text)
+    r = requests.post(f"{server}/rerank", headers=H, timeout=60, json={"query": "q", "texts": [1]})
+    assert r.status_code == 400 and "texts[0]" in r.json()["error"]
+
+
 def test_http_bad_input_is_never_a_5xx(server):
     url = f"{server}/v2/rerank"
     cases = [
@@ -243,7 +368,7 @@ def test_http_bad_input_is_never_a_5xx(server):
         (dict(json={"model": "zelo-reranker", "query": "q", "documents": [1]}, headers=H), 400),
         (dict(json={"model": "zelo-reranker", "query": "", "documents": ["a"]}, headers=H), 400),
         (dict(json={"model": "zelo-reranker", "query": "q", "documents": ["a"] * 1001}, headers=H), 400),
-        (dict(json={"model": "nope", "query": "q", "documents": ["a"]}, headers=H), 404),
+        (dict(json={"model": "nope", "query": "q", "documents": ["a"]}, headers=H), 200),  # any name (not strict)
         (dict(json={"model": "zelo-reranker", "query": "q", "documents": ["x" * 70000]}, headers=H), 413),
         (dict(json={"model": "zelo-reranker", "query": "q", "documents": ["a"]}), 401),
         (dict(data=b'{"model": "zelo-reranker", "query": "x\\ud800", "documents": ["a"]}', headers=H), 400),
@@ -258,7 +383,7 @@ def test_http_bad_input_is_never_a_5xx(server):
     models = requests.get(f"{server}/v1/models", timeout=10).json()
     assert [m["id"] for m in models["data"]] == ["zelo-reranker", "rerank-v3.5", "zerank-1"]
     paths = requests.get(f"{server}/openapi.json", timeout=10).json()["paths"]
-    assert {"/v2/rerank", "/v1/models/rerank", "/v1/models", "/healthz"} <= set(paths)
+    assert {"/v2/rerank", "/v1/rerank", "/rerank", "/v1/models/rerank", "/v1/models", "/healthz"} <= set(paths)
     assert requests.get(f"{server}/docs", timeout=10).status_code == 200
 
 

@@ -37,9 +37,14 @@ class ServeConfig(Strict):
                                    "<train.output>/model).")
     model_name: str = Field("zelo-reranker", min_length=1, description="The name clients send as `model` "
                             "and `/v1/models` lists.")
-    model_aliases: list[str] = Field(default_factory=list, description="Other accepted `model` values "
-                                     "(e.g. `rerank-v3.5`, `zerank-1`) so existing clients work by "
-                                     "changing only the base URL.")
+    model_aliases: list[str] = Field(default_factory=list, description="Other names `/v1/models` lists "
+                                     "(e.g. `rerank-v3.5`, `zerank-1`); with `strict_model` the only "
+                                     "other accepted `model` values.")
+    strict_model: bool = Field(False, description="Answer only requests naming `model_name` or an alias "
+                               "(others → 404), for deployments serving several models behind one "
+                               "router. Off: any `model` value is answered by this model (a client "
+                               "that switched only its base URL sends its old provider's name); "
+                               "the mapping is logged once per name.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when the replica "
                                                    "has a GPU.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(

@@ -19,9 +19,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 
-from zelo_ray.serve.schemas import (CohereRerankRequest, CohereRerankResponse, ZeroEntropyRerankRequest,
-                                    ZeroEntropyRerankResponse)
 from zelo_ray.config.serve import ServeConfig
+from zelo_ray.serve.schemas import (CohereRerankRequest, CohereRerankResponse, TEIRerankRequest, TEIRerankResult,
+                                    V1RerankRequest, V1RerankResponse, ZeroEntropyRerankRequest,
+                                    ZeroEntropyRerankResponse)
+from zelo_ray.serve.service import error_body
 
 __all__ = ["RerankServer", "build_app", "deployment_options"]
 
@@ -29,7 +31,8 @@ log = logging.getLogger("ray.serve")
 
 api = FastAPI(title="zelo-ray rerank API",
               description="Rerank documents for a query with a zELO-trained reranker. Speaks Cohere's "
-                          "`/v2/rerank` and ZeroEntropy's `/v1/models/rerank`; relevance scores are in "
+                          "`/v2/rerank`, Cohere v1 / Jina `/v1/rerank`, text-embeddings-inference "
+                          "`/rerank` and ZeroEntropy's `/v1/models/rerank`; relevance scores are in "
                           "[0, 1]. Bearer-token auth when `ZELO_API_KEYS` is set on the server.",
               version="1")
 
@@ -54,7 +57,7 @@ def _chunk_tokens(items: list) -> int:
 @serve.deployment(name="RerankServer")
 @serve.ingress(api)
 class RerankServer:
-    """One replica: a loaded ScoringEngine behind the two rerank routes."""
+    """One replica: a loaded ScoringEngine behind the four rerank routes."""
 
     def __init__(self, settings: dict):
         from zelo_ray.serve.engine import ScoringEngine
@@ -106,7 +109,7 @@ class RerankServer:
         if declared and declared.isdigit() and int(declared) > self.cfg.max_request_bytes:
             msg = (f"request body is {int(declared):,} bytes; this server accepts at most "
                    f"{self.cfg.max_request_bytes:,} (serve.max_request_bytes)")
-            return JSONResponse({"message": msg} if api_name == "cohere" else {"detail": msg}, status_code=413)
+            return JSONResponse(error_body(api_name, 413, msg), status_code=413)
         body = await request.body()
         status, payload = await self.service.rerank(api_name, body, request.headers.get("authorization"))
         return JSONResponse(payload, status_code=status)
@@ -120,6 +123,16 @@ class RerankServer:
               openapi_extra=_body_schema(ZeroEntropyRerankRequest), summary="Rerank (ZeroEntropy shape)")
     async def zeroentropy_rerank(self, request: Request) -> JSONResponse:
         return await self._respond("zeroentropy", request)
+
+    @api.post("/v1/rerank", response_model=V1RerankResponse, openapi_extra=_body_schema(V1RerankRequest),
+              summary="Rerank (Cohere v1 and Jina shape)")
+    async def v1_rerank(self, request: Request) -> JSONResponse:
+        return await self._respond("cohere_v1", request)
+
+    @api.post("/rerank", response_model=list[TEIRerankResult], openapi_extra=_body_schema(TEIRerankRequest),
+              summary="Rerank (text-embeddings-inference shape)")
+    async def tei_rerank(self, request: Request) -> JSONResponse:
+        return await self._respond("tei", request)
 
     @api.get("/v1/models", summary="Served models")
     async def models(self) -> dict:

@@ -151,9 +151,12 @@ class ScoringEngine:
         return engine
 
     # -- tokenisation ------------------------------------------------------------------------
-    def encode(self, query: str, docs: list[str], *, max_doc_tokens: int) -> list[Pair]:
+    def encode(self, query: str, docs: list[str], *, max_doc_tokens: int, keep: str = "start") -> list[Pair]:
         """One Pair per document, the document cut to ``max_doc_tokens`` tokens (and to what the
-        model's maximum length leaves after the query)."""
+        model's maximum length leaves after the query). ``keep="end"``: a long document keeps its
+        last tokens instead of its first (TEI's ``truncation_direction: Left``)."""
+        if keep == "end":
+            docs = [self._tail(d, max_doc_tokens) for d in docs]
         q = self.tok(query, add_special_tokens=False)["input_ids"]
         # the query text as given unless it must be cut: a decode/re-encode round trip can change
         # tokens (punctuation, casing) away from what the model saw in training
@@ -178,6 +181,19 @@ class ScoringEngine:
         budget = max(1, min(max_doc_tokens, self.max_length - len(head) - len(self._tail)))
         enc = self.tok(docs, add_special_tokens=False, truncation=True, max_length=budget)
         return [Pair(head + tuple(ids) + self._tail) for ids in enc["input_ids"]]
+
+    def _tail(self, doc: str, n_tokens: int) -> str:
+        """The end of ``doc`` holding at most ``n_tokens`` tokens, cut at a token boundary of the
+        original text (character offsets, so the kept text is not re-spelled by a decode)."""
+        if not self.tok.is_fast:
+            ids = self.tok(doc, add_special_tokens=False, verbose=False)["input_ids"]
+            return doc if len(ids) <= n_tokens else self.tok.decode(ids[-n_tokens:])
+        # verbose=False: the whole text is tokenised on purpose (to find where its end starts)
+        enc = self.tok(doc, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        offsets = enc["offset_mapping"]
+        if len(offsets) <= n_tokens:
+            return doc
+        return doc[offsets[-n_tokens][0]:]
 
     # -- scoring -------------------------------------------------------------------------------
     def _tensors(self, rows: list[Pair]) -> dict[str, torch.Tensor]:

@@ -1,5 +1,6 @@
 """What a rerank call does, without Ray: authorise, bound, parse, validate, tokenise, score,
-shape the response. Every bad input is a 4xx naming the field; only a model failure is a 5xx.
+shape the response — for each API shape the server speaks (schemas.py). Every bad input is a 4xx
+naming the field, in the error body that API's clients read; only a model failure is a 5xx.
 
 The Serve deployment (``app.py``) wraps this; tests drive it directly too.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import math
 import os
 import time
@@ -18,12 +20,35 @@ from typing import Awaitable, Callable
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from zelo_ray.serve.schemas import CohereRerankRequest, ZeroEntropyRerankRequest
 from zelo_ray.config.serve import ServeConfig
+from zelo_ray.serve.schemas import CohereRerankRequest, TEIRerankRequest, V1RerankRequest, ZeroEntropyRerankRequest
 
-__all__ = ["APIS", "RerankError", "RerankService", "api_keys_from_env", "describe_validation_error"]
+__all__ = ["APIS", "RerankError", "RerankService", "api_keys_from_env", "describe_validation_error", "error_body"]
 
-APIS: dict[str, type[BaseModel]] = {"cohere": CohereRerankRequest, "zeroentropy": ZeroEntropyRerankRequest}
+APIS: dict[str, type[BaseModel]] = {"cohere": CohereRerankRequest, "cohere_v1": V1RerankRequest,
+                                    "tei": TEIRerankRequest, "zeroentropy": ZeroEntropyRerankRequest}
+"""API shape → request model: Cohere v2 (/v2/rerank), Cohere v1 and Jina (/v1/rerank),
+text-embeddings-inference (/rerank), ZeroEntropy (/v1/models/rerank)."""
+
+log = logging.getLogger("ray.serve")
+
+
+def error_body(api: str, status: int, message: str) -> dict:
+    """An error in the shape ``api``'s clients read."""
+    if api == "zeroentropy":
+        return {"detail": message}
+    if api == "tei":
+        kind = {401: "Unauthorized", 404: "NotFound", 413: "PayloadTooLarge"}.get(status, "Validation")
+        return {"error": message, "error_type": kind}
+    return {"message": message}
+
+
+def _documents(api: str, req: BaseModel) -> list[str]:
+    if api == "tei":
+        return req.texts
+    if api == "cohere_v1":
+        return [d if isinstance(d, str) else d.text for d in req.documents]
+    return req.documents
 
 
 class RerankError(Exception):
@@ -59,6 +84,7 @@ class RerankService:
         self._fuse = fuse  # the checkpoint's served function over one call's documents (train/fusion.py)
         self.api_keys = api_keys_from_env(cfg.api_keys_env) if api_keys is None else api_keys
         self.names = [cfg.model_name, *cfg.model_aliases]
+        self._mapped: set[str] = set()
 
     # -- checks --------------------------------------------------------------------------------
     def authorize(self, authorization: str | None) -> None:
@@ -72,7 +98,8 @@ class RerankService:
         if not any(ok):
             raise RerankError(401, "invalid API key")
 
-    def parse(self, api: str, body: bytes) -> BaseModel:
+    def parse(self, api: str, body: bytes) -> tuple[BaseModel, list[str]]:
+        """The validated request and its documents' texts."""
         if len(body) > self.cfg.max_request_bytes:
             raise RerankError(413, f"request body is {len(body):,} bytes; this server accepts at most "
                                    f"{self.cfg.max_request_bytes:,} (serve.max_request_bytes)")
@@ -86,54 +113,84 @@ class RerankService:
             req = APIS[api].model_validate(data)
         except ValidationError as e:
             raise RerankError(400, describe_validation_error(e)) from None
+        docs = _documents(api, req)
+        field = "texts" if api == "tei" else "documents"
         # JSON may escape lone UTF-16 surrogates ("\ud800") that are not text in any encoding;
         # the tokenizer cannot take them, so they are the client's error, named by field
-        for field, text in (("query", req.query), *((f"documents[{i}]", d) for i, d in enumerate(req.documents))):
+        for name, text in (("query", req.query), *((f"{field}[{i}]", d) for i, d in enumerate(docs))):
             if not text.isascii():
                 try:
                     text.encode("utf-8")
                 except UnicodeEncodeError as e:
-                    raise RerankError(400, f"{field}: contains an unpaired surrogate "
+                    raise RerankError(400, f"{name}: contains an unpaired surrogate "
                                            f"({text[e.start]!r} at character {e.start}), which is not "
                                            "valid Unicode text") from None
         if not req.query.strip():
             raise RerankError(400, "query: must not be empty")
-        if not req.documents:
-            raise RerankError(400, "documents: at least one document is required")
-        if len(req.documents) > self.cfg.max_documents:
-            raise RerankError(400, f"documents: {len(req.documents):,} documents; this server accepts at "
+        if not docs:
+            raise RerankError(400, f"{field}: at least one document is required")
+        if len(docs) > self.cfg.max_documents:
+            raise RerankError(400, f"{field}: {len(docs):,} documents; this server accepts at "
                                    f"most {self.cfg.max_documents:,} per request (serve.max_documents)")
-        if req.model not in self.names:
-            raise RerankError(404, f"model {req.model!r} is not served here; available: {self.names}")
-        return req
+        self._check_model(getattr(req, "model", None))
+        return req, docs
+
+    def _check_model(self, name: str | None) -> None:
+        """With ``serve.strict_model``, only the served names; otherwise any name (a client that
+        switched only its base URL still sends its old provider's model name), logged once."""
+        if self.cfg.strict_model:
+            if name not in self.names:
+                raise RerankError(404, f"model {name!r} is not served here; available: {self.names}")
+            return
+        if name is not None and name not in self.names and name not in self._mapped:
+            self._mapped.add(name)
+            log.info("requests for model %r are answered by %s (serve.strict_model is off)", name,
+                     self.cfg.model_name)
 
     # -- the call ------------------------------------------------------------------------------
-    async def rerank(self, api: str, body: bytes, authorization: str | None = None) -> tuple[int, dict]:
+    async def rerank(self, api: str, body: bytes, authorization: str | None = None) -> tuple[int, dict | list]:
         t0 = time.perf_counter()
         try:
             self.authorize(authorization)
-            req = self.parse(api, body)
+            req, docs = self.parse(api, body)
         except RerankError as e:
-            return e.status, ({"message": e.message} if api == "cohere" else {"detail": e.message})
+            return e.status, error_body(api, e.status, e.message)
         budget = self.cfg.max_tokens_per_doc
         if getattr(req, "max_tokens_per_doc", None):
             budget = min(budget, req.max_tokens_per_doc)
-        pairs = await asyncio.to_thread(self._encode, req.query, req.documents, max_doc_tokens=budget)
+        keep = "end" if getattr(req, "truncation_direction", "Right").lower() == "left" else "start"
+        pairs = await asyncio.to_thread(self._encode, req.query, docs, max_doc_tokens=budget, keep=keep)
         t1 = time.perf_counter()
         scores = np.asarray(await self._score(pairs), dtype=np.float64)
         if self._fuse is not None:
-            scores = await asyncio.to_thread(self._fuse, req.query, req.documents, scores)
+            scores = await asyncio.to_thread(self._fuse, req.query, docs, scores)
         t_inf = time.perf_counter() - t1
         # stable sort: equal scores keep request order, so responses are deterministic
-        order = np.argsort(-scores, kind="stable")[: req.top_n or len(scores)]
-        results = [{"index": int(i), "relevance_score": float(min(max(scores[i], 0.0), 1.0))} for i in order]
+        order = np.argsort(-scores, kind="stable")[: getattr(req, "top_n", None) or len(scores)]
+        clipped = np.clip(scores, 0.0, 1.0)
+        results = [{"index": int(i), "relevance_score": float(clipped[i])} for i in order]
         tokens = int(sum(p.n_tokens for p in pairs))
+        units = math.ceil(len(docs) / 100)
         if api == "cohere":
             return 200, {"id": str(uuid.uuid4()), "results": results,
-                         "meta": {"api_version": {"version": "2"},
-                                  "billed_units": {"search_units": math.ceil(len(req.documents) / 100)},
+                         "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": units},
                                   "tokens": {"input_tokens": tokens, "output_tokens": 0}}}
-        n_bytes = len(req.query.encode()) + sum(len(d.encode()) for d in req.documents)
+        if api == "cohere_v1":
+            echo = req.return_documents
+            if echo is None:  # each API's own default
+                echo = (req.model or "").lower().startswith("jina")
+            if echo:
+                results = [{**r, "document": {"text": docs[r["index"]]}} for r in results]
+            return 200, {"id": str(uuid.uuid4()), "model": self.cfg.model_name, "results": results,
+                         "meta": {"api_version": {"version": "1"}, "billed_units": {"search_units": units}},
+                         "usage": {"total_tokens": tokens, "prompt_tokens": tokens}}
+        if api == "tei":
+            # raw_scores: the logit the score was squashed from (monotone: the order is the same)
+            shown = np.log(np.clip(scores, 1e-7, 1 - 1e-7) / (1 - np.clip(scores, 1e-7, 1 - 1e-7))) \
+                if req.raw_scores else clipped
+            return 200, [{"index": int(i), "score": float(shown[i]),
+                          **({"text": docs[int(i)]} if req.return_text else {})} for i in order]
+        n_bytes = len(req.query.encode()) + sum(len(d.encode()) for d in docs)
         return 200, {"results": results, "e2e_latency": round(time.perf_counter() - t0, 6),
                      "inference_latency": round(t_inf, 6), "total_tokens": tokens, "total_bytes": n_bytes}
 
