@@ -118,6 +118,68 @@ def _call(svc, api, body, auth=f"Bearer {KEY}"):
     return asyncio.run(svc.rerank(api, raw, auth))
 
 
+def _chunk_max(engine, query, docs, budget, overlap=64, max_windows=64):
+    """The served function for long documents: each document's best window."""
+    texts, owner = engine.windows(query, docs, max_doc_tokens=budget, overlap=overlap, max_windows=max_windows)
+    s = engine.score(engine.encode(query, texts, max_doc_tokens=budget))
+    best = np.full(len(docs), -np.inf)
+    np.maximum.at(best, owner, s)
+    return best
+
+
+def test_windows_cover_a_long_document_with_overlap(engine):
+    query = "lift of a wing"
+    budget = engine.doc_budget(query, 32)
+    assert budget == 32
+    short = "boundary layer flow"
+    long_doc = " ".join(f"w{i}" for i in range(300))
+    texts, owner = engine.windows(query, [short, long_doc], max_doc_tokens=32, overlap=8, max_windows=64)
+    assert texts[0] == short and owner.tolist()[0] == 0 and set(owner.tolist()[1:]) == {1}
+    parts = texts[1:]
+    assert parts[0] == long_doc[:len(parts[0])] and long_doc.endswith(parts[-1])
+    n = [len(engine.tok(t, add_special_tokens=False)["input_ids"]) for t in parts]
+    # whole words: a window may run a word past the budget at either end (encode cuts the extra)
+    assert max(n) <= budget + 6 and len(parts) >= len(engine.tok(long_doc, add_special_tokens=False)["input_ids"]) // 24
+    q_len = len(engine.tok(query, add_special_tokens=False)["input_ids"])
+    assert max(len(p.ids) for p in engine.encode(query, parts, max_doc_tokens=32)) <= q_len + budget + 3
+    for a, b in zip(parts, parts[1:]):          # neighbours overlap
+        assert a.split()[-1] in b.split() and b.split()[0] in a.split()
+    capped, owner = engine.windows(query, [long_doc], max_doc_tokens=32, overlap=8, max_windows=3)
+    assert len(capped) == 3 and capped[0] == parts[0] and capped[-1] == parts[-1]
+
+
+def test_a_long_document_scores_as_its_best_window_unless_the_call_opts_out(engine):
+    """serve.long_documents=chunk_max: a relevant passage far beyond the token budget still
+    counts; TEI truncate, Cohere v2 max_tokens_per_doc and TEI Left truncation opt out."""
+    svc = RerankService(_service(engine).cfg, encode=engine.encode, score=_service(engine)._score,
+                        model_info=engine.info(), api_keys=[KEY], windows=engine.windows)
+    query = "lift of a wing"
+    long_doc = "a recipe for bread " * 120 + "the lift of a wing grows with the angle of attack " + "heat " * 300
+    docs = [long_doc, DOCS[0], DOCS[1]]
+    want = _chunk_max(engine, query, docs, 64)
+    truncated = engine.score(engine.encode(query, docs, max_doc_tokens=64))
+    assert want[0] != truncated[0]
+    for api, body in (("cohere", {"model": "m", "query": query, "documents": docs}),
+                      ("cohere_v1", {"model": "m", "query": query, "documents": docs}),
+                      ("zeroentropy", {"model": "m", "query": query, "documents": docs}),
+                      ("tei", {"query": query, "texts": docs})):
+        code, payload = _call(svc, api, body)
+        results = payload if api == "tei" else payload["results"]
+        got = {r["index"]: r["score" if api == "tei" else "relevance_score"] for r in results}
+        np.testing.assert_allclose([got[i] for i in range(3)], want, atol=1e-7, err_msg=api)
+    for api, body in (("tei", {"query": query, "texts": docs, "truncate": True}),
+                      ("cohere", {"model": "m", "query": query, "documents": docs, "max_tokens_per_doc": 64})):
+        code, payload = _call(svc, api, body)
+        results = payload if api == "tei" else payload["results"]
+        got = {r["index"]: r["score" if api == "tei" else "relevance_score"] for r in results}
+        np.testing.assert_allclose([got[i] for i in range(3)], truncated, atol=1e-7, err_msg=api)
+    one = _call(svc, "cohere_v1", {"model": "m", "query": query, "documents": docs, "max_chunks_per_doc": 1})[1]
+    assert {r["index"]: r["relevance_score"] for r in one["results"]}[0] == pytest.approx(truncated[0], abs=1e-7)
+    # tokens: every window counts
+    _, v1 = _call(svc, "cohere_v1", {"model": "m", "query": query, "documents": docs})
+    assert v1["usage"]["total_tokens"] > len(engine.encode(query, docs, max_doc_tokens=64)[0].ids) * 3
+
+
 def _as(api: str, body):
     """``body`` (a Cohere v2 request) in ``api``'s request shape."""
     if not isinstance(body, dict) or api in ("cohere", "zeroentropy"):
@@ -303,7 +365,7 @@ H = {"Authorization": f"Bearer {KEY}"}
 
 
 def test_http_both_apis_rank_like_the_model(server, engine):
-    direct = engine.score(engine.encode("lift of a wing", DOCS, max_doc_tokens=128))
+    direct = _chunk_max(engine, "lift of a wing", DOCS, 128)
     want = np.argsort(-direct, kind="stable").tolist()
     r = requests.post(f"{server}/v2/rerank", headers=H, timeout=60,
                       json={"model": "rerank-v3.5", "query": "lift of a wing", "documents": DOCS, "top_n": 4})
@@ -321,7 +383,7 @@ def test_http_official_cohere_client(server, engine):
 
     client = cohere.ClientV2(api_key=KEY, base_url=server, timeout=60)
     res = client.rerank(model="rerank-v3.5", query="lift of a wing", documents=DOCS, top_n=3)
-    direct = engine.score(engine.encode("lift of a wing", DOCS, max_doc_tokens=128))
+    direct = _chunk_max(engine, "lift of a wing", DOCS, 128)
     assert [x.index for x in res.results] == np.argsort(-direct, kind="stable")[:3].tolist()
     bad = cohere.ClientV2(api_key="wrong", base_url=server, timeout=60)
     with pytest.raises(Exception) as e:
@@ -335,7 +397,7 @@ def test_http_every_shape_on_one_server(server, engine):
     the model, and each refuses a missing key."""
     import cohere
 
-    direct = engine.score(engine.encode("lift of a wing", DOCS, max_doc_tokens=128))
+    direct = _chunk_max(engine, "lift of a wing", DOCS, 128)
     want = np.argsort(-direct, kind="stable").tolist()
     client = cohere.Client(api_key=KEY, base_url=server, timeout=60)
     res = client.rerank(model="rerank-english-v3.0", query="lift of a wing", documents=DOCS, top_n=3,

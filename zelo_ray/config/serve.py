@@ -57,6 +57,15 @@ class ServeConfig(Strict):
                                     "are truncated (a request may ask for less with "
                                     "`max_tokens_per_doc`, never more). Also capped by the model's "
                                     "maximum length.")
+    long_documents: Literal["chunk_max", "truncate"] = Field(
+        "chunk_max", description="A document longer than one pair's token budget: 'chunk_max' scores "
+        "overlapping windows of it in the same batches and keeps the best window's score (what hosted "
+        "rerankers do); 'truncate' scores its first `max_tokens_per_doc` tokens only. A request can "
+        "opt out per call (TEI `truncate: true`, Cohere v2 `max_tokens_per_doc`).")
+    window_overlap_tokens: int = Field(64, ge=0, description="Tokens two neighbouring windows share.")
+    max_windows_per_doc: int = Field(64, ge=1, description="Most windows scored per document (spread "
+                                     "evenly over a longer one); Cohere v1's `max_chunks_per_doc` may "
+                                     "ask for fewer.")
     fusion: bool = Field(True, description="Serve the checkpoint's fused score (model + BM25 with the "
                          "weight and corpus statistics `zelo train` stored in it: the function "
                          "`reranker` measured); false: the model's score alone (`reranker_model_only`).")

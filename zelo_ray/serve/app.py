@@ -79,7 +79,7 @@ class RerankServer:
         self.service = RerankService(self.cfg, encode=self.engine.encode, score=self._score,
                                      model_info={**self.engine.info(),
                                                  "bm25_weight": fusion.weight if fusion else 0.0},
-                                     fuse=fusion.scores if fusion else None)
+                                     fuse=fusion.scores if fusion else None, windows=self.engine.windows)
         log.info("zelo reranker %s loaded: %s; batching %s; auth %s", self.cfg.model_name, self.engine.info(),
                  "on" if self.cfg.batching else "off",
                  f"on ({len(self.service.api_keys)} keys)" if self.service.api_keys else "off")

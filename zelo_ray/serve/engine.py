@@ -182,6 +182,52 @@ class ScoringEngine:
         enc = self.tok(docs, add_special_tokens=False, truncation=True, max_length=budget)
         return [Pair(head + tuple(ids) + self._tail) for ids in enc["input_ids"]]
 
+    def doc_budget(self, query: str, max_doc_tokens: int) -> int:
+        """Tokens of a document that fit in one pair with ``query`` (what ``encode`` keeps)."""
+        q = self.tok(query, add_special_tokens=False)["input_ids"][:self.max_query_tokens]
+        if self.kind == "cross_encoder":
+            return max(1, min(max_doc_tokens, self.max_length - len(q) - self.tok.num_special_tokens_to_add(pair=True)))
+        if self.kind == "bi_encoder":
+            return max(1, min(max_doc_tokens, self.max_length - 2))
+        head = self.tok(self._head_template.format(query=query), add_special_tokens=True)["input_ids"]
+        return max(1, min(max_doc_tokens, self.max_length - len(head) - len(self._tail)))
+
+    def windows(self, query: str, docs: list[str], *, max_doc_tokens: int, overlap: int,
+                max_windows: int) -> tuple[list[str], np.ndarray]:
+        """Overlapping windows of every document longer than one pair's budget: ``(texts,
+        owner)`` where ``owner[i]`` is the document window ``i`` comes from (a short document is
+        its own single window). Windows are cut at word boundaries of the original text; with
+        more than ``max_windows`` needed, that many are spread evenly over the document."""
+        budget = self.doc_budget(query, max_doc_tokens)
+        stride = max(1, budget - min(overlap, budget - 1))
+        texts, owner = [], []
+        for i, doc in enumerate(docs):
+            if not self.tok.is_fast:
+                texts.append(doc), owner.append(i)
+                continue
+            # verbose=False: the whole text is tokenised on purpose (to place the windows)
+            offsets = self.tok(doc, add_special_tokens=False, return_offsets_mapping=True,
+                               verbose=False)["offset_mapping"]
+            n = len(offsets)
+            if n <= budget:
+                texts.append(doc), owner.append(i)
+                continue
+            starts = list(range(0, n - budget + stride, stride))
+            starts = [min(s, n - budget) for s in starts]
+            if len(starts) > max_windows:
+                starts = np.linspace(0, n - budget, max_windows).round().astype(int).tolist()
+            for s in dict.fromkeys(starts):
+                end = s + budget
+                # whole words: a window starts at its first word's first token and ends at its
+                # last word's last token (encode cuts the few extra tokens; the overlap covers them)
+                while s > 0 and offsets[s][0] == offsets[s - 1][1]:
+                    s -= 1
+                while end < n and offsets[end][0] == offsets[end - 1][1]:
+                    end += 1
+                texts.append(doc[offsets[s][0]:offsets[end - 1][1]])
+                owner.append(i)
+        return texts, np.asarray(owner, dtype=np.int64)
+
     def _tail(self, doc: str, n_tokens: int) -> str:
         """The end of ``doc`` holding at most ``n_tokens`` tokens, cut at a token boundary of the
         original text (character offsets, so the kept text is not re-spelled by a decode)."""

@@ -36,7 +36,7 @@ class CohereRerankRequest(_Request):
     documents: list[StrictStr] = Field(description="Texts to rank (1 to `serve.max_documents`).")
     top_n: int | None = Field(None, ge=1, description="Return only the best N (default: all).")
     max_tokens_per_doc: int | None = Field(None, ge=1, description="Truncate each document to this many "
-                                           "tokens (capped by the server's budget).")
+                                           "tokens (capped by the server's budget; no windows).")
 
 
 class ZeroEntropyRerankRequest(_Request):
@@ -65,8 +65,8 @@ class V1RerankRequest(_Request):
     top_n: int | None = Field(None, ge=1, description="Return only the best N (default: all).")
     return_documents: bool | None = Field(None, description="Echo each document's text (default: false; "
                                           "true for `jina-*` model names, as Jina's API does).")
-    max_chunks_per_doc: int | None = Field(None, ge=1, description="Cohere v1 field, accepted; documents "
-                                           "are cut to the server's token budget.")
+    max_chunks_per_doc: int | None = Field(None, ge=1, description="Most windows scored per long document "
+                                           "(capped by `serve.max_windows_per_doc`).")
 
 
 class TEIRerankRequest(_Request):
@@ -76,8 +76,9 @@ class TEIRerankRequest(_Request):
     texts: list[StrictStr] = Field(description="Texts to rank (1 to `serve.max_documents`).")
     raw_scores: bool = Field(False, description="Return the model's logit instead of a score in [0, 1].")
     return_text: bool = Field(False, description="Echo each text.")
-    truncate: bool | None = Field(None, description="Accepted; documents longer than the budget are "
-                                  "always cut (this server never refuses a long text).")
+    truncate: bool | None = Field(None, description="true: cut a long text to the token budget; false or "
+                                  "absent: the server's `serve.long_documents` (windows, best one "
+                                  "counts). A long text is never refused.")
     truncation_direction: Literal["Right", "Left", "right", "left"] = Field(
         "Right", description="Which end of a long text is kept: Right keeps the start, Left the end.")
 

@@ -79,8 +79,12 @@ class RerankService:
 
     def __init__(self, cfg: ServeConfig, *, encode: Callable, score: Callable[[list], Awaitable[np.ndarray]],
                  model_info: dict, api_keys: list[str] | None = None,
-                 fuse: Callable[[str, list[str], np.ndarray], np.ndarray] | None = None):
+                 fuse: Callable[[str, list[str], np.ndarray], np.ndarray] | None = None,
+                 windows: Callable | None = None):
+        """``windows``: the engine's window splitter (:meth:`ScoringEngine.windows`); without it a
+        long document is truncated whatever ``serve.long_documents`` says."""
         self.cfg, self._encode, self._score, self.model_info = cfg, encode, score, model_info
+        self._windows = windows
         self._fuse = fuse  # the checkpoint's served function over one call's documents (train/fusion.py)
         self.api_keys = api_keys_from_env(cfg.api_keys_env) if api_keys is None else api_keys
         self.names = [cfg.model_name, *cfg.model_aliases]
@@ -159,9 +163,20 @@ class RerankService:
         if getattr(req, "max_tokens_per_doc", None):
             budget = min(budget, req.max_tokens_per_doc)
         keep = "end" if getattr(req, "truncation_direction", "Right").lower() == "left" else "start"
-        pairs = await asyncio.to_thread(self._encode, req.query, docs, max_doc_tokens=budget, keep=keep)
+        if self._chunked(api, req, keep):
+            limit = min(self.cfg.max_windows_per_doc, getattr(req, "max_chunks_per_doc", None) or 10**9)
+            texts, owner = await asyncio.to_thread(self._windows, req.query, docs, max_doc_tokens=budget,
+                                                   overlap=self.cfg.window_overlap_tokens, max_windows=limit)
+        else:
+            texts, owner = docs, None
+        pairs = await asyncio.to_thread(self._encode, req.query, texts, max_doc_tokens=budget, keep=keep)
         t1 = time.perf_counter()
         scores = np.asarray(await self._score(pairs), dtype=np.float64)
+        if owner is not None and len(owner) > len(docs):
+            # a long document scores as its best window
+            best = np.full(len(docs), -np.inf)
+            np.maximum.at(best, owner, scores)
+            scores = best
         if self._fuse is not None:
             scores = await asyncio.to_thread(self._fuse, req.query, docs, scores)
         t_inf = time.perf_counter() - t1
@@ -193,6 +208,15 @@ class RerankService:
         n_bytes = len(req.query.encode()) + sum(len(d.encode()) for d in docs)
         return 200, {"results": results, "e2e_latency": round(time.perf_counter() - t0, 6),
                      "inference_latency": round(t_inf, 6), "total_tokens": tokens, "total_bytes": n_bytes}
+
+    def _chunked(self, api: str, req: BaseModel, keep: str) -> bool:
+        """Whether long documents are scored as windows in this call (see ``serve.long_documents``)."""
+        if self._windows is None or self.cfg.long_documents != "chunk_max" or keep == "end":
+            return False
+        if api == "tei" and req.truncate:
+            return False
+        # Cohere v2's documented behaviour for max_tokens_per_doc is truncation
+        return not (api == "cohere" and req.max_tokens_per_doc)
 
     def models(self) -> dict:
         created = int(time.time())
