@@ -62,7 +62,8 @@ class ServeConfig(Strict):
         "overlapping windows of it in the same batches and keeps the best window's score (what hosted "
         "rerankers do); 'truncate' scores its first `max_tokens_per_doc` tokens only. A request can "
         "opt out per call (TEI `truncate: true`, Cohere v2 `max_tokens_per_doc`).")
-    window_overlap_tokens: int = Field(64, ge=0, description="Tokens two neighbouring windows share.")
+    window_overlap_tokens: int = Field(64, ge=0, description="Tokens two neighbouring windows share (at "
+                                       "most a quarter of a window).")
     max_windows_per_doc: int = Field(64, ge=1, description="Most windows scored per document (spread "
                                      "evenly over a longer one); Cohere v1's `max_chunks_per_doc` may "
                                      "ask for fewer.")

@@ -199,7 +199,9 @@ class ScoringEngine:
         its own single window). Windows are cut at word boundaries of the original text; with
         more than ``max_windows`` needed, that many are spread evenly over the document."""
         budget = self.doc_budget(query, max_doc_tokens)
-        stride = max(1, budget - min(overlap, budget - 1))
+        # at most a quarter of a window is shared: a model trained on short inputs has a small
+        # budget, where a fixed 64-token overlap would triple the windows
+        stride = max(1, budget - min(overlap, budget // 4))
         texts, owner = [], []
         for i, doc in enumerate(docs):
             if not self.tok.is_fast:
