@@ -98,9 +98,15 @@ class FaultInjector:
         return guarded
 
 
-def _message(exc: BaseException) -> str:
-    text = f"{exc}"
+def _cut(text: str) -> str:
     return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "…"
+
+
+def describe_errors(errors: Sequence[BaseException]) -> tuple[list[str], list[str], list[str | None]]:
+    """(type names, messages, short tracebacks) of ``errors`` — what an errors table stores, and
+    what a worker that cannot write the table sends back instead."""
+    return ([type(e).__name__ for e in errors], [_cut(f"{e}") for e in errors],
+            ["".join(traceback.format_tb(e.__traceback__, limit=-4)) or None for e in errors])
 
 
 class ErrorLog:
@@ -117,8 +123,7 @@ class ErrorLog:
 
     def record(self, record_ids: Sequence, errors: Sequence[BaseException]) -> None:
         """Append one part: ``errors[i]`` is what record ``record_ids[i]`` raised."""
-        self.record_reported(record_ids, [type(e).__name__ for e in errors], [_message(e) for e in errors],
-                             ["".join(traceback.format_tb(e.__traceback__, limit=-4)) or None for e in errors])
+        self.record_reported(record_ids, *describe_errors(errors))
 
     def record_reported(self, record_ids: Sequence, error_types: Sequence[str], messages: Sequence[str],
                         tracebacks: Sequence[str | None]) -> None:
@@ -131,8 +136,7 @@ class ErrorLog:
             "stage": pa.array([self.stage] * len(record_ids), pa.string()),
             "record_id": pa.array([str(r) for r in record_ids], pa.string()),
             "error_type": pa.array(list(error_types), pa.string()),
-            "error": pa.array([m if len(m) <= _MAX_MESSAGE else m[:_MAX_MESSAGE] + "…" for m in messages],
-                              pa.string()),
+            "error": pa.array([_cut(m) for m in messages], pa.string()),
             "traceback": pa.array(list(tracebacks), pa.string()),
             "time": pa.array([now] * len(record_ids), pa.timestamp("ms", tz="UTC")),
         }, schema=ERRORS_SCHEMA)

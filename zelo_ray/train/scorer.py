@@ -24,13 +24,11 @@ Example::
 
 from __future__ import annotations
 
-import traceback
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from zelo_ray.faults import FaultInjector, isolate
+from zelo_ray.faults import FaultInjector, describe_errors, isolate
 
 __all__ = ["QueryScorer", "SCORED", "ScorerPool", "query_rows"]
 
@@ -133,13 +131,12 @@ class QueryScorer:
         if not failed.ids:
             return ok
         n = len(failed.ids)
+        types, messages, tracebacks = describe_errors(failed.errors)
         bad = pa.table({
             "query_id": pa.array([str(i) for i in failed.ids], pa.string()),
             "served": pa.nulls(n, pa.list_(pa.float32())), "model": pa.nulls(n, pa.list_(pa.float32())),
-            "error_type": pa.array([type(e).__name__ for e in failed.errors], pa.string()),
-            "error": pa.array([str(e)[:2000] for e in failed.errors], pa.string()),
-            "traceback": pa.array(["".join(traceback.format_tb(e.__traceback__, limit=-4)) or None
-                                   for e in failed.errors], pa.string())}, schema=SCORED)
+            "error_type": pa.array(types, pa.string()), "error": pa.array(messages, pa.string()),
+            "traceback": pa.array(tracebacks, pa.string())}, schema=SCORED)
         return pa.concat_tables([ok, bad])
 
 
