@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,6 +125,10 @@ class ScoringEngine:
                  max_batch_tokens: int = 16384, max_batch_rows: int = 256, path: str = ""):
         self.model, self.device, self.path = model.eval(), device, path
         self.tok = model.tokenizer
+        # a fast tokenizer keeps its truncation settings in shared state that every call rewrites:
+        # two threads tokenising at once (concurrent requests in one replica) get each other's
+        # truncation -- silently wrong lengths, or "Second sequence not provided"
+        self._tok_lock = threading.Lock()
         self.kind = model.kind
         self.max_query_tokens = max_query_tokens
         self.max_batch_tokens, self.max_batch_rows = max_batch_tokens, max_batch_rows
@@ -133,8 +138,12 @@ class ScoringEngine:
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
         if self.kind == "decoder_yes":
             head, tail = DECODER_PROMPT.split("{doc}")
-            self._tail = tuple(self.tok(tail, add_special_tokens=False)["input_ids"])
+            self._tail = tuple(self._tokenize(tail, add_special_tokens=False)["input_ids"])
             self._head_template = head
+
+    def _tokenize(self, *args, **kwargs):
+        with self._tok_lock:
+            return self.tok(*args, **kwargs)
 
     @classmethod
     def load(cls, path: str, *, device: str = "auto", dtype: str = "auto", **kw) -> "ScoringEngine":
@@ -156,8 +165,8 @@ class ScoringEngine:
         model's maximum length leaves after the query). ``keep="end"``: a long document keeps its
         last tokens instead of its first (TEI's ``truncation_direction: Left``)."""
         if keep == "end":
-            docs = [self._tail(d, max_doc_tokens) for d in docs]
-        q = self.tok(query, add_special_tokens=False)["input_ids"]
+            docs = [self._keep_end(d, max_doc_tokens) for d in docs]
+        q = self._tokenize(query, add_special_tokens=False)["input_ids"]
         # the query text as given unless it must be cut: a decode/re-encode round trip can change
         # tokens (punctuation, casing) away from what the model saw in training
         query_text = query
@@ -166,30 +175,30 @@ class ScoringEngine:
             query_text = self.tok.decode(q)
         if self.kind == "cross_encoder":
             budget = min(max_doc_tokens, self.max_length - len(q) - self.tok.num_special_tokens_to_add(pair=True))
-            enc = self.tok([query_text] * len(docs), docs, truncation="only_second",
-                           max_length=len(q) + max(budget, 1) + self.tok.num_special_tokens_to_add(pair=True))
+            enc = self._tokenize([query_text] * len(docs), docs, truncation="only_second",
+                                 max_length=len(q) + max(budget, 1) + self.tok.num_special_tokens_to_add(pair=True))
             types = enc.get("token_type_ids")
             return [Pair(tuple(ids), tuple(types[i]) if types is not None else None)
                     for i, ids in enumerate(enc["input_ids"])]
         if self.kind == "bi_encoder":
-            qids = tuple(self.tok(query, truncation=True,
-                                  max_length=min(self.max_query_tokens + 2, self.max_length))["input_ids"])
-            enc = self.tok(docs, truncation=True, max_length=min(max_doc_tokens + 2, self.max_length))
+            qids = tuple(self._tokenize(query, truncation=True,
+                                        max_length=min(self.max_query_tokens + 2, self.max_length))["input_ids"])
+            enc = self._tokenize(docs, truncation=True, max_length=min(max_doc_tokens + 2, self.max_length))
             return [Pair(tuple(ids), None, qids) for ids in enc["input_ids"]]
-        head = tuple(self.tok(self._head_template.format(query=query_text),
-                              add_special_tokens=True)["input_ids"])
+        head = tuple(self._tokenize(self._head_template.format(query=query_text),
+                                    add_special_tokens=True)["input_ids"])
         budget = max(1, min(max_doc_tokens, self.max_length - len(head) - len(self._tail)))
-        enc = self.tok(docs, add_special_tokens=False, truncation=True, max_length=budget)
+        enc = self._tokenize(docs, add_special_tokens=False, truncation=True, max_length=budget)
         return [Pair(head + tuple(ids) + self._tail) for ids in enc["input_ids"]]
 
     def doc_budget(self, query: str, max_doc_tokens: int) -> int:
         """Tokens of a document that fit in one pair with ``query`` (what ``encode`` keeps)."""
-        q = self.tok(query, add_special_tokens=False)["input_ids"][:self.max_query_tokens]
+        q = self._tokenize(query, add_special_tokens=False)["input_ids"][:self.max_query_tokens]
         if self.kind == "cross_encoder":
             return max(1, min(max_doc_tokens, self.max_length - len(q) - self.tok.num_special_tokens_to_add(pair=True)))
         if self.kind == "bi_encoder":
             return max(1, min(max_doc_tokens, self.max_length - 2))
-        head = self.tok(self._head_template.format(query=query), add_special_tokens=True)["input_ids"]
+        head = self._tokenize(self._head_template.format(query=query), add_special_tokens=True)["input_ids"]
         return max(1, min(max_doc_tokens, self.max_length - len(head) - len(self._tail)))
 
     def windows(self, query: str, docs: list[str], *, max_doc_tokens: int, overlap: int,
@@ -208,8 +217,8 @@ class ScoringEngine:
                 texts.append(doc), owner.append(i)
                 continue
             # verbose=False: the whole text is tokenised on purpose (to place the windows)
-            offsets = self.tok(doc, add_special_tokens=False, return_offsets_mapping=True,
-                               verbose=False)["offset_mapping"]
+            offsets = self._tokenize(doc, add_special_tokens=False, return_offsets_mapping=True,
+                                     verbose=False)["offset_mapping"]
             n = len(offsets)
             if n <= budget:
                 texts.append(doc), owner.append(i)
@@ -230,14 +239,14 @@ class ScoringEngine:
                 owner.append(i)
         return texts, np.asarray(owner, dtype=np.int64)
 
-    def _tail(self, doc: str, n_tokens: int) -> str:
+    def _keep_end(self, doc: str, n_tokens: int) -> str:
         """The end of ``doc`` holding at most ``n_tokens`` tokens, cut at a token boundary of the
         original text (character offsets, so the kept text is not re-spelled by a decode)."""
         if not self.tok.is_fast:
-            ids = self.tok(doc, add_special_tokens=False, verbose=False)["input_ids"]
+            ids = self._tokenize(doc, add_special_tokens=False, verbose=False)["input_ids"]
             return doc if len(ids) <= n_tokens else self.tok.decode(ids[-n_tokens:])
         # verbose=False: the whole text is tokenised on purpose (to find where its end starts)
-        enc = self.tok(doc, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        enc = self._tokenize(doc, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         offsets = enc["offset_mapping"]
         if len(offsets) <= n_tokens:
             return doc
