@@ -90,6 +90,30 @@ def test_engine_serves_a_yes_logit_decoder_keeping_the_question(tmp_path):
     assert all(p.ids[-len(eng._tail):] == eng._tail for p in pairs)   # "Answer:" survives truncation
     direct = load_reranker(path).score(["lift"], ["short"], max_length=512).numpy()
     np.testing.assert_allclose(eng.score(pairs[1:]), direct, atol=1e-5)
+    # TEI's truncation_direction Left on a decoder: the document's end, the prompt kept whole
+    end = eng.encode("lift", ["wing " * 500 + "aerofoil"], max_doc_tokens=20, keep="end")[0]
+    assert end.ids[-len(eng._tail):] == eng._tail and end.ids != pairs[0].ids
+    windows, owner = eng.windows("lift", ["wing " * 500], max_doc_tokens=20, overlap=4, max_windows=8)
+    assert len(windows) == 8 and owner.tolist() == [0] * 8
+
+
+def test_concurrent_tokenisation_in_one_engine_is_exact(engine):
+    """Concurrent requests tokenise in threads of one replica: a fast tokenizer's truncation is
+    shared state, so without the engine's lock pairs came out with another call's truncation (or
+    failed with 'Second sequence not provided' when a window split ran at the same time)."""
+    docs = ["lift and drag on an aerofoil " * 60, "short doc", "boundary layer " * 40]
+    queries = [f"query {i} " + "word " * (i % 9) for i in range(12)]
+    want = {(q, b): engine.encode(q, docs, max_doc_tokens=b) for q in queries for b in (16, 40)}
+    want_windows = {q: engine.windows(q, docs, max_doc_tokens=32, overlap=8, max_windows=64)[0] for q in queries}
+
+    def one(i):
+        q, b = queries[i % 12], (16, 40)[i % 2]
+        if i % 3 == 0:
+            return engine.windows(q, docs, max_doc_tokens=32, overlap=8, max_windows=64)[0] == want_windows[q]
+        return engine.encode(q, docs, max_doc_tokens=b) == want[q, b]
+
+    with cf.ThreadPoolExecutor(8) as ex:
+        assert all(ex.map(one, range(1500)))
 
 
 def test_a_bare_encoder_is_refused(tmp_path):
@@ -293,7 +317,7 @@ def test_v1_and_tei_shapes(engine):
     np.testing.assert_allclose([r["score"] for r in raw], np.log(direct[want] / (1 - direct[want])), atol=1e-4)
     # Left keeps the end of a long text: the pair holds its last tokens, cut at a token boundary
     long_doc = "a recipe for bread " * 200 + "the lift of a wing grows with the angle of attack"
-    tail = engine._tail(long_doc, 16)
+    tail = engine._keep_end(long_doc, 16)
     assert long_doc.endswith(tail) and tail.endswith("angle of attack") and len(tail) < 120
     kept_end = engine.encode("lift of a wing", [long_doc], max_doc_tokens=16, keep="end")[0]
     assert kept_end.ids == engine.encode("lift of a wing", [tail], max_doc_tokens=16)[0].ids
@@ -347,9 +371,10 @@ def server(checkpoint, tmp_path_factory):
 
     os.environ["RAY_TMPDIR"] = str(tmp_path_factory.mktemp("ray"))
     os.environ["ZELO_API_KEYS"] = f"other-key,{KEY}"   # replicas inherit the driver's environment
+    os.environ["RAY_metrics_report_interval_ms"] = "500"  # metrics reach the endpoint within 0.5 s
     if ray.is_initialized():
         ray.shutdown()  # a session another test module left running lacks this environment
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(num_cpus=2, include_dashboard=False, _metrics_export_port=free_port())
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app({"checkpoint": checkpoint, "max_request_bytes": 65536, "max_batch_tokens": 2048,
@@ -359,6 +384,7 @@ def server(checkpoint, tmp_path_factory):
     serve.shutdown()
     ray.shutdown()
     os.environ.pop("ZELO_API_KEYS")
+    os.environ.pop("RAY_metrics_report_interval_ms")
 
 
 H = {"Authorization": f"Bearer {KEY}"}
@@ -468,6 +494,103 @@ def test_http_concurrent_requests_are_batched_without_mixing_answers(server, eng
         for x in body["results"]:
             got[x["index"]] = x["relevance_score"]
         np.testing.assert_allclose(got, want[q], atol=1e-5)
+
+
+def _scrape(url: str) -> dict[tuple, float]:
+    """``{(sample name, ((tag, value), …)): value}`` of the zelo samples on a Prometheus endpoint."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[tuple, float] = {}
+    for fam in text_string_to_metric_families(requests.get(url, timeout=10).text):
+        for smp in fam.samples:
+            if smp.name.startswith("ray_zelo_rerank"):
+                keep = tuple(sorted((k, v) for k, v in smp.labels.items() if k in ("api", "status", "le")))
+                # one series per replica worker: sum them
+                out[smp.name, keep] = out.get((smp.name, keep), 0.0) + smp.value
+    return out
+
+
+def _settled(url: str) -> dict[tuple, float]:
+    """A scrape that no longer moves: what earlier tests sent has all been reported."""
+    last = _scrape(url)
+    for _ in range(40):
+        time.sleep(1.2)
+        now = _scrape(url)
+        if now == last:
+            return now
+        last = now
+    raise AssertionError("the metrics endpoint kept changing with no load")
+
+
+def test_http_metrics_reach_the_ray_metrics_endpoint_during_a_load_test(server, engine):
+    """zelo's request, latency, size, error and batch metrics are on Ray's Prometheus endpoint
+    while 16 clients load the server, and once it settles every request is counted exactly once."""
+    from zelo_ray.raysession import metrics_url
+
+    url = metrics_url()
+    assert url and url.startswith("http://"), url
+    before = _settled(url)
+
+    def delta(now: dict, name: str, **tags) -> float:
+        key = (name, tuple(sorted(tags.items())))
+        return now.get(key, 0.0) - before.get(key, 0.0)
+
+    rng = np.random.default_rng(3)
+    n_docs = [int(rng.integers(1, 21)) for _ in range(96)]
+    bodies = [{"query": f"lift on a wing {i}", "texts": [DOCS[(i + j) % 4] + f" {j}" for j in range(n)]}
+              for i, n in enumerate(n_docs)]
+    calls = [(b, H) for b in bodies] + [({"query": "", "texts": ["a"]}, H)] * 6 + [({"query": "q", "texts": ["a"]}, {})] * 4
+    seen_during_load, done = [], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            seen_during_load.append(delta(_scrape(url), "ray_zelo_rerank_requests_total", api="tei", status="200"))
+            time.sleep(0.3)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    with cf.ThreadPoolExecutor(16) as ex:
+        answers = list(ex.map(lambda c: requests.post(f"{server}/rerank", json=c[0], headers=c[1], timeout=120),
+                              calls))
+    done.set()
+    watcher.join()
+    codes = [r.status_code for r in answers]
+    assert codes == [200] * 96 + [400] * 6 + [401] * 4, [(i, r.status_code, r.text[:300]) for i, r in
+                                                          enumerate(answers) if r.status_code >= 500]
+    assert max(seen_during_load) > 0, "no request was counted while the load ran"
+
+    for _ in range(60):
+        now = _scrape(url)
+        if delta(now, "ray_zelo_rerank_requests_total", api="tei", status="200") >= 96:
+            break
+        time.sleep(0.5)
+    time.sleep(1.5)  # one more report: nothing may be counted twice
+    now = _scrape(url)
+    assert delta(now, "ray_zelo_rerank_requests_total", api="tei", status="200") == 96
+    assert delta(now, "ray_zelo_rerank_errors_total", api="tei", status="400") == 6
+    assert delta(now, "ray_zelo_rerank_errors_total", api="tei", status="401") == 4
+    assert delta(now, "ray_zelo_rerank_errors_total", api="tei", status="200") == 0
+    assert delta(now, "ray_zelo_rerank_latency_seconds_count", api="tei") == 106
+    assert delta(now, "ray_zelo_rerank_latency_seconds_bucket", api="tei", le="+Inf") == 106
+    # the documents histogram's buckets hold the request sizes that were sent
+    assert delta(now, "ray_zelo_rerank_documents_count", api="tei") == 96
+    for le, label in ((1, "1.0"), (5, "5.0"), (10, "10.0"), (20, "20.0")):
+        assert delta(now, "ray_zelo_rerank_documents_bucket", api="tei", le=label) == sum(n <= le for n in n_docs)
+    assert delta(now, "ray_zelo_rerank_tokens_count", api="tei") == 96
+    assert delta(now, "ray_zelo_rerank_tokens_bucket", api="tei", le="64.0") < 96  # 20 documents are > 64 tokens
+    # exact counters: every token and every extra window of a long document, as the service scores them
+    n_tokens = n_windows = 0
+    for body in bodies:
+        texts, _ = engine.windows(body["query"], body["texts"], max_doc_tokens=128, overlap=64, max_windows=64)
+        n_tokens += sum(p.n_tokens for p in engine.encode(body["query"], texts, max_doc_tokens=128))
+        n_windows += len(texts) - len(body["texts"])
+    assert n_windows > 0
+    assert delta(now, "ray_zelo_rerank_scored_tokens_total", api="tei") == n_tokens
+    assert delta(now, "ray_zelo_rerank_windows_total", api="tei") == n_windows
+    batches = delta(now, "ray_zelo_rerank_batch_requests_count")
+    alone = delta(now, "ray_zelo_rerank_batch_requests_bucket", le="1.0")
+    assert 0 < batches and alone < batches, "no batch merged two requests under 16 concurrent clients"
+    assert delta(now, "ray_zelo_rerank_batch_fill_count") == batches == delta(now, "ray_zelo_rerank_batch_pairs_count")
 
 
 def test_serve_yaml_is_a_valid_serve_config(checkpoint):

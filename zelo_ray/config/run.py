@@ -16,6 +16,10 @@ class RayConfig(Strict):
         None, description="Ray address ('auto' for a running cluster, 'ray://…'); null starts a local "
         "instance (inside `ray job submit` the job's cluster is used automatically).")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local instance (null: all).")
+    metrics_export_port: int | None = Field(
+        None, ge=1, le=65535, description="Port of a local instance's Prometheus metrics endpoint "
+        "(`/metrics`: Ray's, Ray Serve's and zelo's own; null: a free port Ray picks). A cluster sets it "
+        "with `ray start --metrics-export-port`.")
 
 
 class DataConfig(Strict):

@@ -51,7 +51,7 @@ class _TokenBatchWarning(logging.Filter):
 
 
 def _chunk_tokens(items: list) -> int:
-    return sum(sum(p.n_tokens for p in chunk) for chunk in items)
+    return sum(sum(p.n_tokens for p in chunk) for _, chunk in items)
 
 
 @serve.deployment(name="RerankServer")
@@ -61,6 +61,7 @@ class RerankServer:
 
     def __init__(self, settings: dict):
         from zelo_ray.serve.engine import ScoringEngine
+        from zelo_ray.serve.metrics import ServeMetrics
         from zelo_ray.serve.service import RerankService
         from zelo_ray.storage import local_copy
         from zelo_ray.train.fusion import load_fusion
@@ -76,10 +77,12 @@ class RerankServer:
         self._score_batched.set_max_batch_size(self.cfg.max_batch_tokens)
         self._score_batched.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
         self._lock = asyncio.Lock()
+        self.metrics = ServeMetrics(self.cfg.model_name, self.cfg.max_batch_tokens)
         self.service = RerankService(self.cfg, encode=self.engine.encode, score=self._score,
                                      model_info={**self.engine.info(),
                                                  "bm25_weight": fusion.weight if fusion else 0.0},
-                                     fuse=fusion.scores if fusion else None, windows=self.engine.windows)
+                                     fuse=fusion.scores if fusion else None, windows=self.engine.windows,
+                                     metrics=self.metrics)
         log.info("zelo reranker %s loaded: %s; batching %s; auth %s", self.cfg.model_name, self.engine.info(),
                  "on" if self.cfg.batching else "off",
                  f"on ({len(self.service.api_keys)} keys)" if self.service.api_keys else "off")
@@ -89,14 +92,18 @@ class RerankServer:
 
         if not self.cfg.batching:
             async with self._lock:  # one forward at a time, as the batched path does
+                self.metrics.batch(1, len(pairs), sum(p.n_tokens for p in pairs))
                 return (await asyncio.to_thread(self.engine.score, pairs)).tolist()
         chunks = chunk_pairs(pairs, max(self.cfg.max_batch_tokens // 4, 1))
-        parts = await asyncio.gather(*(self._score_batched(c) for c in chunks))
+        # each chunk carries its request's identity so a batch can count the requests it merged
+        parts = await asyncio.gather(*(self._score_batched((id(pairs), c)) for c in chunks))
         return [s for part in parts for s in part]
 
     @serve.batch(max_batch_size=16384, batch_wait_timeout_s=0.005, batch_size_fn=_chunk_tokens)
-    async def _score_batched(self, chunks: list[list]) -> list[list[float]]:
+    async def _score_batched(self, items: list[tuple[int, list]]) -> list[list[float]]:
+        chunks = [c for _, c in items]
         flat = [p for c in chunks for p in c]
+        self.metrics.batch(len({r for r, _ in items}), len(flat), _chunk_tokens(items))
         scores = (await asyncio.to_thread(self.engine.score, flat)).tolist()
         out, s = [], 0
         for c in chunks:
@@ -109,6 +116,7 @@ class RerankServer:
         if declared and declared.isdigit() and int(declared) > self.cfg.max_request_bytes:
             msg = (f"request body is {int(declared):,} bytes; this server accepts at most "
                    f"{self.cfg.max_request_bytes:,} (serve.max_request_bytes)")
+            self.metrics.request(api_name, 413, 0.0)
             return JSONResponse(error_body(api_name, 413, msg), status_code=413)
         body = await request.body()
         status, payload = await self.service.rerank(api_name, body, request.headers.get("authorization"))

@@ -24,7 +24,7 @@ def start_server(cfg: ZeloConfig, *, blocking: bool = True, log=print) -> str:
     """Deploy the app; returns the base URL. Blocking: serve until Ctrl-C, then shut Serve down."""
     from ray import serve
 
-    from zelo_ray.raysession import ensure_ray
+    from zelo_ray.raysession import ensure_ray, metrics_url
     from zelo_ray.serve.app import build_app
     from zelo_ray.serve.service import api_keys_from_env
 
@@ -42,8 +42,11 @@ def start_server(cfg: ZeloConfig, *, blocking: bool = True, log=print) -> str:
         log(f"serving {checkpoint} as {cfg.serve.model_name!r} at {url} "
             f"(ready in {time.perf_counter() - t0:.1f} s)\n"
             f"  POST {url}/v2/rerank          (Cohere v2)\n"
+            f"  POST {url}/v1/rerank          (Cohere v1, Jina)\n"
+            f"  POST {url}/rerank             (text-embeddings-inference)\n"
             f"  POST {url}/v1/models/rerank   (ZeroEntropy)\n"
             f"  GET  {url}/v1/models, {url}/healthz, API docs at {url}/docs\n"
+            f"  metrics (Prometheus): {metrics_url() or 'the metrics export port of each Ray node'}\n"
             f"  auth: {auth}")
         if not blocking:
             return url

@@ -38,7 +38,7 @@ def error_body(api: str, status: int, message: str) -> dict:
     if api == "zeroentropy":
         return {"detail": message}
     if api == "tei":
-        kind = {401: "Unauthorized", 404: "NotFound", 413: "PayloadTooLarge"}.get(status, "Validation")
+        kind = {401: "Unauthorized", 404: "NotFound", 413: "PayloadTooLarge", 500: "Backend"}.get(status, "Validation")
         return {"error": message, "error_type": kind}
     return {"message": message}
 
@@ -80,10 +80,13 @@ class RerankService:
     def __init__(self, cfg: ServeConfig, *, encode: Callable, score: Callable[[list], Awaitable[np.ndarray]],
                  model_info: dict, api_keys: list[str] | None = None,
                  fuse: Callable[[str, list[str], np.ndarray], np.ndarray] | None = None,
-                 windows: Callable | None = None):
+                 windows: Callable | None = None, metrics=None):
         """``windows``: the engine's window splitter (:meth:`ScoringEngine.windows`); without it a
-        long document is truncated whatever ``serve.long_documents`` says."""
+        long document is truncated whatever ``serve.long_documents`` says. ``metrics``: where each
+        answered request is recorded (``metrics.request(api, status, seconds, documents, tokens,
+        windows)``, e.g. :class:`zelo_ray.serve.metrics.ServeMetrics`); None records nothing."""
         self.cfg, self._encode, self._score, self.model_info = cfg, encode, score, model_info
+        self.metrics = metrics
         self._windows = windows
         self._fuse = fuse  # the checkpoint's served function over one call's documents (train/fusion.py)
         self.api_keys = api_keys_from_env(cfg.api_keys_env) if api_keys is None else api_keys
@@ -153,12 +156,25 @@ class RerankService:
 
     # -- the call ------------------------------------------------------------------------------
     async def rerank(self, api: str, body: bytes, authorization: str | None = None) -> tuple[int, dict | list]:
+        """``(status, payload)``: the answer in ``api``'s shape, or its error body. A failure of the
+        model itself is a 500 with the exception named (and logged with its traceback)."""
         t0 = time.perf_counter()
+        stats = {"documents": 0, "tokens": 0, "windows": 0}
         try:
             self.authorize(authorization)
             req, docs = self.parse(api, body)
+            status, payload = await self._answer(api, req, docs, t0, stats)
         except RerankError as e:
-            return e.status, error_body(api, e.status, e.message)
+            status, payload = e.status, error_body(api, e.status, e.message)
+        except Exception as e:  # noqa: BLE001 - the client gets its API's error body, the log the traceback
+            log.exception("rerank failed (%s)", api)
+            status, payload = 500, error_body(api, 500, f"scoring failed: {type(e).__name__}: {e}"[:500])
+        if self.metrics is not None:
+            self.metrics.request(api, status, time.perf_counter() - t0, **stats)
+        return status, payload
+
+    async def _answer(self, api: str, req: BaseModel, docs: list[str], t0: float,
+                      stats: dict) -> tuple[int, dict | list]:
         budget = self.cfg.max_tokens_per_doc
         if getattr(req, "max_tokens_per_doc", None):
             budget = min(budget, req.max_tokens_per_doc)
@@ -171,6 +187,8 @@ class RerankService:
             texts, owner = docs, None
         pairs = await asyncio.to_thread(self._encode, req.query, texts, max_doc_tokens=budget, keep=keep)
         t1 = time.perf_counter()
+        stats.update(documents=len(docs), tokens=int(sum(p.n_tokens for p in pairs)),
+                     windows=len(pairs) - len(docs))
         scores = np.asarray(await self._score(pairs), dtype=np.float64)
         if owner is not None and len(owner) > len(docs):
             # a long document scores as its best window
@@ -184,7 +202,7 @@ class RerankService:
         order = np.argsort(-scores, kind="stable")[: getattr(req, "top_n", None) or len(scores)]
         clipped = np.clip(scores, 0.0, 1.0)
         results = [{"index": int(i), "relevance_score": float(clipped[i])} for i in order]
-        tokens = int(sum(p.n_tokens for p in pairs))
+        tokens = stats["tokens"]
         units = math.ceil(len(docs) / 100)
         if api == "cohere":
             return 200, {"id": str(uuid.uuid4()), "results": results,

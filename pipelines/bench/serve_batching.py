@@ -1,0 +1,260 @@
+"""Cross-request batching on CPU at the paper's request shapes, and where a replica's time goes.
+
+    .venv/bin/python pipelines/bench/serve_batching.py --json docs/bench/serve_batching.json
+
+**Requests**: each has 20–100 documents of 200–2,000 tokens (uniform; the paper's shapes), cut
+from corpus text (Cranfield by default) at the model tokenizer's bytes per token. The model is
+all-MiniLM-L6-v2 with a one-logit head (512 positions; speed does not depend on the weights);
+`serve.max_tokens_per_doc` 512. Documents longer than a pair's budget are truncated here
+(`--long-documents truncate`, default) so that a request costs what one forward pass per document
+costs; `chunk_max` scores ~2.4× the tokens.
+
+1. **Through Ray Serve over HTTP** (one replica, 2 CPUs, `--clients` concurrent clients, each
+   request once per round): requests/s and tokens/s with `serve.batching` on vs off, the two
+   modes alternated `--rounds` times in the same process (ratios, not seconds: the machine is
+   shared).
+2. **Profile, in-process** (the replica's code path, 2 threads): the share of a request's time in
+   parsing, tokenising, building tensors and the forward pass, and inside the forward pass by
+   operator (torch.profiler); the forward pass's tokens/s at 1–64 rows per call at 512 tokens
+   (what merging requests could gain: nothing once a request fills a forward call by itself).
+3. **What would move CPU throughput instead**: the same forward pass with int8 dynamic
+   quantisation of the linear layers (torch.ao), its tokens/s and how far its scores move.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+
+def realistic_requests(texts: list[str], n: int, docs: tuple[int, int], tokens: tuple[int, int],
+                       bytes_per_token: float, seed: int = 0) -> list[dict]:
+    from zelo_ray.bench.payloads import make_docs
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        k = int(rng.integers(docs[0], docs[1] + 1))
+        sizes = rng.integers(tokens[0], tokens[1] + 1, k)
+        body = [make_docs(texts, 1, int(t * bytes_per_token), seed=int(rng.integers(2**31)))[0] for t in sizes]
+        query = " ".join(texts[int(rng.integers(len(texts)))].split()[:8])
+        out.append({"model": "zelo-reranker", "query": query, "documents": body})
+    return out
+
+
+def through_serve(ckpt: str, bodies: list[dict], *, clients: int, rounds: int, threads: int,
+                  long_documents: str, log) -> dict:
+    import ray
+    from ray import serve
+
+    from zelo_ray.bench.common import free_port
+    from zelo_ray.bench.payloads import percentiles
+    from zelo_ray.bench.serving import _deploy, _post_many
+
+    port = free_port()
+    ray.init(num_cpus=threads, include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    common = {"num_cpus": threads, "max_batch_tokens": 16384, "max_tokens_per_doc": 512,
+              "max_ongoing_requests": 64, "long_documents": long_documents, "fusion": False}
+    runs = {"on": [], "off": []}
+    try:
+        for r in range(rounds):
+            for mode in ("on", "off") if r % 2 == 0 else ("off", "on"):
+                url = _deploy(ckpt, port, batching=mode == "on", **common)
+                asyncio.run(_post_many(url, bodies[:2], 2))                      # warm-up
+                lat, codes, wall = asyncio.run(_post_many(url, bodies, clients))
+                runs[mode].append({"requests_per_s": round(len(bodies) / wall, 3), "wall_s": round(wall, 1),
+                                   **percentiles(lat), "codes": {str(k): v for k, v in codes.items()}})
+                log(f"round {r} batching {mode}: {runs[mode][-1]}")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    ratios = [on["requests_per_s"] / off["requests_per_s"] for on, off in zip(runs["on"], runs["off"])]
+    return {"clients": clients, "requests": len(bodies), "rounds": rounds, "batching_on": runs["on"],
+            "batching_off": runs["off"], "speedup_per_round": [round(x, 3) for x in ratios],
+            "speedup_median": round(float(np.median(ratios)), 3)}
+
+
+def profile(engine, service, bodies: list[dict], log) -> dict:
+    """Phase times of the service path for each request, then the forward pass by operator."""
+    import torch
+
+    from zelo_ray.serve.engine import plan_batches
+
+    phases = {"parse": 0.0, "windows": 0.0, "tokenize": 0.0, "tensors": 0.0, "forward": 0.0, "rank": 0.0}
+    n_tok = n_pad = 0
+    for body in bodies:
+        raw = json.dumps(body).encode()
+        t = time.perf_counter()
+        req, docs = service.parse("cohere", raw)
+        phases["parse"] += time.perf_counter() - t
+        t = time.perf_counter()
+        if service._chunked("cohere", req, "start"):
+            docs, _ = engine.windows(req.query, docs, max_doc_tokens=512, overlap=64, max_windows=64)
+        phases["windows"] += time.perf_counter() - t
+        t = time.perf_counter()
+        pairs = engine.encode(req.query, docs, max_doc_tokens=512)
+        phases["tokenize"] += time.perf_counter() - t
+        scores = np.empty(len(pairs))
+        with torch.inference_mode():
+            for group in plan_batches([p.n_tokens for p in pairs], engine.max_batch_tokens, engine.max_batch_rows):
+                rows = [pairs[i] for i in group]
+                t = time.perf_counter()
+                x = engine._tensors(rows)
+                phases["tensors"] += time.perf_counter() - t
+                t = time.perf_counter()
+                scores[group] = torch.sigmoid(engine.model(x).float()).numpy()
+                phases["forward"] += time.perf_counter() - t
+                n_tok += sum(p.n_tokens for p in rows)
+                n_pad += len(rows) * max(p.n_tokens for p in rows)
+        t = time.perf_counter()
+        order = np.argsort(-scores, kind="stable")
+        json.dumps([{"index": int(i), "relevance_score": float(scores[i])} for i in order])
+        phases["rank"] += time.perf_counter() - t
+    total = sum(phases.values())
+    out = {"requests": len(bodies), "seconds": round(total, 2), "tokens": n_tok,
+           "padding_overhead": round(n_pad / n_tok - 1, 4),
+           "share": {k: round(v / total, 4) for k, v in phases.items()}}
+    log(f"profile: {out}")
+
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    pairs = engine.encode(bodies[0]["query"], bodies[0]["documents"], max_doc_tokens=512)
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        engine.score(pairs)
+    ops = sorted(((e.key, e.self_cpu_time_total) for e in prof.key_averages()), key=lambda kv: -kv[1])
+    cpu = sum(v for _, v in ops)
+    out["forward_ops_self_cpu_share"] = {k: round(v / cpu, 4) for k, v in ops[:10]}
+    log(f"forward by operator: {out['forward_ops_self_cpu_share']}")
+    return out
+
+
+def rows_curve(engine, texts: list[str], length: int = 512, rows: tuple = (1, 2, 4, 8, 16, 32, 64),
+               seconds: float = 3.0) -> list[dict]:
+    """Forward-pass tokens/s at ``rows`` pairs of ``length`` tokens per call."""
+    import torch
+
+    from zelo_ray.serve.engine import Pair
+
+    ids = engine.tok(" ".join(texts[:400]), add_special_tokens=False)["input_ids"]
+    out = []
+    for r in rows:
+        batch = [Pair(tuple(ids[i * 7:i * 7 + length]), (0,) * length) for i in range(r)]
+        x = engine._tensors(batch)
+        with torch.inference_mode():
+            engine.model(x)
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                engine.model(x)
+                n += 1
+        el = time.perf_counter() - t0
+        out.append({"rows": r, "tokens_per_s": round(n * r * length / el), "ms_per_call": round(1000 * el / n, 1)})
+    return out
+
+
+def int8_check(engine, bodies: list[dict], log) -> dict:
+    import torch
+
+    from zelo_ray.serve.engine import ScoringEngine
+
+    q8 = torch.ao.quantization.quantize_dynamic(engine.model, {torch.nn.Linear}, dtype=torch.qint8)
+    e8 = ScoringEngine(q8, device=engine.device, max_query_tokens=engine.max_query_tokens,
+                       max_batch_tokens=engine.max_batch_tokens, max_batch_rows=engine.max_batch_rows)
+    e8.max_length = engine.max_length
+    times = {"fp32": 0.0, "int8": 0.0}
+    diffs, taus = [], []
+    from scipy.stats import kendalltau
+
+    for body in bodies:
+        pairs = engine.encode(body["query"], body["documents"], max_doc_tokens=512)
+        for name, e in (("fp32", engine), ("int8", e8)) if len(taus) % 2 == 0 else (("int8", e8), ("fp32", engine)):
+            t = time.perf_counter()
+            s = e.score(pairs)
+            times[name] += time.perf_counter() - t
+            if name == "fp32":
+                ref = s
+            else:
+                got = s
+        diffs.append(float(np.abs(ref - got).max()))
+        taus.append(float(kendalltau(ref, got)[0]))
+    out = {"requests": len(bodies), "speedup": round(times["fp32"] / times["int8"], 3),
+           "max_abs_score_diff": round(max(diffs), 4), "kendall_tau_min": round(min(taus), 4),
+           "kendall_tau_mean": round(float(np.mean(taus)), 4)}
+    log(f"int8: {out}")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", default="cranfield")
+    ap.add_argument("--checkpoint", help="model folder (default: all-MiniLM-L6-v2 + fresh head, 512 tokens)")
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--requests", type=int, default=32, help="requests per round and mode")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--long-documents", default="truncate", choices=["truncate", "chunk_max"])
+    ap.add_argument("--profile-requests", type=int, default=6)
+    ap.add_argument("--parts", default="serve,profile,int8")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+
+    import torch
+
+    from zelo_ray.bench.common import machine
+    from zelo_ray.bench.serving import _texts
+    from zelo_ray.config.serve import ServeConfig
+    from zelo_ray.serve.engine import ScoringEngine
+    from zelo_ray.serve.service import RerankService
+    from zelo_ray.train.models import load_reranker, save_reranker
+
+    def log(m):
+        print(m, file=sys.stderr, flush=True)
+
+    texts = _texts(args.dataset)
+    ckpt = args.checkpoint
+    if not ckpt:
+        import tempfile
+
+        ckpt = str(Path(tempfile.mkdtemp(prefix="zelo-bench-batching-")) / "model")
+        save_reranker(load_reranker("default", "cross_encoder"), ckpt, {"note": "fresh head, benchmark only"})
+    torch.set_num_threads(args.threads)
+    engine = ScoringEngine.load(ckpt, device="cpu", max_batch_tokens=16384)
+    sample = " ".join(texts[:300])
+    bpt = len(sample.encode()) / len(engine.tok(sample, add_special_tokens=False, verbose=False)["input_ids"])
+    bodies = realistic_requests(texts, args.requests, (20, 100), (200, 2000), bpt)
+    n_docs = [len(b["documents"]) for b in bodies]
+    out = {"machine": machine(), "checkpoint": args.checkpoint or "all-MiniLM-L6-v2 + fresh head",
+           "threads": args.threads, "max_length": engine.max_length, "bytes_per_token": round(bpt, 2),
+           "long_documents": args.long_documents,
+           "request_shape": {"documents": "20-100", "tokens_per_document": "200-2000", "mean_documents":
+                             round(float(np.mean(n_docs)), 1), "mean_kb": round(float(np.mean(
+                                 [sum(len(d.encode()) for d in b["documents"]) for b in bodies])) / 1000, 1)}}
+    parts = args.parts.split(",")
+    if "profile" in parts:
+        svc = RerankService(ServeConfig(checkpoint=ckpt, long_documents=args.long_documents),
+                            encode=engine.encode, score=None, model_info={}, api_keys=[], windows=engine.windows)
+        out["profile"] = profile(engine, svc, bodies[:args.profile_requests], log)
+        out["forward_rows_curve_512"] = rows_curve(engine, texts)
+        log(f"rows curve: {out['forward_rows_curve_512']}")
+    if "int8" in parts:
+        out["int8_dynamic"] = int8_check(engine, bodies[:args.profile_requests], log)
+    if "serve" in parts:
+        out["serve"] = through_serve(ckpt, bodies, clients=args.clients, rounds=args.rounds, threads=args.threads,
+                                     long_documents=args.long_documents, log=log)
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
