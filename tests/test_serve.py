@@ -593,6 +593,24 @@ def test_http_metrics_reach_the_ray_metrics_endpoint_during_a_load_test(server, 
     assert delta(now, "ray_zelo_rerank_batch_fill_count") == batches == delta(now, "ray_zelo_rerank_batch_pairs_count")
 
 
+def test_the_gpu_serving_check_runs_end_to_end_dry_on_cpu(tmp_path):
+    """pipelines/bench/gpu_serve.py is run only on a lent GPU machine; its dry mode (CPU, tiny
+    models) runs every part here so the script is known to work before device time is spent."""
+    out = tmp_path / "gpu_serve.json"
+    r = subprocess.run([sys.executable, str(ROOT / "pipelines/bench/gpu_serve.py"), "--dry", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["dry_run"] is True
+    for model in ("minilm", "decoder_0.5b"):
+        assert [x["payload_kb"] for x in res[model]["latency"]] == [12, 150]
+        long = res[model]["long_documents"]
+        assert [(x["payload_kb"], x["documents"]) for x in long] == [(12, 1), (150, 5)]
+        assert all(x["windows"] > x["documents"] and x["p50_ms"] <= x["p99_ms"] for x in long)
+        assert (res[model]["batching"]["clients"], res[model]["batching_64"]["clients"]) == (16, 64)
+        assert res[model]["batching_64"]["speedup"] > 0
+
+
 def test_serve_yaml_is_a_valid_serve_config(checkpoint):
     from ray.serve.schema import ServeDeploySchema
 
