@@ -156,7 +156,7 @@ def rows_curve(engine, texts: list[str], length: int = 512, rows: tuple = (1, 2,
 
     from zelo_ray.serve.engine import Pair
 
-    ids = engine.tok(" ".join(texts[:400]), add_special_tokens=False)["input_ids"]
+    ids = engine.tok(" ".join(texts[:400]), add_special_tokens=False, verbose=False)["input_ids"]
     out = []
     for r in rows:
         batch = [Pair(tuple(ids[i * 7:i * 7 + length]), (0,) * length) for i in range(r)]

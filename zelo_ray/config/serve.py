@@ -72,9 +72,10 @@ class ServeConfig(Strict):
                          "`reranker` measured); false: the model's score alone (`reranker_model_only`).")
     batching: bool = Field(True, description="Batch (query, document) pairs across concurrent requests "
                            "with `@serve.batch` (false: each request is scored on its own).")
-    max_batch_tokens: int = Field(16384, ge=64, description="Token budget of one forward pass: batches "
-                                  "are formed and split by token count (rows × padded length), not "
-                                  "by document count.")
+    max_batch_tokens: int | None = Field(None, ge=64, description="Token budget of one forward pass: "
+                                         "batches are formed and split by token count (rows × padded "
+                                         "length), not by document count. null: 4,096 on a CPU replica "
+                                         "(bigger calls are slower per token there), 16,384 on a GPU.")
     max_batch_rows: int = Field(256, ge=1, description="Most (query, document) pairs in one forward pass.")
     batch_wait_timeout_s: float = Field(0.005, ge=0, description="How long a batch waits for more "
                                         "requests before running.")
@@ -93,9 +94,18 @@ class ServeConfig(Strict):
                               "when it is set and non-empty every rerank call needs "
                               "`Authorization: Bearer <token>` (401 otherwise). Keys are never logged.")
 
+    def batch_tokens(self, device_type: str) -> int:
+        """``max_batch_tokens``, or its default for a replica scoring on ``device_type``: on a CPU
+        forward tokens/s falls beyond ~8 pairs of 512 tokens per call (docs/benchmarks.md §9)."""
+        if self.max_batch_tokens:
+            return self.max_batch_tokens
+        default = 16384 if device_type == "cuda" else 4096
+        # one call must hold the longest pair the other settings allow
+        return max(default, self.max_tokens_per_doc + self.max_query_tokens + 8)
+
     @model_validator(mode="after")
     def _consistent(self):
-        if self.max_batch_tokens < self.max_tokens_per_doc + self.max_query_tokens:
+        if self.max_batch_tokens and self.max_batch_tokens < self.max_tokens_per_doc + self.max_query_tokens:
             raise ValueError(f"max_batch_tokens={self.max_batch_tokens} cannot hold one pair of "
                              f"max_query_tokens + max_tokens_per_doc = "
                              f"{self.max_query_tokens + self.max_tokens_per_doc} tokens")

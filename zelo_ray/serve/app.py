@@ -60,7 +60,7 @@ class RerankServer:
     """One replica: a loaded ScoringEngine behind the four rerank routes."""
 
     def __init__(self, settings: dict):
-        from zelo_ray.serve.engine import ScoringEngine
+        from zelo_ray.serve.engine import ScoringEngine, pick_device
         from zelo_ray.serve.metrics import ServeMetrics
         from zelo_ray.serve.service import RerankService
         from zelo_ray.storage import local_copy
@@ -70,21 +70,22 @@ class RerankServer:
         log.addFilter(_TokenBatchWarning())
         folder = local_copy(self.cfg.checkpoint)
         fusion = load_fusion(folder) if self.cfg.fusion else None
+        self.batch_tokens = self.cfg.batch_tokens(pick_device(self.cfg.device).type)
         self.engine = ScoringEngine.load(folder, device=self.cfg.device, dtype=self.cfg.dtype,
                                          max_query_tokens=self.cfg.max_query_tokens,
-                                         max_batch_tokens=self.cfg.max_batch_tokens,
+                                         max_batch_tokens=self.batch_tokens,
                                          max_batch_rows=self.cfg.max_batch_rows)
-        self._score_batched.set_max_batch_size(self.cfg.max_batch_tokens)
+        self._score_batched.set_max_batch_size(self.batch_tokens)
         self._score_batched.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
         self._lock = asyncio.Lock()
-        self.metrics = ServeMetrics(self.cfg.model_name, self.cfg.max_batch_tokens)
+        self.metrics = ServeMetrics(self.cfg.model_name, self.batch_tokens)
         self.service = RerankService(self.cfg, encode=self.engine.encode, score=self._score,
                                      model_info={**self.engine.info(),
                                                  "bm25_weight": fusion.weight if fusion else 0.0},
                                      fuse=fusion.scores if fusion else None, windows=self.engine.windows,
                                      metrics=self.metrics)
-        log.info("zelo reranker %s loaded: %s; batching %s; auth %s", self.cfg.model_name, self.engine.info(),
-                 "on" if self.cfg.batching else "off",
+        log.info("zelo reranker %s loaded: %s; batching %s (%d tokens per forward call); auth %s",
+                 self.cfg.model_name, self.engine.info(), "on" if self.cfg.batching else "off", self.batch_tokens,
                  f"on ({len(self.service.api_keys)} keys)" if self.service.api_keys else "off")
 
     async def _score(self, pairs: list) -> list[float]:
@@ -94,7 +95,7 @@ class RerankServer:
             async with self._lock:  # one forward at a time, as the batched path does
                 self.metrics.batch(1, len(pairs), sum(p.n_tokens for p in pairs))
                 return (await asyncio.to_thread(self.engine.score, pairs)).tolist()
-        chunks = chunk_pairs(pairs, max(self.cfg.max_batch_tokens // 4, 1))
+        chunks = chunk_pairs(pairs, max(self.batch_tokens // 4, 1))
         # each chunk carries its request's identity so a batch can count the requests it merged
         parts = await asyncio.gather(*(self._score_batched((id(pairs), c)) for c in chunks))
         return [s for part in parts for s in part]
@@ -148,7 +149,8 @@ class RerankServer:
 
     @api.get("/healthz", summary="Liveness and the loaded model")
     async def healthz(self) -> dict:
-        return {"status": "ok", "model": self.cfg.model_name, **self.engine.info()}
+        return {"status": "ok", "model": self.cfg.model_name, **self.engine.info(),
+                "max_batch_tokens": self.batch_tokens}
 
     def check_health(self) -> None:
         # Serve calls this periodically; a replica whose model vanished is restarted

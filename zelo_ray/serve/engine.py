@@ -28,7 +28,7 @@ import torch
 
 from zelo_ray.train.models import CARD, DECODER_PROMPT, Reranker, load_reranker, resolve_base
 
-__all__ = ["Pair", "ScoringEngine", "check_servable", "chunk_pairs", "plan_batches"]
+__all__ = ["Pair", "ScoringEngine", "check_servable", "chunk_pairs", "pick_device", "plan_batches"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +104,7 @@ def chunk_pairs(pairs: list[Pair], max_tokens: int) -> list[list[Pair]]:
     return chunks
 
 
-def _pick_device(device: str) -> torch.device:
+def pick_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
@@ -148,7 +148,7 @@ class ScoringEngine:
     @classmethod
     def load(cls, path: str, *, device: str = "auto", dtype: str = "auto", **kw) -> "ScoringEngine":
         kind = check_servable(path)
-        dev = _pick_device(device)
+        dev = pick_device(device)
         model = load_reranker(path, kind, dtype=_pick_dtype(dtype, dev)).to(dev)
         engine = cls(model, device=dev, path=str(path), **kw)
         card = Path(resolve_base(path)) / CARD
