@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from zelo_ray.data.schema import DataError
 from zelo_ray.faults import StageFailed
 from zelo_ray.judges.base import JudgeSetupError
 from zelo_ray.layout import layout
+from zelo_ray.raysession import VERBOSE_ENV
 from zelo_ray.storage import RunSync
 
 
@@ -121,7 +123,16 @@ def cmd_demo(args, cfg, sync) -> int:
     from zelo_ray.workflows.demo import run_quickstart
 
     run_quickstart(cfg, after_stage=sync.push)
+    _point_at_ray_logs()
     return 0
+
+
+def _point_at_ray_logs() -> None:
+    from zelo_ray.raysession import ray_logs_dir, verbose
+
+    where = ray_logs_dir()
+    if where and not verbose():
+        print(f"Ray's worker logs: {where} (zelo --verbose shows them here)", file=sys.stderr)
 
 
 def cmd_train(args, cfg, sync) -> int:
@@ -154,6 +165,9 @@ def cmd_config(args, cfg, sync) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zelo", description="zELO reranker training on Ray")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="also show Ray's worker output and Ray Data's progress reports (by default "
+                             "they stay in Ray's log files; ZELO_VERBOSE=1 does the same)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name, help, func, *, run_dir=True, report=True, output=None, aliases=()):
@@ -228,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        os.environ[VERBOSE_ENV] = "1"  # read by ensure_ray, in this process and the job's
     try:
         if not getattr(args, "run_command", False):  # benchmarks parse their own arguments
             return args.func(args)

@@ -36,6 +36,9 @@ def build_dense(col: Collection, uri: str, cfg: ZeloConfig, *, progress: bool = 
     from zelo_ray.retrieval.embedder import DocEmbedder
 
     icfg = cfg.index
+    # Ray first: starting it forks its processes, and a LanceDB handle open in this process at a
+    # fork is inherited by the children (LanceDB warns once per child)
+    ensure_ray(cfg.ray)
     store = DenseStore(uri, model=f"{icfg.model}|{icfg.max_seq_length}")
     state = store.state()
     n = col.n_docs
@@ -45,7 +48,6 @@ def build_dense(col: Collection, uri: str, cfg: ZeloConfig, *, progress: bool = 
     todo = int(n - done.sum())
     t0 = time.perf_counter()
     if todo:
-        ensure_ray(cfg.ray)
         from ray.data import DataContext
 
         # Ray Data fills output blocks up to target_max_block_size (128 MiB) before handing

@@ -72,6 +72,7 @@ def train_reranker(tcfg: TrainConfig, examples: str | Path, out_dir: str | Path,
     from ray.train.torch import TorchTrainer
 
     from zelo_ray.raysession import ensure_ray
+    from zelo_ray.relay import LineRelay
 
     examples, out_dir = Path(examples), Path(out_dir).resolve()
     model_dir = out_dir / "model"
@@ -108,20 +109,23 @@ def train_reranker(tcfg: TrainConfig, examples: str | Path, out_dir: str | Path,
         if storage != str(out_dir / "ray"):
             log(f"      several nodes: examples read from {source}, checkpoints kept in {storage}")
     ds = ray.data.read_parquet(source).materialize()
-    trainer = TorchTrainer(
-        train_loop_per_worker, train_loop_config=loop_cfg, datasets={"train": ds},
-        scaling_config=ScalingConfig(num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu,
-                                     resources_per_worker={"CPU": tcfg.cpus_per_worker}),
-        run_config=RunConfig(name=f"reranker-{fp}", storage_path=storage,
-                             checkpoint_config=CheckpointConfig(
-                                 num_to_keep=tcfg.keep_checkpoints,
-                                 # with validation, the kept checkpoints are the best ones
-                                 checkpoint_score_attribute="val_score" if validation else None),
-                             failure_config=FailureConfig(max_failures=tcfg.max_failures),
-                             callbacks=callbacks))
-    t0 = time.perf_counter()
-    result = trainer.fit()
-    elapsed = time.perf_counter() - t0
+    # the workers' progress lines reach this console through the relay (their output is not copied)
+    with LineRelay(log) as relay:
+        loop_cfg["relay"] = relay.queue
+        trainer = TorchTrainer(
+            train_loop_per_worker, train_loop_config=loop_cfg, datasets={"train": ds},
+            scaling_config=ScalingConfig(num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu,
+                                         resources_per_worker={"CPU": tcfg.cpus_per_worker}),
+            run_config=RunConfig(name=f"reranker-{fp}", storage_path=storage,
+                                 checkpoint_config=CheckpointConfig(
+                                     num_to_keep=tcfg.keep_checkpoints,
+                                     # with validation, the kept checkpoints are the best ones
+                                     checkpoint_score_attribute="val_score" if validation else None),
+                                 failure_config=FailureConfig(max_failures=tcfg.max_failures),
+                                 callbacks=callbacks))
+        t0 = time.perf_counter()
+        result = trainer.fit()
+        elapsed = time.perf_counter() - t0
     if result.error:
         raise RuntimeError(f"training failed: {result.error}") from result.error
     if result.checkpoint is None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from zelo_ray.relay import say
 from zelo_ray.train.loop import Meter, StepRunner
 from zelo_ray.train.models import load_reranker, save_reranker
 
@@ -191,7 +192,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     if state is not None:
         runner.load_state(state)
     if rank == 0 and start_step:
-        print(f"[train] resumed from the checkpoint at step {start_step}/{total}", flush=True)
+        say(cfg.get("relay"), f"[train] resumed from the checkpoint at step {start_step}/{total}")
         if cfg.get("_fail_marker"):
             Path(cfg["_fail_marker"] + ".resumed").write_text(str(start_step))
 
@@ -203,7 +204,7 @@ def train_loop_per_worker(cfg: dict) -> None:
         metrics = {"step": 0, "loss": float("nan"), "samples_per_s": 0.0, "elapsed_s": 0.0,
                    **_validation(scorer, cfg["validation"], cfg["max_length"], device, rank)}
         if rank == 0:
-            print(f"[train] step 0/{total} {_validation_line(metrics)} (before training)", flush=True)
+            say(cfg.get("relay"), f"[train] step 0/{total} {_validation_line(metrics)} (before training)")
         _no_gain(stopper, metrics["val_score"], cfg, world, device)
         d = _save(runner, scorer, cfg, 0, metrics, engine, rank)
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d) if d else None)
@@ -232,8 +233,8 @@ def train_loop_per_worker(cfg: dict) -> None:
             if step % cfg["log_every"] == 0 or step == total:
                 m = meter.summary()
                 if rank == 0:
-                    print(f"[train] step {step}/{total} loss {m['loss']:.4f} lr {runner.lr():.2e} "
-                          f"{m['samples_per_s'] * world:.1f} samples/s", flush=True)
+                    say(cfg.get("relay"), f"[train] step {step}/{total} loss {m['loss']:.4f} lr {runner.lr():.2e} "
+                        f"{m['samples_per_s'] * world:.1f} samples/s")
                 meter.reset()
                 last = m
             if step % cfg["checkpoint_every"] == 0 or step == total:
@@ -242,13 +243,13 @@ def train_loop_per_worker(cfg: dict) -> None:
                 if cfg.get("validation"):  # picks the checkpoint (and Ray Tune's objective)
                     metrics.update(_validation(scorer, cfg["validation"], cfg["max_length"], device, rank))
                     if rank == 0:
-                        print(f"[train] step {step}/{total} {_validation_line(metrics)}", flush=True)
+                        say(cfg.get("relay"), f"[train] step {step}/{total} {_validation_line(metrics)}")
                 d = _save(runner, scorer, cfg, step, metrics, engine, rank)
                 ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d) if d else None)
                 if cfg.get("validation") and _no_gain(stopper, metrics.get("val_score"), cfg, world, device):
                     if rank == 0:
-                        print(f"[train] stopping at step {step}: {cfg['patience']} validations without gain "
-                              f"(best {stopper['best']:.4f})", flush=True)
+                        say(cfg.get("relay"), f"[train] stopping at step {step}: {cfg['patience']} validations "
+                            f"without gain (best {stopper['best']:.4f})")
                     total = step
         if seen == 0:
             raise RuntimeError(f"worker {rank}: its data shard is empty (fewer training groups than workers)")

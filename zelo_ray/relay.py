@@ -1,0 +1,78 @@
+"""Progress lines from Ray workers, shown once on the driver's console.
+
+With Ray's worker output kept off the console (see :func:`zelo_ray.raysession.ensure_ray`), a
+long worker-side loop (training) still reports to the person watching: each line goes through a
+small queue actor to a thread of the driver, which logs it. Workers on any node can reach it; a
+worker whose relay is gone goes on training and only its log file has the line.
+
+    with LineRelay(log=print) as relay:
+        trainer = TorchTrainer(..., train_loop_config={"relay": relay.queue, ...})
+        trainer.fit()
+
+    # in the worker
+    say(cfg.get("relay"), f"[train] step {step}/{total} ...")
+"""
+
+from __future__ import annotations
+
+import threading
+
+__all__ = ["LineRelay", "say"]
+
+
+def say(queue, line: str) -> None:
+    """Print ``line`` in the worker (its log file) and send it to the driver's console."""
+    print(line, flush=True)
+    if queue is None:
+        return
+    try:
+        queue.put(line, timeout=10)
+    except Exception:  # noqa: BLE001 - the console is a convenience: training never stops for it
+        pass
+
+
+class LineRelay:
+    """A queue actor (no CPU reserved) and a driver thread that logs what arrives in it."""
+
+    def __init__(self, log, indent: str = "      "):
+        self.log, self.indent = log, indent
+        self.queue = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "LineRelay":
+        from ray.util.queue import Queue
+
+        self.queue = Queue(actor_options={"num_cpus": 0})
+        self._thread = threading.Thread(target=self._pump, name="zelo-line-relay", daemon=True)
+        self._thread.start()
+        return self
+
+    def _pump(self) -> None:
+        from ray.util.queue import Empty
+
+        while not self._stop.is_set():
+            try:
+                self.log(self.indent + self.queue.get(timeout=0.5))
+            except Empty:
+                continue
+            except Exception:  # noqa: BLE001 - the actor went away: nothing more will arrive
+                return
+
+    def __exit__(self, *exc) -> None:
+        from ray.util.queue import Empty
+
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        try:
+            while True:  # what arrived after the last poll
+                self.log(self.indent + self.queue.get_nowait())
+        except Empty:
+            pass
+        except Exception:  # noqa: BLE001
+            pass
+        try:
+            self.queue.shutdown()
+        except Exception:  # noqa: BLE001
+            pass
