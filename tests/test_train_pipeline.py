@@ -72,6 +72,41 @@ def test_demo_writes_metrics_for_every_system(demo_run):
     assert (out / "annotate" / "pair_outcomes.parquet").exists()
 
 
+def test_demo_writes_a_self_contained_html_report(demo_run):
+    """`zelo demo` ends with report.html: every section drawn from the run, every figure inline
+    SVG, nothing fetched from anywhere (no scripts, no external links or sources)."""
+    from html.parser import HTMLParser
+
+    root, src, out, _ = demo_run
+    text = (out / "report.html").read_text()
+
+    class Tags(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags, self.external = [], []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+            for k, v in attrs:
+                if k in ("src", "href") and v and not v.startswith("#"):
+                    self.external.append((tag, k, v))
+
+    parser = Tags()
+    parser.feed(text)
+    assert "script" not in parser.tags and not parser.external, parser.external
+    for section in ("Metrics", "Per query: reranker vs hybrid", "Elo scores", "Judges", "Training"):
+        assert f"<h2>{section}</h2>" in text, section
+    assert parser.tags.count("svg") == 5  # per-query deltas, Elo (2), position bias, training curve
+    card = json.loads((out / "train" / "model" / "zelo_card.json").read_text())
+    assert any("loss" in h for h in card["history"]) and any("val_ndcg@10" in h for h in card["history"])
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["per_query"]["ndcg@10"]["reranker"]) == set(m["per_query"]["ndcg@10"]["hybrid"])
+    assert len(m["per_query"]["ndcg@10"]["reranker"]) == m["meta"]["test_queries"]
+    # the command alone, on the same run, to another file
+    assert main(["report", str(out), "--out", str(root / "r.html")]) == 0 and (root / "r.html").exists()
+    assert main(["report", str(root / "nothing-here")]) == 2
+
+
 def test_failing_queries_golden():
     ranked = {"q1": ["a", "b", "c", "d"], "q2": ["x", "y"], "q3": ["m", "n", "o"]}
     qrels = {"q1": {"d": 2, "b": 1}, "q2": {"x": 1}, "q3": {}}

@@ -122,8 +122,22 @@ def cmd_annotate(args, cfg, sync) -> int:
 def cmd_demo(args, cfg, sync) -> int:
     from zelo_ray.workflows.demo import run_quickstart
 
+    from zelo_ray.workflows.report import write_report
+
     run_quickstart(cfg, after_stage=sync.push)
     _point_at_ray_logs()
+    print(f"report: {write_report(layout(cfg).workdir)}", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from zelo_ray.workflows.report import write_report
+
+    try:
+        print(write_report(args.run_dir, args.out))
+    except FileNotFoundError as exc:
+        print(f"zelo report: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -233,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--max-pairs", type=int, help="use the first N judged pairs only")
+    p = sub.add_parser("report", help="one self-contained HTML file of a run: metrics with CIs, per-query wins "
+                       "and losses, Elo distributions, judge agreement and position bias, training curve")
+    p.add_argument("run_dir", help="a run directory (data.workdir of the run)")
+    p.add_argument("--out", help="where to write it (default <run_dir>/report.html)")
+    p.set_defaults(func=cmd_report, command="report", run_command=False)
     p = command("config", "print the effective configuration", cmd_config, run_dir=False, report=False)
     p.add_argument("--markdown", action="store_true", help="print the field reference (docs/configuration.md)")
 

@@ -9,8 +9,9 @@ worker whose relay is gone goes on training and only its log file has the line.
         trainer = TorchTrainer(..., train_loop_config={"relay": relay.queue, ...})
         trainer.fit()
 
-    # in the worker
-    say(cfg.get("relay"), f"[train] step {step}/{total} ...")
+    # in the worker: a line for the console, and optionally a record the driver keeps
+    say(cfg.get("relay"), f"[train] step {step}/{total} ...", step=step, loss=loss)
+    relay.records  # → [{"step": ..., "loss": ...}, ...] on the driver
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ import threading
 __all__ = ["LineRelay", "say"]
 
 
-def say(queue, line: str) -> None:
-    """Print ``line`` in the worker (its log file) and send it to the driver's console."""
+def say(queue, line: str, **record) -> None:
+    """Print ``line`` in the worker (its log file) and send it to the driver's console, with
+    ``record`` (numbers worth keeping, e.g. a training curve's point) when given."""
     print(line, flush=True)
     if queue is None:
         return
     try:
-        queue.put(line, timeout=10)
+        queue.put({"line": line, "record": record or None}, timeout=10)
     except Exception:  # noqa: BLE001 - the console is a convenience: training never stops for it
         pass
 
@@ -37,6 +39,7 @@ class LineRelay:
     def __init__(self, log, indent: str = "      "):
         self.log, self.indent = log, indent
         self.queue = None
+        self.records: list[dict] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -53,11 +56,16 @@ class LineRelay:
 
         while not self._stop.is_set():
             try:
-                self.log(self.indent + self.queue.get(timeout=0.5))
+                self._show(self.queue.get(timeout=0.5))
             except Empty:
                 continue
             except Exception:  # noqa: BLE001 - the actor went away: nothing more will arrive
                 return
+
+    def _show(self, item: dict) -> None:
+        self.log(self.indent + item["line"])
+        if item.get("record"):
+            self.records.append(item["record"])
 
     def __exit__(self, *exc) -> None:
         from ray.util.queue import Empty
@@ -67,7 +75,7 @@ class LineRelay:
             self._thread.join(timeout=5)
         try:
             while True:  # what arrived after the last poll
-                self.log(self.indent + self.queue.get_nowait())
+                self._show(self.queue.get_nowait())
         except Empty:
             pass
         except Exception:  # noqa: BLE001

@@ -46,11 +46,13 @@ def rankings_from_candidates(path: str | Path, queries: list[str], depth: int = 
 
 
 def evaluate_runs(qrels, runs: dict[str, dict[str, list[str]]], queries: list[str], *, n_boot: int = 1000,
-                  confidence: float = 0.95, seed: int = 0, versus: str | None = None) -> dict:
+                  confidence: float = 0.95, seed: int = 0, versus: str | None = None,
+                  per_query: bool = False) -> dict:
     """``{system: {metric: {mean, ci_low, ci_high}, n_queries}}`` with paired bootstrap CIs.
 
     With ``versus``, each other system also gets ``delta_vs_<versus>`` per metric: the mean
     per-query difference and its CI from the same resamples (excludes 0 → a real difference).
+    With ``per_query``, ``report["per_query"]`` holds each system's nDCG@10 per query.
     """
     per_system = {s: per_query_metrics(qrels, run, queries) for s, run in runs.items()}
     report: dict = {s: {} for s in runs}
@@ -73,6 +75,8 @@ def evaluate_runs(qrels, runs: dict[str, dict[str, list[str]]], queries: list[st
                     "ci_low": round(float(dci[k, 0]), 4), "ci_high": round(float(dci[k, 1]), 4)}
     for system in names:
         report[system]["n_queries"] = len(queries)
+    if per_query:
+        report["per_query"] = {s: {q: round(float(per_system[s]["ndcg@10"][q]), 4) for q in queries} for s in names}
     return report
 
 

@@ -181,7 +181,7 @@ def evaluate_reranker(cfg: ZeloConfig, col, queries: list[str], checkpoints: dic
     kept = [q for q in queries if q not in failed]
     e = cfg.evaluate
     report = evaluate_runs(qrels, runs, kept, n_boot=e.bootstrap, confidence=e.confidence, seed=e.seed,
-                           versus="hybrid")
+                           versus="hybrid", per_query=True)
     report["failed"] = failures
     return report
 

@@ -148,7 +148,8 @@ def train_reranker(tcfg: TrainConfig, examples: str | Path, out_dir: str | Path,
     (tmp / STATE_FILE).unlink(missing_ok=True)
     shutil.rmtree(tmp / DS_DIR, ignore_errors=True)
     final = json.loads((tmp / CARD).read_text())
-    final.update(fingerprint=fp, final_metrics=result.metrics, wall_s=round(elapsed, 1), total_steps=total)
+    final.update(fingerprint=fp, final_metrics=result.metrics, wall_s=round(elapsed, 1), total_steps=total,
+                 history=relay.records)
     if validation:
         final["validation"] = {"queries": len(validation["query_ids"]), "grades": "zELO (labelfree.graded_qrels)",
                                "criterion": "val_r (mean Pearson r of the model's logits with the zELO scores)"

@@ -125,6 +125,11 @@ def _validation_line(m: dict) -> str:
     return f"validation nDCG@10 {m['val_ndcg@10']:.4f}" + (f", r with zELO scores {m['val_r']:.4f}" if "val_r" in m else "")
 
 
+def _curve_point(metrics: dict) -> dict:
+    """The validation numbers of a training curve's point (what `zelo report` plots)."""
+    return {k: float(v) for k, v in metrics.items() if k == "step" or k.startswith("val_")}
+
+
 def _validation(scorer, val: dict, max_length: int, device, rank: int) -> dict[str, float]:
     """Rank 0 validates; other ranks report NaN for the same keys (Ray Train wants every rank's
     metrics to have one shape)."""
@@ -204,7 +209,8 @@ def train_loop_per_worker(cfg: dict) -> None:
         metrics = {"step": 0, "loss": float("nan"), "samples_per_s": 0.0, "elapsed_s": 0.0,
                    **_validation(scorer, cfg["validation"], cfg["max_length"], device, rank)}
         if rank == 0:
-            say(cfg.get("relay"), f"[train] step 0/{total} {_validation_line(metrics)} (before training)")
+            say(cfg.get("relay"), f"[train] step 0/{total} {_validation_line(metrics)} (before training)",
+                **_curve_point(metrics))
         _no_gain(stopper, metrics["val_score"], cfg, world, device)
         d = _save(runner, scorer, cfg, 0, metrics, engine, rank)
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d) if d else None)
@@ -234,7 +240,7 @@ def train_loop_per_worker(cfg: dict) -> None:
                 m = meter.summary()
                 if rank == 0:
                     say(cfg.get("relay"), f"[train] step {step}/{total} loss {m['loss']:.4f} lr {runner.lr():.2e} "
-                        f"{m['samples_per_s'] * world:.1f} samples/s")
+                        f"{m['samples_per_s'] * world:.1f} samples/s", step=step, loss=m["loss"])
                 meter.reset()
                 last = m
             if step % cfg["checkpoint_every"] == 0 or step == total:
@@ -243,7 +249,8 @@ def train_loop_per_worker(cfg: dict) -> None:
                 if cfg.get("validation"):  # picks the checkpoint (and Ray Tune's objective)
                     metrics.update(_validation(scorer, cfg["validation"], cfg["max_length"], device, rank))
                     if rank == 0:
-                        say(cfg.get("relay"), f"[train] step {step}/{total} {_validation_line(metrics)}")
+                        say(cfg.get("relay"), f"[train] step {step}/{total} {_validation_line(metrics)}",
+                            **_curve_point(metrics))
                 d = _save(runner, scorer, cfg, step, metrics, engine, rank)
                 ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d) if d else None)
                 if cfg.get("validation") and _no_gain(stopper, metrics.get("val_score"), cfg, world, device):

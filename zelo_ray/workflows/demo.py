@@ -42,7 +42,16 @@ def _evaluate_step(cfg: ZeloConfig, col, split: dict, ckpt: str, ann: dict, meta
         f"(paired bootstrap, {int(cfg.evaluate.confidence * 100)}%)" + (
             f"  — {ann['label']}: judges simulated from the training queries' qrels" if ann["label"] else ""))
     return {**{k: metrics[k] for k in rows}, "meta": meta,
-            "failed": metrics["failed"]["reranker"]}
+            "failed": metrics["failed"]["reranker"],
+            "per_query": {"ndcg@10": {k: metrics["per_query"][k] for k in rows}}}
+
+
+def _index_line(idx: dict) -> str:
+    dense, bm25 = idx["dense"], idx["bm25"]
+    d = ("dense index up to date" if dense.get("skipped") else
+         f"dense: {dense['embedded']:,} embedded in {dense['embed_s']:.0f} s ({dense['docs_per_s'] or 0:.1f} docs/s)")
+    b = ("BM25 index up to date" if bm25.get("skipped") else f"BM25: {bm25['docs']:,} indexed in {bm25['seconds']:.1f} s")
+    return f"{d}; {b}" + (f"; ANN index {dense['ann']}" if dense.get("ann") else "")
 
 
 def run_quickstart(cfg: ZeloConfig, *, log=print, after_stage=None) -> dict:
@@ -59,7 +68,7 @@ def run_quickstart(cfg: ZeloConfig, *, log=print, after_stage=None) -> dict:
     idx = run_index(cfg)
     timings["index_s"] = round(time.perf_counter() - t0, 1)
     after_stage("index")
-    log(f"      {idx['docs']} documents; dense: {idx['dense']}; bm25: {idx['bm25']}")
+    log(f"      {idx['docs']:,} documents; {_index_line(idx)}")
     t0 = time.perf_counter()
     log("[2/6] retrieve: BM25 top-k + dense top-k, fused by RRF")
     ret = run_retrieve(cfg)
