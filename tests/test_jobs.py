@@ -82,8 +82,9 @@ def _tiny_config(root: Path, output_uri: str | None = None, **sections) -> Path:
 
 def _submit(address: str, env: dict, config: Path) -> str:
     # the head's dashboard answers before its job agent has registered; a submission in that
-    # window is refused ("No available agent") without running anything, so it is sent again
-    deadline = time.time() + 120
+    # window is refused ("No available agent") without running anything, so it is sent again;
+    # on a loaded 2-core machine the agent has taken over two minutes to register
+    deadline = time.time() + 300
     while True:
         r = subprocess.run([RAY, "job", "submit", f"--address={address}", "--",
                             sys.executable, str(ROOT / "pipelines" / "full.py"), "--config", str(config)],

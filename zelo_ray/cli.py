@@ -8,6 +8,7 @@
     zelo refine / tune / distill   refinement pass, Ray Tune search, pairwise SLM
     zelo simulate                  the zELO core on simulated data
     zelo bench …                   benchmarks (zelo_ray/bench/commands.py)
+    zelo report RUN_DIR            one self-contained HTML file of a run
     zelo config [--markdown]       the effective configuration, or the field reference
 """
 
@@ -20,29 +21,15 @@ import sys
 from pathlib import Path
 
 from zelo_ray.bench.commands import add_bench_commands, write_result
-from zelo_ray.config import ConfigError, load_config
+from zelo_ray.config import ConfigError
+from zelo_ray.config.loading import config_from_args
 from zelo_ray.data.schema import DataError
 from zelo_ray.faults import StageFailed
 from zelo_ray.judges.base import JudgeSetupError
 from zelo_ray.layout import layout
 from zelo_ray.raysession import VERBOSE_ENV
 from zelo_ray.storage import RunSync
-
-
-def _stage_config(args: argparse.Namespace):
-    overrides = list(args.overrides)
-    for flag, field in (("dataset", "data.dataset"), ("workdir", "data.workdir"), ("split", "data.split")):
-        if getattr(args, flag, None):
-            overrides.append(f"{field}={getattr(args, flag)}")
-    cfg = load_config(args.config, overrides)
-    # `--output` sets the command's own section's output (retrieve, annotate, train)
-    for flag, section, field in (("output", args.command, "output"), ("test_split", "data", "split"),
-                                 ("train_split", "split", "train_split"),
-                                 ("max_train_queries", "split", "max_train_queries")):
-        value = getattr(args, flag, None)
-        if value and hasattr(getattr(cfg, section, None), field):
-            setattr(getattr(cfg, section), field, value)
-    return cfg
+from zelo_ray.workflows.report import add_report_command
 
 
 def _warn_failed(stage: str, failed: dict, what: str) -> None:
@@ -122,31 +109,8 @@ def cmd_annotate(args, cfg, sync) -> int:
 def cmd_demo(args, cfg, sync) -> int:
     from zelo_ray.workflows.demo import run_quickstart
 
-    from zelo_ray.workflows.report import write_report
-
     run_quickstart(cfg, after_stage=sync.push)
-    _point_at_ray_logs()
-    print(f"report: {write_report(layout(cfg).workdir)}", file=sys.stderr)
     return 0
-
-
-def cmd_report(args) -> int:
-    from zelo_ray.workflows.report import write_report
-
-    try:
-        print(write_report(args.run_dir, args.out))
-    except FileNotFoundError as exc:
-        print(f"zelo report: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def _point_at_ray_logs() -> None:
-    from zelo_ray.raysession import ray_logs_dir, verbose
-
-    where = ray_logs_dir()
-    if where and not verbose():
-        print(f"Ray's worker logs: {where} (zelo --verbose shows them here)", file=sys.stderr)
 
 
 def cmd_train(args, cfg, sync) -> int:
@@ -247,11 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--max-pairs", type=int, help="use the first N judged pairs only")
-    p = sub.add_parser("report", help="one self-contained HTML file of a run: metrics with CIs, per-query wins "
-                       "and losses, Elo distributions, judge agreement and position bias, training curve")
-    p.add_argument("run_dir", help="a run directory (data.workdir of the run)")
-    p.add_argument("--out", help="where to write it (default <run_dir>/report.html)")
-    p.set_defaults(func=cmd_report, command="report", run_command=False)
+    add_report_command(sub)
     p = command("config", "print the effective configuration", cmd_config, run_dir=False, report=False)
     p.add_argument("--markdown", action="store_true", help="print the field reference (docs/configuration.md)")
 
@@ -266,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not getattr(args, "run_command", False):  # benchmarks parse their own arguments
             return args.func(args)
-        cfg = _stage_config(args)
+        cfg = config_from_args(args)
         # commands with a run directory pull it from data.output_uri first and push it back after
         sync = RunSync(layout(cfg).workdir, cfg.output_uri() if hasattr(args, "dataset") else None, log=_log)
         with sync:

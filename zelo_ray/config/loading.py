@@ -17,7 +17,7 @@ from zelo_ray.config.judges import (JUDGE_KINDS, OpenAIJudgeConfig, SimulatedJud
 from zelo_ray.config.root import RENAMED_SECTIONS, ZeloConfig, renamed_message
 from zelo_ray.config.serve import AutoscalingSettings
 
-__all__ = ["ConfigError", "default_config_path", "load_config", "reference_markdown"]
+__all__ = ["ConfigError", "config_from_args", "default_config_path", "load_config", "reference_markdown"]
 
 
 class ConfigError(ValueError):
@@ -63,6 +63,24 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             where = f"{path}:{line}" if line else f"{path} (or --set)"
             lines.append(f"{where}: {'.'.join(map(str, loc))}: {err['msg']}{_hint(err, loc)}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def config_from_args(args) -> ZeloConfig:
+    """The configuration a `zelo` command runs with: ``--config`` and ``--set`` overrides, then the
+    flags that are shorthands for fields (``--dataset``, ``--workdir``, ``--output``, …)."""
+    overrides = list(args.overrides)
+    for flag, field in (("dataset", "data.dataset"), ("workdir", "data.workdir"), ("split", "data.split")):
+        if getattr(args, flag, None):
+            overrides.append(f"{field}={getattr(args, flag)}")
+    cfg = load_config(args.config, overrides)
+    # `--output` sets the command's own section's output (retrieve, annotate, train)
+    for flag, section, field in (("output", args.command, "output"), ("test_split", "data", "split"),
+                                 ("train_split", "split", "train_split"),
+                                 ("max_train_queries", "split", "max_train_queries")):
+        value = getattr(args, flag, None)
+        if value and hasattr(getattr(cfg, section, None), field):
+            setattr(getattr(cfg, section), field, value)
+    return cfg
 
 
 def _plain_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -23,6 +23,8 @@ from zelo_ray.eval.table import metrics_lines
 from zelo_ray.retrieval.indexing import run_index
 from zelo_ray.retrieval.pipeline import run_retrieve
 from zelo_ray.layout import layout
+from zelo_ray.raysession import ray_logs_dir, verbose
+from zelo_ray.workflows.report import write_report
 
 __all__ = ["run_quickstart"]
 
@@ -141,4 +143,8 @@ def run_quickstart(cfg: ZeloConfig, *, log=print, after_stage=None) -> dict:
                   card.get("kind"), "zelo_ray.train.models.load_reranker")
     log(f"wrote {run.metrics}, {run.report}; reranker: {ckpt} (loads with {loader}; "
         "`zelo serve --checkpoint` serves it)")
+    where = ray_logs_dir()
+    if where and not verbose():
+        log(f"Ray's worker logs: {where} (zelo --verbose shows them here)")
+    log(f"report: {write_report(run.workdir)}")
     return report

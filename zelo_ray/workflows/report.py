@@ -23,7 +23,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-__all__ = ["build_report", "write_report"]
+__all__ = ["add_report_command", "build_report", "write_report"]
 
 SYSTEMS = ("bm25", "dense", "hybrid", "reranker", "reranker_model_only")
 LABELS = {"reranker_model_only": "model only"}
@@ -255,3 +255,17 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def add_report_command(sub) -> None:
+    """``zelo report RUN_DIR [--out FILE]`` on the CLI's subcommand parser."""
+    p = sub.add_parser("report", help="one self-contained HTML file of a run: metrics with CIs, per-query wins "
+                       "and losses, Elo distributions, judge agreement and position bias, training curve")
+    p.add_argument("run_dir", help="a run directory (data.workdir of the run)")
+    p.add_argument("--out", help="where to write it (default <run_dir>/report.html)")
+    p.set_defaults(func=_cmd_report, command="report", run_command=False)
+
+
+def _cmd_report(args) -> int:
+    print(write_report(args.run_dir, args.out))  # a folder that is not a run: FileNotFoundError → exit 2
+    return 0
