@@ -431,7 +431,9 @@ def test_a_collection_without_qrels_trains_on_every_query(tmp_path, monkeypatch)
     import zelo_ray.workflows.demo as qs
 
     calls = []
-    monkeypatch.setattr(qs, "run_index", lambda c: calls.append("index") or {"docs": 2, "dense": "-", "bm25": "-"})
+    index_report = {"docs": 2, "dense": {"docs": 2, "embedded": 0, "skipped": True, "ann": None},
+                    "bm25": {"docs": 2, "resumed_from": 2, "skipped": True, "seconds": 0.0}}
+    monkeypatch.setattr(qs, "run_index", lambda c: calls.append("index") or index_report)
     monkeypatch.setattr(qs, "run_retrieve", lambda c: {"rows": 4, "queries": 2, "candidates": "-",
                                                        "failed": {"failed": 0, "total": 2, "errors": None}})
     monkeypatch.setattr(qs, "layout", lambda c: type("P", (), {"data": tmp_path / "data"})())
