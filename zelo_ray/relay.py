@@ -68,16 +68,12 @@ class LineRelay:
             self.records.append(item["record"])
 
     def __exit__(self, *exc) -> None:
-        from ray.util.queue import Empty
-
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         try:
-            while True:  # what arrived after the last poll
+            while True:  # what arrived after the last poll, until Empty (or the actor is gone)
                 self._show(self.queue.get_nowait())
-        except Empty:
-            pass
         except Exception:  # noqa: BLE001
             pass
         try:

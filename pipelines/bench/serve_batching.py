@@ -172,7 +172,8 @@ def rows_curve(engine, texts: list[str], length: int = 512, rows: tuple = (1, 2,
     return out
 
 
-def int8_check(engine, bodies: list[dict], log) -> dict:
+def int8_engine(engine):
+    """The same engine with int8 dynamic quantisation of its linear layers (CPU)."""
     import torch
 
     from zelo_ray.serve.engine import ScoringEngine
@@ -181,6 +182,11 @@ def int8_check(engine, bodies: list[dict], log) -> dict:
     e8 = ScoringEngine(q8, device=engine.device, max_query_tokens=engine.max_query_tokens,
                        max_batch_tokens=engine.max_batch_tokens, max_batch_rows=engine.max_batch_rows)
     e8.max_length = engine.max_length
+    return e8
+
+
+def int8_check(engine, bodies: list[dict], log) -> dict:
+    e8 = int8_engine(engine)
     times = {"fp32": 0.0, "int8": 0.0}
     diffs = []
     for k, body in enumerate(bodies):
@@ -206,7 +212,6 @@ def int8_quality(run: Path, depth: int, log) -> dict:
     fp32 vs int8 dynamic quantisation, with a paired bootstrap CI of the difference."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
-    import torch
 
     from zelo_ray.data import open_collection
     from zelo_ray.eval.evaluate import evaluate_runs
@@ -225,9 +230,7 @@ def int8_quality(run: Path, depth: int, log) -> dict:
     test = sorted(q for q in test if q in heads and q in qrels)
     texts = doc_texts(col, sorted({d for q in test for d in heads[q]}))
     fp32 = ScoringEngine.load(str(run / "train" / "model"), device="cpu")
-    q8 = ScoringEngine(torch.ao.quantization.quantize_dynamic(fp32.model, {torch.nn.Linear}, dtype=torch.qint8),
-                       device=fp32.device, max_query_tokens=fp32.max_query_tokens)
-    q8.max_length = fp32.max_length
+    q8 = int8_engine(fp32)
     runs, seconds = {}, {}
     for name, e in (("fp32", fp32), ("int8", q8)):
         t0 = time.perf_counter()
