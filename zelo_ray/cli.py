@@ -8,6 +8,7 @@
     zelo refine / tune / distill   refinement pass, Ray Tune search, pairwise SLM
     zelo simulate                  the zELO core on simulated data
     zelo bench …                   benchmarks (zelo_ray/bench/commands.py)
+    zelo audit                     label-free audit of retrieval systems (TREC runs, endpoints)
     zelo report RUN_DIR            one self-contained HTML file of a run
     zelo config [--markdown]       the effective configuration, or the field reference
 """
@@ -29,6 +30,7 @@ from zelo_ray.judges.base import JudgeSetupError
 from zelo_ray.layout import layout
 from zelo_ray.raysession import VERBOSE_ENV
 from zelo_ray.storage import RunSync
+from zelo_ray.workflows.audit import add_audit_arguments, cmd_audit
 from zelo_ray.workflows.report import add_report_command
 
 
@@ -211,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--max-pairs", type=int, help="use the first N judged pairs only")
+    add_audit_arguments(command("audit", "sample queries, pool systems' results, judge, Elo: each system's "
+                                "nDCG@10 / Recall@k with CIs and its failing queries (docs/audit.md)", cmd_audit))
     add_report_command(sub)
     p = command("config", "print the effective configuration", cmd_config, run_dir=False, report=False)
     p.add_argument("--markdown", action="store_true", help="print the field reference (docs/configuration.md)")

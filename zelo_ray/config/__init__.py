@@ -9,11 +9,12 @@ Example::
 
 Errors name the file, the line (when the value came from the file) and the field. One module
 per concern: ``core`` (graph, Elo, simulation), ``run`` (Ray, data, errors), ``retrieval``,
-``judges`` (one class per judge backend), ``annotate``, ``train``, ``serve``, ``root`` (the whole
+``judges`` (one class per judge backend), ``annotate``, ``train``, ``serve``, ``audit``, ``root`` (the whole
 file) and ``loading`` (YAML, overrides, the generated reference).
 """
 
 from zelo_ray.config.annotate import AnnotateConfig, CalibrationConfig
+from zelo_ray.config.audit import AuditConfig
 from zelo_ray.config.core import EloConfig, GraphConfig, SimulateConfig, SimulatedEnsembleConfig
 from zelo_ray.config.judges import (JudgeConfig, OpenAIJudgeConfig, SimulatedJudgeConfig,
                                     VLLMPairwiseJudgeConfig)
@@ -25,7 +26,7 @@ from zelo_ray.config.serve import AutoscalingSettings, ServeConfig
 from zelo_ray.config.train import RefineConfig, RerankConfig, SplitConfig, TrainConfig, TuneConfig
 
 __all__ = [
-    "AnnotateConfig", "AutoscalingSettings", "CalibrationConfig", "ConfigError", "DataConfig",
+    "AnnotateConfig", "AuditConfig", "AutoscalingSettings", "CalibrationConfig", "ConfigError", "DataConfig",
     "EloConfig", "ErrorsConfig", "EvaluateConfig", "GraphConfig", "IndexConfig", "JudgeConfig",
     "OpenAIJudgeConfig", "RayConfig", "RefineConfig", "RerankConfig", "RetrieveConfig",
     "ServeConfig", "SimulateConfig", "SimulatedEnsembleConfig", "SimulatedJudgeConfig",

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from zelo_ray.config.annotate import AnnotateConfig
+from zelo_ray.config.audit import AuditConfig
 from zelo_ray.config.base import Strict
 from zelo_ray.config.core import EloConfig, GraphConfig, SimulateConfig
 from zelo_ray.config.retrieval import EvaluateConfig, IndexConfig, RetrieveConfig
@@ -45,6 +46,7 @@ class ZeloConfig(Strict):
     refine: RefineConfig = Field(default_factory=RefineConfig, description="Refinement pass.")
     tune: TuneConfig = Field(default_factory=TuneConfig, description="Hyperparameter search.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="Serving the reranker.")
+    audit: AuditConfig = Field(default_factory=AuditConfig, description="Label-free audit of retrieval systems.")
     errors: ErrorsConfig = Field(default_factory=ErrorsConfig, description="Failed records.")
 
     @model_validator(mode="before")

@@ -8,7 +8,10 @@ what the run wrote:
   nDCG@10 (written since this report exists), each test query's win or loss against hybrid;
 * ``annotate/zelo.parquet`` — the Elo scores' distributions, raw and calibrated, and the targets;
 * ``annotate/report.json`` — judge agreement, position bias, missing votes, cost, calibration;
-* ``train/model/zelo_card.json`` — the training and validation curve (``history``).
+* ``train/model/zelo_card.json`` — the training and validation curve (``history``);
+* in an audit directory (`zelo audit`), ``audit.json``, ``failures.parquet`` and ``history.jsonl``
+  — the per-system comparison, the paired differences, the trend and the failing queries
+  (:mod:`zelo_ray.workflows.report_audit`).
 
 A part the run did not produce (no qrels, no training yet) is left out with a line saying so.
 
@@ -18,43 +21,16 @@ A part the run did not produce (no qrels, no training yet) is left out with a li
 from __future__ import annotations
 
 import html
-import io
 import json
 from datetime import datetime, timezone
 from pathlib import Path
+
+from zelo_ray.workflows.report_html import CSS, ci as _ci, figure as _figure
 
 __all__ = ["add_report_command", "build_report", "write_report"]
 
 SYSTEMS = ("bm25", "dense", "hybrid", "reranker", "reranker_model_only")
 LABELS = {"reranker_model_only": "model only"}
-CSS = """body{font:15px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ccc}table{border-collapse:collapse;margin:.5em 0}
-td,th{padding:.25em .7em;border-bottom:1px solid #eee;text-align:right}th:first-child,td:first-child{text-align:left}
-.banner{background:#fff3cd;border:1px solid #e0c36b;padding:.5em 1em}.note{color:#666}
-figure{margin:1em 0}figcaption{color:#555;font-size:.9em}.up{color:#17703a}.down{color:#a3271f}"""
-
-
-def _svg(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
-    plt.close(fig)
-    text = buf.getvalue()
-    return text[text.index("<svg"):]  # drop the XML prolog and doctype: the SVG sits inside HTML
-
-
-def _figure(fig, caption: str) -> str:
-    return f"<figure>{_svg(fig)}<figcaption>{html.escape(caption)}</figcaption></figure>"
-
-
-def _ci(m: dict | None, signed: bool = False) -> str:
-    if not m or m.get("mean") is None:
-        return "—"
-    f = "{:+.3f}" if signed else "{:.3f}"
-    return f"{f.format(m['mean'])} <span class=note>[{f.format(m['ci_low'])}, {f.format(m['ci_high'])}]</span>"
-
-
 def _metrics_section(metrics: dict) -> list[str]:
     rows = [s for s in SYSTEMS if s in metrics]
     if not rows:
@@ -225,9 +201,9 @@ def build_report(run_dir: str | Path) -> str:
     matplotlib.use("Agg")
     run = Path(run_dir)
     metrics_path = run / "metrics.json"
-    if not metrics_path.exists() and not (run / "annotate" / "report.json").exists():
-        raise FileNotFoundError(f"{run}: no metrics.json or annotate/report.json: not a run directory "
-                                "(run `zelo demo` or a stage first)")
+    if not any((run / p).exists() for p in ("metrics.json", "annotate/report.json", "audit.json")):
+        raise FileNotFoundError(f"{run}: no metrics.json, audit.json or annotate/report.json: not a run or "
+                                "audit directory (run `zelo demo`, `zelo audit` or a stage first)")
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     ann_path = run / "annotate" / "report.json"
     ann = json.loads(ann_path.read_text()) if ann_path.exists() else {}
@@ -239,7 +215,12 @@ def build_report(run_dir: str | Path) -> str:
     if label:
         parts.append(f"<p class=banner>{html.escape(label)}: the judges in this run are simulated from "
                      "qrels; its numbers show the pipeline works, not what LLM judges would give.</p>")
-    parts += _metrics_section(metrics)
+    if (run / "audit.json").exists():
+        from zelo_ray.workflows.report_audit import audit_section
+
+        parts += audit_section(run)
+    else:
+        parts += _metrics_section(metrics)
     parts += _elo_section(run)
     parts += _judges_section(ann) if ann else ["<h2>Judges</h2><p class=note>No annotation report.</p>"]
     parts += _training_section(run)
