@@ -31,7 +31,7 @@ from zelo_ray.data.trec import write_run
 from zelo_ray.eval.audit import score_systems
 from zelo_ray.eval.evaluate import rankings_from_candidates
 from zelo_ray.eval.labelfree import graded_qrels
-from zelo_ray.eval.metrics import per_query_metrics
+from zelo_ray.eval.metrics import bootstrap_ci, per_query_metrics
 from zelo_ray.train.rerank import rankings_from_reranked
 
 DATASETS = ("cranfield", "cisi", "med", "cacm", "vaswani")
@@ -63,7 +63,20 @@ def compare(human: dict, zelo: dict, runs: dict, queries: list[str]) -> dict:
     mz = [float(np.mean([z[s][q] for q in qs])) for s in names]
     xh = [h[s][q] for s in names for q in qs]
     xz = [z[s][q] for s in names for q in qs]
-    return {"queries": len(qs), "human": dict(zip(names, np.round(mh, 4).tolist())),
+    # τ over four systems is dominated by near-ties; the pairs human qrels separate with a paired
+    # CI that excludes 0 are the ones an audit must get right
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    dh = np.array([[h[a][q] - h[b][q] for q in qs] for a, b in pairs])
+    dz = np.array([[z[a][q] - z[b][q] for q in qs] for a, b in pairs])
+    ch, cz = bootstrap_ci(dh, n_boot=1000, seed=0), bootstrap_ci(dz, n_boot=1000, seed=0)
+    decided = [k for k in range(len(pairs)) if ch[k, 0] > 0 or ch[k, 1] < 0]
+    agree = [k for k in decided if np.sign(dz[k].mean()) == np.sign(dh[k].mean())]
+    zelo_sig = [k for k in agree if cz[k, 0] > 0 or cz[k, 1] < 0]
+    return {"human_decided_pairs": [f"{pairs[k][0]} vs {pairs[k][1]}" for k in decided],
+            "same_sign": len(agree), "zelo_also_significant": len(zelo_sig),
+            "undecided_pairs": [f"{a} vs {b} (human Δ {dh[k].mean():+.3f}, zELO Δ {dz[k].mean():+.3f})"
+                                for k, (a, b) in enumerate(pairs) if k not in decided],
+            "queries": len(qs), "human": dict(zip(names, np.round(mh, 4).tolist())),
             "zelo": dict(zip(names, np.round(mz, 4).tolist())),
             "kendall_tau": round(float(kendalltau(mh, mz).statistic), 4),
             "pearson_per_query": round(float(pearsonr(xh, xz).statistic), 4)}
