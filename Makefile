@@ -1,11 +1,11 @@
 # `make demo` and `make test` are the README's two Quickstart commands; both set up .venv first.
-.PHONY: setup setup-vllm demo test test-vllm test-slow bench
+.PHONY: setup setup-vllm setup-browser demo test test-vllm test-slow bench
 
 setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	.venv/bin/zelo demo
+	@.venv/bin/zelo demo
 
 test: setup
 	PYTHONFAULTHANDLER=1 .venv/bin/python -m pytest  # a crash in native code prints its Python stack
@@ -17,7 +17,11 @@ setup-vllm:
 test-vllm: setup setup-vllm
 	.venv-vllm/bin/python -m pytest -m vllm -p no:cacheprovider tests/test_vllm_judge.py
 
-test-slow: setup
+# the slow tests include opening a report in headless Chromium (Debian's package)
+setup-browser:
+	@bash scripts/setup-browser.sh
+
+test-slow: setup setup-browser
 	.venv/bin/python -m pytest -m slow
 
 bench: setup

@@ -26,9 +26,18 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" = "$want" ] && .venv/bin/python -c 'i
   exit 0
 fi
 
-echo "setup: installing pinned dependencies into .venv (first run takes a few minutes)"
+log=.venv/setup.log
+echo "setup: installing pinned dependencies into .venv (first run takes a few minutes; pip's output: $log)"
+: > "$log"
+pip_install() {
+  if ! .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt "$@" >>"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "setup: pip install $* failed; the whole output is in $log" >&2
+    exit 1
+  fi
+}
 # torch first and exactly pinned: an unpinned resolve would pull a multi-GB CUDA build.
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt torch==2.13.0
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+pip_install torch==2.13.0
+pip_install -e ".[dev]"
 echo "$want" > "$stamp"
 echo "setup: done"

@@ -85,7 +85,7 @@ LAYERS = [
     ("core",),                                  # math: numpy/scipy/numba only (test above)
     ("config",),                                # typed configuration
     ("storage", "faults"),                      # plain I/O helpers: copying run dirs, errors tables
-    ("layout", "raysession", "relay"),          # run-directory paths; joining Ray; workers' lines to the driver
+    ("layout", "raysession", "relay", "ticker"),  # run paths; joining Ray; workers' lines to the driver; progress cadence
     ("reach",),                                 # where workers on any node find the run's files
     ("data",), ("eval",), ("retrieval",), ("judges",), ("annotate",), ("train",), ("serve",),  # stages
     ("workflows",),                             # multi-stage flows

@@ -21,14 +21,15 @@ import threading
 __all__ = ["LineRelay", "say"]
 
 
-def say(queue, line: str, **record) -> None:
-    """Print ``line`` in the worker (its log file) and send it to the driver's console, with
-    ``record`` (numbers worth keeping, e.g. a training curve's point) when given."""
+def say(queue, line: str, *, show: bool = True, **record) -> None:
+    """Print ``line`` in the worker (its log file) and send it to the driver, with ``record``
+    (numbers worth keeping, e.g. a training curve's point) when given; ``show=False`` keeps the
+    line off the console (the driver still keeps the record)."""
     print(line, flush=True)
     if queue is None:
         return
     try:
-        queue.put({"line": line, "record": record or None}, timeout=10)
+        queue.put({"line": line, "record": record or None, "show": show}, timeout=10)
     except Exception:  # noqa: BLE001 - the console is a convenience: training never stops for it
         pass
 
@@ -63,7 +64,8 @@ class LineRelay:
                 return
 
     def _show(self, item: dict) -> None:
-        self.log(self.indent + item["line"])
+        if item.get("show", True):
+            self.log(self.indent + item["line"])
         if item.get("record"):
             self.records.append(item["record"])
 

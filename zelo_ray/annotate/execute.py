@@ -21,12 +21,14 @@ from zelo_ray.faults import ErrorLog
 from zelo_ray.judges.caller import JudgeCaller, TextTable
 from zelo_ray.judges.factory import preflight
 from zelo_ray.judges.store import VoteStore
+from zelo_ray.ticker import Ticker
 
 __all__ = ["Progress", "callers_log_answers", "execute"]
 
 
 class Progress:
-    """Pairs done, calls done, votes/s, failures, tokens and cost so far — logged every ``every_s``.
+    """Pairs done, calls done, votes/s, ETA, failures, tokens and cost so far — the first line after
+    ``first_s``, then one every ``every_s`` (:class:`zelo_ray.ticker.Ticker`).
 
     A pair is done when none of its calls is still waiting; with ``pending_pairs`` (the pair id
     of every call asked in this run) and ``n_pairs`` (all pairs of the run, including those
@@ -34,12 +36,13 @@ class Progress:
     is in (off when the caller prints its own summary).
     """
 
-    def __init__(self, total: int, log_fn=print, every_s: float = 5.0, *,
+    def __init__(self, total: int, log_fn=print, every_s: float = 30.0, *, first_s: float = 10.0,
                  pending_pairs: np.ndarray | None = None, n_pairs: int | None = None, final: bool = True) -> None:
-        self.total, self.log_fn, self.every_s, self.final = total, log_fn, every_s, final
+        self.total, self.log_fn, self.final = total, log_fn, final
+        self.ticker = Ticker(total, first_s=first_s, every_s=every_s)
         self.done = self.failed = self.tokens_in = self.tokens_out = 0
         self.cost = 0.0
-        self.t0 = self._last = time.perf_counter()
+        self.t0 = time.perf_counter()
         self.n_pairs = n_pairs
         self._pair_ids = self._waiting = None
         if pending_pairs is not None:
@@ -52,7 +55,6 @@ class Progress:
         return self.n_pairs - int((self._waiting > 0).sum())
 
     def update(self, votes: pa.Table) -> None:
-        now = time.perf_counter()
         self.done += votes.num_rows
         self.failed += votes["score"].null_count
         self.tokens_in += int(pc.sum(votes["input_tokens"]).as_py() or 0)
@@ -61,8 +63,7 @@ class Progress:
         if self._waiting is not None and votes.num_rows:
             idx = np.searchsorted(self._pair_ids, votes["pair_id"].to_numpy())
             np.subtract.at(self._waiting, np.clip(idx, 0, len(self._pair_ids) - 1), 1)
-        if now - self._last >= self.every_s or (self.final and self.done >= self.total):
-            self._last = now
+        if self.ticker.due(self.done) and (self.final or self.done < self.total):
             self.log_fn(self.line())
 
     def rate(self) -> float:
@@ -73,7 +74,7 @@ class Progress:
         pairs = self.pairs_done()
         head = f"pairs {pairs:,}/{self.n_pairs:,} · " if pairs is not None else ""
         return (f"      {head}calls {self.done:,}/{self.total:,} ({pct:.1f}%) · {self.rate():,.1f} votes/s · "
-                f"{self.failed:,} failed · tokens in {self.tokens_in:,} out {self.tokens_out:,} · "
+                f"{self.ticker.eta(self.done)} · {self.failed:,} failed · tokens in {self.tokens_in:,} out {self.tokens_out:,} · "
                 f"cost ${self.cost:.4f}")
 
 
@@ -217,7 +218,10 @@ def _execute_callers(todo: pa.Table, cfg: ZeloConfig, store: VoteStore, texts: T
             spill = store.path.parent / f".todo-{os.getpid()}"
             paths = _spill(todo, spill, block_rows)
             ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=len(paths)).map_batches(
-                _read_spill, batch_size=1, batch_format="pyarrow", num_cpus=0.1)
+                _read_spill, batch_size=1, batch_format="pyarrow", num_cpus=0.1,
+                # a fraction of a CPU each would let Ray start a worker process per file at once
+                # (the raylet's "startup concurrency" warning); two readers keep the callers fed
+                compute=ray.data.TaskPoolStrategy(size=min(2, len(paths))))
         else:
             ds = ray.data.from_arrow(_blocks(todo, block_rows))
         size = dict(size=least, max_tasks_in_flight_per_actor=acfg.batches_in_flight)

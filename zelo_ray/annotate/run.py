@@ -303,7 +303,8 @@ def judge_step(cfg: ZeloConfig, calls: _Calls, graph: _Graph, store: VoteStore, 
     asked lands in ``errors.parquet`` (a re-run asks it again)."""
     # with several buckets, a line a minute inside a long bucket (real judges take hours per
     # bucket) and the bucket's own summary line at its end
-    progress = Progress(calls.todo.num_rows, log_fn, every_s=60.0 if quiet else 5.0, final=not quiet,
+    progress = Progress(calls.todo.num_rows, log_fn, every_s=60.0 if quiet else 30.0,
+                        first_s=60.0 if quiet else 10.0, final=not quiet,
                         pending_pairs=calls.todo["pair_id"].to_numpy(),
                         n_pairs=graph.pairs.num_rows + graph.cross.num_rows)
     try:

@@ -53,7 +53,7 @@ def _one(mode: str, *, calls: int, rpm: float, burst_s: float, latency: float, m
             tasks, texts = _synthetic_tasks(calls, "bench")
             store = VoteStore(Path(tmp) / "votes")
             ensure_ray(cfg.ray)
-            progress = Progress(calls, log_fn=lines.append, every_s=1e9)
+            progress = Progress(calls, log_fn=lines.append, every_s=1e9, first_s=1e9)
             t0 = time.perf_counter()
             execute(tasks, cfg, store, texts, progress)
             wall = time.perf_counter() - t0

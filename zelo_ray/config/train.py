@@ -79,7 +79,8 @@ class TrainConfig(Strict):
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept on storage.")
     max_failures: int = Field(2, ge=0, description="Worker failures Ray Train recovers from (restarting "
                               "from the last checkpoint).")
-    log_every: int = Field(10, ge=1, description="Steps between progress lines.")
+    log_every: int = Field(10, ge=1, description="Steps between points of the loss curve (the run card's history and "
+                           "the workers' logs); the console shows about four of them and every validation.")
     seed: int = Field(0, description="Seed of group sampling, shuffling and the fresh head.")
     output: str | None = Field(None, description="Training directory (null: <workdir>/train); the final "
                                "model is <output>/model.")

@@ -8,7 +8,6 @@ nDCG@10 measures the reranker alone).
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from zelo_ray.faults import ErrorLog, FaultInjector
+from zelo_ray.ticker import Ticker
 from zelo_ray.train.examples import doc_texts, query_texts
 from zelo_ray.train.models import CARD, load_reranker
 from zelo_ray.train.scorer import QueryScorer, query_rows
@@ -76,10 +76,10 @@ def rerank_candidates(col, candidates: str | Path, checkpoint: str, queries: lis
         step = max(batch_size, 1024)
         scored = (scorer(chunk) for chunk in _query_chunks(rows, step))
 
-    t0 = time.perf_counter()
     score_of: dict[tuple[str, str], float] = {}
     model_of: dict[tuple[str, str], float] = {}
     done = 0
+    ticker = Ticker(len(dids))
     docs_of = dict(zip(rows["query_id"].to_pylist(), rows["doc_ids"].to_pylist()))
     for part in scored:
         bad = part.filter(pc.is_valid(part["error"]))
@@ -95,7 +95,8 @@ def rerank_candidates(col, candidates: str | Path, checkpoint: str, queries: lis
             score_of.update(zip(keys, s))
             model_of.update(zip(keys, p))
             done += len(keys)
-        log(f"      reranked {done:,}/{len(dids):,} pairs ({done / max(time.perf_counter() - t0, 1e-9):.1f} pairs/s)")
+        if ticker.due(done):
+            log(f"      reranked {done:,}/{len(dids):,} pairs ({ticker.rate(done):.1f} pairs/s, {ticker.eta(done)})")
     failed = set(qids) - {q for q, _ in score_of}
     rows_q, rows_d, rows_r, rows_s, rows_m = [], [], [], [], []
     all_q, all_d, all_r = t["query_id"].to_pylist(), t["doc_id"].to_pylist(), t["rank"].to_pylist()

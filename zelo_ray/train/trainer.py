@@ -136,11 +136,12 @@ def train_reranker(tcfg: TrainConfig, examples: str | Path, out_dir: str | Path,
                    key=lambda cm: cm[1]["val_score"], default=None)
         if best is not None:
             chosen, chosen_metrics = best
+    chose = ""
+    if validation:
         what = "r with zELO scores" if "val_r" in chosen_metrics else "nDCG@10"
-        log(f"      validation ({len(validation['query_ids'])} held-out training queries): best {what} "
-            f"{chosen_metrics.get('val_score', float('nan')):.4f} at step {chosen_metrics.get('step')} of "
-            f"{result.metrics.get('step')}" + (" (the base model is kept: fitting did not help)"
-                                              if chosen_metrics.get("step") == 0 else ""))
+        chose = (f"; validation ({len(validation['query_ids'])} held-out queries) keeps step {chosen_metrics.get('step')} "
+                 f"({what} {chosen_metrics.get('val_score', float('nan')):.4f})"
+                 + (": the base model, fitting did not help" if chosen_metrics.get("step") == 0 else ""))
     tmp = out_dir / "model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     # to_directory: the checkpoint may be on object storage (several nodes), not on this disk
@@ -163,6 +164,6 @@ def train_reranker(tcfg: TrainConfig, examples: str | Path, out_dir: str | Path,
     (tmp / CARD).write_text(json.dumps(final, indent=2, default=str))
     shutil.rmtree(model_dir, ignore_errors=True)
     tmp.replace(model_dir)
-    log(f"      trained {total} steps in {elapsed:.0f}s (loss {result.metrics.get('loss', float('nan')):.4f}); "
+    log(f"      trained {total} steps in {elapsed:.0f}s (loss {result.metrics.get('loss', float('nan')):.4f}){chose}; "
         f"model → {model_dir}")
     return final

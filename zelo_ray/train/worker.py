@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from zelo_ray.relay import say
+from zelo_ray.ticker import duration
 from zelo_ray.train.loop import Meter, StepRunner
 from zelo_ray.train.models import load_reranker, save_reranker
 
@@ -237,10 +238,14 @@ def train_loop_per_worker(cfg: dict) -> None:
                 time.sleep(5)
                 os._exit(1)
             if step % cfg["log_every"] == 0 or step == total:
+                console_every = cfg["log_every"] * max(1, -(-total // (4 * cfg["log_every"])))
                 m = meter.summary()
-                if rank == 0:
+                validates = bool(cfg.get("validation")) and (step % cfg["checkpoint_every"] == 0 or step == total)
+                if rank == 0:  # every point goes to the curve; a few lines to the console (a validation line says it too)
+                    left = (total - step) / max(m["samples_per_s"] / (gpb * cfg["group_size"]), 1e-9)  # every worker steps at once
                     say(cfg.get("relay"), f"[train] step {step}/{total} loss {m['loss']:.4f} lr {runner.lr():.2e} "
-                        f"{m['samples_per_s'] * world:.1f} samples/s", step=step, loss=m["loss"])
+                        f"{m['samples_per_s'] * world:.1f} samples/s, ETA {duration(left)}", step=step, loss=m["loss"],
+                        show=not validates and (step == total or step % console_every == 0))
                 meter.reset()
                 last = m
             if step % cfg["checkpoint_every"] == 0 or step == total:
@@ -249,12 +254,12 @@ def train_loop_per_worker(cfg: dict) -> None:
                 if cfg.get("validation"):  # picks the checkpoint (and Ray Tune's objective)
                     metrics.update(_validation(scorer, cfg["validation"], cfg["max_length"], device, rank))
                     if rank == 0:
-                        say(cfg.get("relay"), f"[train] step {step}/{total} {_validation_line(metrics)}",
-                            **_curve_point(metrics))
+                        say(cfg.get("relay"), f"[train] step {step}/{total} loss {last['loss']:.4f} · "
+                            f"{_validation_line(metrics)}", **_curve_point(metrics))
                 d = _save(runner, scorer, cfg, step, metrics, engine, rank)
                 ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d) if d else None)
                 if cfg.get("validation") and _no_gain(stopper, metrics.get("val_score"), cfg, world, device):
-                    if rank == 0:
+                    if rank == 0 and step < total:  # at the last step, stopping says nothing
                         say(cfg.get("relay"), f"[train] stopping at step {step}: {cfg['patience']} validations "
                             f"without gain (best {stopper['best']:.4f})")
                     total = step

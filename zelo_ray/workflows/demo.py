@@ -138,13 +138,8 @@ def run_quickstart(cfg: ZeloConfig, *, log=print, after_stage=None) -> dict:
             + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
     write_json(run.metrics, metrics_out)
     write_json(run.report, report)
-    loader = {"cross_encoder": "sentence_transformers.CrossEncoder",
-              "bi_encoder": "sentence_transformers.SentenceTransformer (an embedding model)"}.get(
-                  card.get("kind"), "zelo_ray.train.models.load_reranker")
-    log(f"wrote {run.metrics}, {run.report}; reranker: {ckpt} (loads with {loader}; "
-        "`zelo serve --checkpoint` serves it)")
     where = ray_logs_dir()
-    if where and not verbose():
-        log(f"Ray's worker logs: {where} (zelo --verbose shows them here)")
+    log(f"wrote {run.metrics} and {run.report.name}" + (f"; Ray's worker logs: {where} (zelo --verbose shows them "
+                                                         "here)" if where and not verbose() else ""))
     log(f"report: {write_report(run.workdir)}")
     return report
