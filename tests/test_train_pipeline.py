@@ -264,3 +264,12 @@ def test_served_function_is_the_evaluated_one(demo_run, tmp_path):
     served = [ids[shuffled[r["index"]]] for r in payload["results"]]
     assert served == ids
     assert [r["relevance_score"] for r in payload["results"]] == pytest.approx(scores, abs=1e-4)
+
+
+@pytest.mark.slow  # starts a real browser
+def test_the_demo_report_renders_in_a_headless_browser(demo_run, tmp_path):
+    """`zelo demo`'s report.html in headless Chromium: no console message, all five figures drawn."""
+    from tests.browser import open_in_browser
+
+    _, _, out, _ = demo_run
+    assert len(open_in_browser(out / "report.html", tmp_path)) == 5
