@@ -52,3 +52,25 @@ def test_verbose_shows_ray_worker_output(ray_tmp):
     out = stdout + stderr
     assert "worker-internal chatter" in out
     assert sum(line.endswith("[job] step 0") for line in out.splitlines()) >= 1
+
+
+def test_library_logs_and_warnings_go_to_the_run_directory(tmp_path, capsys):
+    """What libraries say while a command runs lands in <workdir>/logs/zelo.log, not on the
+    console; --verbose keeps warnings on the console too."""
+    import logging
+    import warnings
+
+    from zelo_ray.runlog import run_log
+
+    with run_log(tmp_path) as path:
+        logging.getLogger("some.library").info("connection pool ready")
+        warnings.warn("an internal deprecation", DeprecationWarning, stacklevel=1)
+    err = capsys.readouterr().err
+    text = path.read_text()
+    assert path == tmp_path / "logs" / "zelo.log"
+    assert "connection pool ready" in text and "an internal deprecation" in text
+    assert "an internal deprecation" not in err and "connection pool ready" not in err
+    assert not logging.getLogger().handlers or all(
+        getattr(h, "baseFilename", None) != str(path) for h in logging.getLogger().handlers)  # removed after
+    with run_log(None):  # no run directory: nothing written, nothing changed
+        pass

@@ -86,6 +86,7 @@ LAYERS = [
     ("config",),                                # typed configuration
     ("storage", "faults"),                      # plain I/O helpers: copying run dirs, errors tables
     ("layout", "raysession", "relay", "ticker"),  # run paths; joining Ray; workers' lines to the driver; progress cadence
+    ("runlog",),                                # a command's log file, and the link to Ray's session logs
     ("reach",),                                 # where workers on any node find the run's files
     ("data",), ("eval",), ("retrieval",), ("judges",), ("annotate",), ("train",), ("serve",),  # stages
     ("workflows",),                             # multi-stage flows

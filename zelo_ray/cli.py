@@ -29,6 +29,7 @@ from zelo_ray.faults import StageFailed
 from zelo_ray.judges.base import JudgeSetupError
 from zelo_ray.layout import layout
 from zelo_ray.raysession import VERBOSE_ENV
+from zelo_ray.runlog import run_log
 from zelo_ray.storage import RunSync
 from zelo_ray.workflows.audit import add_audit_arguments, cmd_audit
 from zelo_ray.workflows.report import add_report_command
@@ -231,9 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "run_command", False):  # benchmarks parse their own arguments
             return args.func(args)
         cfg = config_from_args(args)
-        # commands with a run directory pull it from data.output_uri first and push it back after
-        sync = RunSync(layout(cfg).workdir, cfg.output_uri() if hasattr(args, "dataset") else None, log=_log)
-        with sync:
+        # a run directory is pulled from data.output_uri and pushed back; library logs go to its logs/
+        run_dir = hasattr(args, "dataset")
+        sync = RunSync(layout(cfg).workdir, cfg.output_uri() if run_dir else None, log=_log)
+        with sync, run_log(layout(cfg).workdir if run_dir else None, verbose=args.verbose):
             return args.func(args, cfg, sync)
     except (ConfigError, DataError, FileNotFoundError, JudgeSetupError) as exc:
         print(f"zelo: {exc}", file=sys.stderr)

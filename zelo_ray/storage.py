@@ -49,8 +49,8 @@ def _copy(src_fs, src_root: str, dst_fs, dst_root: str, pushing: bool) -> int:
     have = _listing(dst_fs, dst_root)
     n = 0
     for rel, (size, mtime) in sorted(_listing(src_fs, src_root).items()):
-        if pushing and "/sockets/" in f"/{rel}":
-            continue
+        if pushing and ("/sockets/" in f"/{rel}" or rel.startswith("logs/ray/")):
+            continue  # logs/ray links to this machine's Ray session (runlog.link_ray_logs): not the run's
         if rel in have and have[rel][0] == size:
             # same size: a push re-sends only a file rewritten since its last upload (a JSON report);
             # immutable parts (votes, checkpoints) are sent once. A pull never overwrites a local file

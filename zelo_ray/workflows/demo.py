@@ -23,7 +23,8 @@ from zelo_ray.eval.table import metrics_lines
 from zelo_ray.retrieval.indexing import run_index
 from zelo_ray.retrieval.pipeline import run_retrieve
 from zelo_ray.layout import layout
-from zelo_ray.raysession import ray_logs_dir, verbose
+from zelo_ray.raysession import verbose
+from zelo_ray.runlog import link_ray_logs
 from zelo_ray.workflows.report import write_report
 
 __all__ = ["run_quickstart"]
@@ -138,8 +139,8 @@ def run_quickstart(cfg: ZeloConfig, *, log=print, after_stage=None) -> dict:
             + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
     write_json(run.metrics, metrics_out)
     write_json(run.report, report)
-    where = ray_logs_dir()
-    log(f"wrote {run.metrics} and {run.report.name}" + (f"; Ray's worker logs: {where} (zelo --verbose shows them "
-                                                         "here)" if where and not verbose() else ""))
+    ray_link = link_ray_logs(run.workdir)
+    log(f"wrote {run.metrics} and {run.report.name}; logs: {run.workdir / 'logs'} (zelo.log"
+        + (", ray/ = Ray's worker logs" if ray_link else "") + ("" if verbose() else "; zelo --verbose shows them here") + ")")
     log(f"report: {write_report(run.workdir)}")
     return report
