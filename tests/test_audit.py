@@ -116,13 +116,14 @@ def test_trec_runs_sort_by_score_and_report_bad_lines(tmp_path):
                  "q1 Q0 d1 3 0.1 sys\n"          # repeated
                  "q1 Q0 d3 4 sys\n"              # five fields
                  "q2 Q0 d9 1 abc sys\n"          # not a number
+                 "q2 Q0 d8 1e999 1 sys\n"        # a rank no integer holds
                  "q2 Q0 zz 1 1.0 sys\n"          # not in the corpus
                  "q3 Q0 d1 1 1.0 sys\n"          # not sampled
                  "# comment\n\n"
                  "q2 Q0 d4 2 0.2 sys\n")
     rf = read_run(p, queries={"q1", "q2"}, doc_ids={"d1", "d2", "d3", "d4"})
     assert rf.run == {"q1": ["d2", "d1"], "q2": ["d4"]}
-    assert [w for w, _ in rf.problems] == ["sys.trec:3", "sys.trec:4", "sys.trec:5", "sys.trec:6"]
+    assert [w for w, _ in rf.problems] == ["sys.trec:3", "sys.trec:4", "sys.trec:5", "sys.trec:6", "sys.trec:7"]
     assert rf.skipped_queries == 1
     out = tmp_path / "back.trec"
     write_run(rf.run, out, tag="x")
@@ -139,6 +140,18 @@ def test_unicode_ids_survive_a_trec_round_trip(tmp_path, ids):
     run = {ids[0]: ids[1:] or [ids[0]]}
     write_run(run, tmp_path / "u.trec")
     assert read_run(tmp_path / "u.trec").run == run
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(st.text(max_size=60), max_size=15))
+def test_any_text_in_a_run_file_is_parsed_or_reported(tmp_path, lines):
+    p = tmp_path / "fuzz.trec"
+    p.write_bytes("\n".join(lines).encode("utf-8", "surrogatepass"))
+    rf = read_run(p)
+    kept = sum(len(v) for v in rf.run.values())
+    assert kept + len(rf.problems) <= len([x for x in p.read_bytes().split(b"\n")])
+    for where, why in rf.problems:
+        assert where.startswith("fuzz.trec:") and why
 
 
 # --- pooling, scores, failures ----------------------------------------------------------------

@@ -65,7 +65,9 @@ def test_library_logs_and_warnings_go_to_the_run_directory(tmp_path, capsys):
     with run_log(tmp_path) as path:
         logging.getLogger("some.library").info("connection pool ready")
         warnings.warn("an internal deprecation", DeprecationWarning, stacklevel=1)
+        logging.getLogger("zelo_ray.data.collection").warning("corpus.jsonl: 2 empty documents kept")
     err = capsys.readouterr().err
+    assert "2 empty documents kept" in err and "2 empty documents kept" in path.read_text()
     text = path.read_text()
     assert path == tmp_path / "logs" / "zelo.log"
     assert "connection pool ready" in text and "an internal deprecation" in text

@@ -2,7 +2,8 @@
 
 While a ``zelo`` command runs, every library's log records at INFO and above (Ray, Ray Data,
 LanceDB, httpx, transformers …) and Python warnings go to ``<workdir>/logs/zelo.log``; the
-console keeps the command's own progress lines and the errors a user acts on. At the end,
+console keeps the command's own progress lines and zelo's own warnings (an empty document, a
+judge that keeps failing), which a user can act on. At the end,
 ``<workdir>/logs/ray`` links to the Ray session's log folder (the workers' output), so both are
 found from the run directory. ``zelo --verbose`` keeps warnings on the console as well.
 
@@ -66,9 +67,14 @@ def run_log(workdir: str | Path | None, *, verbose: bool = False):
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter(_FORMAT))
+    # our own warnings (an empty document, a judge that keeps failing) are for the user: the console too
+    console = logging.StreamHandler()
+    console.setLevel(logging.WARNING)
+    console.addFilter(lambda record: record.name == "zelo_ray" or record.name.startswith("zelo_ray."))
     root = logging.getLogger()
     level = root.level
     root.addHandler(handler)
+    root.addHandler(console)
     if root.level == logging.NOTSET or root.level > logging.INFO:
         root.setLevel(logging.INFO)
     if not verbose:
@@ -80,5 +86,6 @@ def run_log(workdir: str | Path | None, *, verbose: bool = False):
         if not verbose:
             logging.captureWarnings(False)
         root.removeHandler(handler)
+        root.removeHandler(console)
         root.setLevel(level)
         handler.close()

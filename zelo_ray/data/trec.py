@@ -62,7 +62,7 @@ def read_run(path: str | Path, *, queries: Container[str] | None = None,
             q, _, d, rank_s, score_s, _ = parts
             try:
                 score, rank = float(score_s), int(float(rank_s))
-            except ValueError:
+            except (ValueError, OverflowError):
                 problems.append((where, f"rank {rank_s!r} or score {score_s!r} is not a number"))
                 continue
             if score != score:
