@@ -204,12 +204,14 @@ def save_reranker(model: Reranker, out: str | Path, card: dict) -> Path:
     """A standard Hugging Face folder (weights + tokenizer) plus ``zelo_card.json``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    inner = model.model
+    inner, state = model.model, None
+    if hasattr(inner, "get_base_model"):  # LoRA: save the merged weights, a plain model anyone can load
+        inner, state = inner.get_base_model(), merged_lora_state(inner)
     inner.config.id2label, inner.config.label2id = {0: "relevance"}, {"relevance": 0}
     if model.kind == "cross_encoder":
         # sentence-transformers reads this to apply a sigmoid: scores come out in [0, 1]
         inner.config.sentence_transformers = {"activation_fn": "torch.nn.modules.activation.Sigmoid"}
-    inner.save_pretrained(out, safe_serialization=True)
+    inner.save_pretrained(out, state_dict=state, safe_serialization=True)
     model.tokenizer.save_pretrained(out)
     extra = {}
     if model.kind == "bi_encoder":
@@ -217,6 +219,22 @@ def save_reranker(model: Reranker, out: str | Path, card: dict) -> Path:
         _sentence_transformers_layout(out, inner.config.hidden_size)
     (out / CARD).write_text(json.dumps({"kind": model.kind, **extra, **card}, indent=2, default=str))
     return out
+
+
+def merged_lora_state(peft_model) -> dict[str, torch.Tensor]:
+    """The base model's state dict with every LoRA adapter's update added to the weight it adapts
+    (W + B·A·scale), under the base model's own parameter names; the model itself is unchanged, so
+    training goes on after a checkpoint."""
+    base = peft_model.get_base_model()
+    state = {name.replace(".base_layer.", "."): t.detach().clone() for name, t in base.state_dict().items()
+             if "lora_" not in name}
+    for name, module in base.named_modules():
+        if hasattr(module, "get_delta_weight") and hasattr(module, "base_layer"):
+            key = f"{name}.weight"
+            for adapter in module.active_adapters:
+                if adapter in getattr(module, "lora_A", {}):
+                    state[key] = state[key] + module.get_delta_weight(adapter).detach().to(state[key].dtype)
+    return state
 
 
 def _sentence_transformers_layout(out: Path, dim: int) -> None:

@@ -94,6 +94,8 @@ def train_reranker(tcfg: TrainConfig, examples: str | Path, out_dir: str | Path,
     log(f"      {n_groups:,} query groups × {tcfg.group_size} docs; {total} steps of {tcfg.batch_size} rows × "
         f"{tcfg.num_workers} worker(s) ({tcfg.loss} loss, {tcfg.deepspeed_stage and f'ZeRO-{tcfg.deepspeed_stage}' or 'DDP'}"
         f", {'GPU' if tcfg.use_gpu else 'CPU'}); checkpoints every {tcfg.checkpoint_every} steps in {out_dir / 'ray'}")
+    if tcfg.deepspeed_stage and not tcfg.use_gpu:
+        _prepare_deepspeed_cpu(log)
     ensure_ray(ray_cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = ray.data.DataContext.get_current()
@@ -167,3 +169,14 @@ def train_reranker(tcfg: TrainConfig, examples: str | Path, out_dir: str | Path,
     log(f"      trained {total} steps in {elapsed:.0f}s (loss {result.metrics.get('loss', float('nan')):.4f}){chose}; "
         f"model → {model_dir}")
     return final
+
+
+def _prepare_deepspeed_cpu(log) -> None:
+    """Build DeepSpeed's CPU op here, once, before the workers would each try (train/ds_ops.py)."""
+    from zelo_ray.train.ds_ops import prepare_cpu_ops
+
+    try:
+        import deepspeed  # noqa: F401
+    except ImportError as e:  # the same message the workers give
+        raise ImportError("train.deepspeed_stage > 0 needs the 'deepspeed' extra: pip install -e '.[deepspeed]'") from e
+    prepare_cpu_ops(log=log)

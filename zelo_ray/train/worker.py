@@ -39,7 +39,7 @@ def _maybe_lora(model, cfg: dict):
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as e:
-        raise ImportError("train.lora_r > 0 needs the 'peft' package (pip install peft)") from e
+        raise ImportError("train.lora_r > 0 needs the 'lora' extra: pip install -e '.[lora]'") from e
     model.model = get_peft_model(model.model, LoraConfig(r=cfg["lora_r"], lora_alpha=2 * cfg["lora_r"],
                                                          target_modules="all-linear"))
     return model
@@ -51,6 +51,10 @@ def _deepspeed_engine(model, cfg: dict, total_steps: int, warmup: int, use_bf16:
     except ImportError as e:
         raise ImportError("train.deepspeed_stage > 0 needs the 'deepspeed' extra: "
                           "pip install -e '.[deepspeed]'") from e
+    if not cfg["use_gpu"]:  # never wait forever on an orphaned build lock (train/ds_ops.py)
+        from zelo_ray.train.ds_ops import prepare_cpu_ops
+
+        prepare_cpu_ops()
     # Ray Train has already created the process group (gloo on CPU, NCCL on GPU).
     deepspeed.init_distributed(dist_backend="nccl" if cfg["use_gpu"] else "gloo")
     ds_config = {
