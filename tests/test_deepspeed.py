@@ -154,11 +154,10 @@ def test_a_lora_model_exports_its_merged_weights_and_keeps_training(tmp_path):
     whose scores are the live adapted model's; the live model keeps its adapters."""
     import torch
 
-    from zelo_ray.train.models import save_reranker
-    from zelo_ray.train.worker import _maybe_lora
+    from zelo_ray.train.models import apply_lora, save_reranker
 
     base = tiny_decoder(tmp_path / "dec", hidden=32, intermediate=64, layers=1, heads=2)
-    model = _maybe_lora(load_reranker(base), {"lora_r": 4})
+    model = apply_lora(load_reranker(base), 4)
     torch.manual_seed(1)
     with torch.no_grad():  # LoRA's B starts at zero: give the adapters something to merge
         for name, p in model.model.named_parameters():
@@ -173,3 +172,25 @@ def test_a_lora_model_exports_its_merged_weights_and_keeps_training(tmp_path):
     assert torch.allclose(live, exported, atol=1e-5) and not torch.allclose(live, untouched, atol=1e-3)
     assert any("lora_A" in n for n, _ in model.model.named_parameters())          # still training LoRA
     assert torch.allclose(model.score(q, d, max_length=32), live)
+
+
+def test_the_gpu_deepspeed_check_runs_end_to_end_on_cpu_in_dry_mode(tmp_path):
+    """pipelines/bench/gpu_deepspeed.py with tiny shapes on CPU: every model × ZeRO stage × LoRA/full
+    configuration trains and is written to the JSON (the GPU run differs only in shapes and device)."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "dry.json"
+    script = Path(__file__).resolve().parents[1] / "pipelines" / "bench" / "gpu_deepspeed.py"
+    r = subprocess.run([sys.executable, str(script), "--dry", "--out", str(out)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    runs = result["runs"]
+    assert result["dry"] and result["deepspeed"] == "0.19.8"
+    assert {(x["model"], x["zero_stage"], x["mode"]) for x in runs} == {
+        (m, s, mode) for m in ("tiny-a", "tiny-b") for s in (2, 3) for mode in ("full", "lora r16")}
+    assert all(x["samples_per_s"] > 0 and np.isfinite(x["loss_first_last"]).all() for x in runs), runs
+    lora = [x for x in runs if x["mode"] != "full"]
+    assert all(x["params_trainable"] < x["params_matmul"] for x in lora)

@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["clear_stale_lock", "prepare_cpu_ops", "shm_op_lock", "stale"]
+__all__ = ["clear_stale_lock", "deepspeed_config", "deepspeed_engine", "prepare_cpu_ops", "shm_op_lock", "stale"]
 
 STALE_AFTER_S = 600.0
 """No build of this op takes ten minutes (about one on 2 busy cores): a lock this old is an orphan."""
@@ -104,3 +104,38 @@ def prepare_cpu_ops(*, timeout_s: float = 900.0, max_age_s: float = STALE_AFTER_
                            f"Python headers): {box['error']}") from box["error"]
     if time.perf_counter() - t0 > 5:
         log(f"      built DeepSpeed's CPU all-reduce op in {time.perf_counter() - t0:.0f} s (once per machine)")
+
+
+def deepspeed_config(cfg: dict, total_steps: int, warmup: int, use_bf16: bool) -> dict:
+    """The DeepSpeed config of a training run (``cfg``: the training loop's config dict)."""
+    return {
+        "train_micro_batch_size_per_gpu": cfg["batch_size"],
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": cfg["grad_clip"] or 0.0,
+        # torch_adam on CPU: no fused CUDA kernel to build
+        "optimizer": {"type": "AdamW", "params": {"lr": cfg["lr"], "weight_decay": cfg["weight_decay"],
+                                                  "torch_adam": not cfg["use_gpu"]}},
+        "scheduler": {"type": "WarmupDecayLR", "params": {
+            "warmup_min_lr": 0.0, "warmup_max_lr": cfg["lr"], "warmup_num_steps": max(1, warmup),
+            "total_num_steps": max(total_steps, warmup + 1), "warmup_type": "linear"}},
+        "zero_optimization": {"stage": cfg["deepspeed_stage"]},
+        "bf16": {"enabled": use_bf16},
+        "steps_per_print": 10**9,
+    }
+
+
+def deepspeed_engine(model, cfg: dict, total_steps: int, warmup: int, use_bf16: bool):
+    """A DeepSpeed engine around ``model`` in a process group that already exists (Ray Train's, or
+    one the caller made): gloo on CPU, NCCL on GPU."""
+    try:
+        import deepspeed
+    except ImportError as e:
+        raise ImportError("train.deepspeed_stage > 0 needs the 'deepspeed' extra: "
+                          "pip install -e '.[deepspeed]'") from e
+    if not cfg["use_gpu"]:  # never wait forever on an orphaned build lock
+        prepare_cpu_ops()
+    deepspeed.init_distributed(dist_backend="nccl" if cfg["use_gpu"] else "gloo")
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
+                                      config=deepspeed_config(cfg, total_steps, warmup, use_bf16),
+                                      dist_init_required=False)
+    return engine

@@ -221,6 +221,21 @@ def save_reranker(model: Reranker, out: str | Path, card: dict) -> Path:
     return out
 
 
+def apply_lora(model: Reranker, r: int) -> Reranker:
+    """Wrap a decoder scorer's transformer in LoRA adapters of rank ``r`` on every linear layer
+    (``r = 0``: full fine-tuning, the model as it is). Checkpoints save the merged weights."""
+    if not r:
+        return model
+    if model.kind != "decoder_yes":
+        raise ValueError("train.lora_r applies to decoder bases (kind decoder_yes)")
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as e:
+        raise ImportError("train.lora_r > 0 needs the 'lora' extra: pip install -e '.[lora]'") from e
+    model.model = get_peft_model(model.model, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear"))
+    return model
+
+
 def merged_lora_state(peft_model) -> dict[str, torch.Tensor]:
     """The base model's state dict with every LoRA adapter's update added to the weight it adapts
     (W + B·A·scale), under the base model's own parameter names; the model itself is unchanged, so

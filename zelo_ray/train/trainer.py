@@ -176,7 +176,7 @@ def _prepare_deepspeed_cpu(log) -> None:
     from zelo_ray.train.ds_ops import prepare_cpu_ops
 
     try:
-        import deepspeed  # noqa: F401
+        import deepspeed  # noqa: F401 - only whether it is installed
     except ImportError as e:  # the same message the workers give
         raise ImportError("train.deepspeed_stage > 0 needs the 'deepspeed' extra: pip install -e '.[deepspeed]'") from e
     prepare_cpu_ops(log=log)

@@ -13,7 +13,8 @@ import torch
 from zelo_ray.relay import say
 from zelo_ray.ticker import duration
 from zelo_ray.train.loop import Meter, StepRunner
-from zelo_ray.train.models import load_reranker, save_reranker
+from zelo_ray.train.ds_ops import deepspeed_engine
+from zelo_ray.train.models import apply_lora, load_reranker, save_reranker
 
 __all__ = ["train_loop_per_worker", "STATE_FILE"]
 
@@ -29,52 +30,6 @@ def _precision(cfg: dict) -> str:
     if cfg["precision"] == "auto":
         return "bf16" if cfg["use_gpu"] else "fp32"
     return cfg["precision"]
-
-
-def _maybe_lora(model, cfg: dict):
-    if not cfg["lora_r"]:
-        return model
-    if model.kind != "decoder_yes":
-        raise ValueError("train.lora_r applies to decoder bases (kind decoder_yes)")
-    try:
-        from peft import LoraConfig, get_peft_model
-    except ImportError as e:
-        raise ImportError("train.lora_r > 0 needs the 'lora' extra: pip install -e '.[lora]'") from e
-    model.model = get_peft_model(model.model, LoraConfig(r=cfg["lora_r"], lora_alpha=2 * cfg["lora_r"],
-                                                         target_modules="all-linear"))
-    return model
-
-
-def _deepspeed_engine(model, cfg: dict, total_steps: int, warmup: int, use_bf16: bool):
-    try:
-        import deepspeed
-    except ImportError as e:
-        raise ImportError("train.deepspeed_stage > 0 needs the 'deepspeed' extra: "
-                          "pip install -e '.[deepspeed]'") from e
-    if not cfg["use_gpu"]:  # never wait forever on an orphaned build lock (train/ds_ops.py)
-        from zelo_ray.train.ds_ops import prepare_cpu_ops
-
-        prepare_cpu_ops()
-    # Ray Train has already created the process group (gloo on CPU, NCCL on GPU).
-    deepspeed.init_distributed(dist_backend="nccl" if cfg["use_gpu"] else "gloo")
-    ds_config = {
-        "train_micro_batch_size_per_gpu": cfg["batch_size"],
-        "gradient_accumulation_steps": 1,
-        "gradient_clipping": cfg["grad_clip"] or 0.0,
-        # torch_adam on CPU: no fused CUDA kernel to build
-        "optimizer": {"type": "AdamW", "params": {"lr": cfg["lr"], "weight_decay": cfg["weight_decay"],
-                                                  "torch_adam": not cfg["use_gpu"]}},
-        "scheduler": {"type": "WarmupDecayLR", "params": {
-            "warmup_min_lr": 0.0, "warmup_max_lr": cfg["lr"], "warmup_num_steps": max(1, warmup),
-            "total_num_steps": max(total_steps, warmup + 1), "warmup_type": "linear"}},
-        "zero_optimization": {"stage": cfg["deepspeed_stage"]},
-        "bf16": {"enabled": use_bf16},
-        "steps_per_print": 10**9,
-    }
-    engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters()
-                                                                     if p.requires_grad],
-                                      config=ds_config, dist_init_required=False)
-    return engine
 
 
 def _save(runner: StepRunner, scorer, cfg: dict, step: int, metrics: dict, engine, rank: int) -> str | None:
@@ -186,10 +141,10 @@ def train_loop_per_worker(cfg: dict) -> None:
             state = torch.load(os.path.join(ckpt_dir, STATE_FILE), weights_only=False)
             start_step = state["step"]
         base = ckpt_dir
-    scorer = _maybe_lora(load_reranker(base, cfg["kind"]), cfg)
+    scorer = apply_lora(load_reranker(base, cfg["kind"]), cfg["lora_r"])
     engine = None
     if cfg["deepspeed_stage"]:
-        engine = _deepspeed_engine(scorer, cfg, total, warmup, precision == "bf16")
+        engine = deepspeed_engine(scorer, cfg, total, warmup, precision == "bf16")
         if ckpt is not None and os.path.isdir(os.path.join(ckpt_dir, DS_DIR)):
             _, client = engine.load_checkpoint(os.path.join(ckpt_dir, DS_DIR), tag="latest_step")
             start_step = int((client or {}).get("step", 0))
