@@ -4,7 +4,7 @@ On CPU, DeepSpeed's communication backend JIT-compiles a shared-memory all-reduc
 (``deepspeed_shm_comm``) the first time a process initialises it. PyTorch's extension builder
 guards the build directory with a ``lock`` file: whoever creates it builds, everyone else polls
 until it disappears. A build that is killed (a timeout, Ctrl-C, an OOM kill — easy on a loaded
-2-core machine where the first build takes a minute) leaves the file behind, and from then on
+2-core machine where the first build competes for the cores) leaves the file behind, and from then on
 every DeepSpeed start on that machine waits for it forever, silently. That is how the first
 ZeRO test "hung in DeepSpeed's init" (reproduced: a stale lock file, and init waits past any
 timeout).
@@ -31,7 +31,7 @@ from pathlib import Path
 __all__ = ["clear_stale_lock", "deepspeed_config", "deepspeed_engine", "prepare_cpu_ops", "shm_op_lock", "stale"]
 
 STALE_AFTER_S = 600.0
-"""No build of this op takes ten minutes (about one on 2 busy cores): a lock this old is an orphan."""
+"""No build of this op takes ten minutes (19 s on 2 idle cores): a lock this old is an orphan."""
 
 
 def stale(*, age_s: float, max_age_s: float = STALE_AFTER_S) -> bool:
