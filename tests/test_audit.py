@@ -374,3 +374,23 @@ def test_the_audit_report_renders_in_a_headless_browser(corpus, tmp_path):
         assert main(_args(root, src, "--label", "browser")) == 0
     figs = open_in_browser(out / "report.html", tmp_path)
     assert len(figs) >= 4          # the systems, Elo (2), and the history or position bias
+
+
+def test_audit_runs_our_own_retrieval_on_the_sampled_log_queries(corpus, ray_tmp, monkeypatch):
+    """--retrieval: BM25, dense and hybrid over the collection's indexes (built on first use) for
+    the log's queries, audited next to the given runs."""
+    root, src, _ = corpus
+    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+    out = root / "ours"
+    try:
+        assert main(_args(root, src, "--retrieval", "--sample", "10", "--out", str(out), "--set", "ray.num_cpus=2")) == 0
+    finally:
+        import ray
+
+        ray.shutdown()  # the modules after this one start their own Ray instances
+    audit = json.loads((out / "audit.json").read_text())
+    assert set(audit["systems"]) == {"good", "broken", "weak", "bm25", "dense", "hybrid"}
+    for name in ("bm25", "dense", "hybrid"):
+        info = audit["systems_info"][name]
+        assert info["queries"] == 10 and "retrieval.parquet" in info["source"]
+    assert (root / "run" / "index" / "bm25").exists() and (out / "index").is_symlink()

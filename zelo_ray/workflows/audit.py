@@ -95,14 +95,14 @@ def _append_history(path: Path, entry: dict) -> list[dict]:
 
 def run_audit(cfg: ZeloConfig, *, queries: str | None = None, runs: dict[str, str] | None = None,
               candidates: str | None = None, endpoints: dict[str, str] | None = None, label: str | None = None,
-              dry_run: bool = False, log=print) -> dict:
+              retrieval: bool = False, dry_run: bool = False, log=print) -> dict:
     """Run (or resume) an audit; returns what ``audit.json`` holds (or the estimate, with ``dry_run``)."""
     from zelo_ray.annotate.estimate import estimate_annotate
     from zelo_ray.annotate.run import run_annotate
     from zelo_ray.data import prepare
     from zelo_ray.eval.audit import find_failures, pool_runs, score_systems
     from zelo_ray.eval.labelfree import graded_qrels
-    from zelo_ray.workflows.audit_inputs import load_sample, load_systems, write_pool
+    from zelo_ray.workflows.audit_inputs import load_sample, load_systems, our_retrieval, write_collection, write_pool
     from zelo_ray.workflows.report import write_report
 
     acfg = cfg.audit
@@ -117,8 +117,17 @@ def run_audit(cfg: ZeloConfig, *, queries: str | None = None, runs: dict[str, st
     log(f"[1/5] sample: {sampling['sampled']:,} of {sampling['distinct_queries']:,} distinct queries "
         f"({sampling['rule']}) from {sampling['source']}"
         + (f"; {sampling['bad_records']:,} bad records skipped" if sampling["bad_records"] else ""))
+    simulated = any(j.simulated for j in cfg.annotate.judges)
+    qrels = None
+    if simulated:
+        if not col.splits:
+            raise DataError(f"{col.root}: simulated judges are driven by qrels and this collection has none; "
+                            "configure LLM judges in annotate.judges (docs/judging.md)")
+        qrels = pa.concat_tables(pq.read_table(col.qrels_path(s)) for s in col.splits)
+    audit_col = write_collection(out, col, sample, qrels)
+    ours = our_retrieval(cfg, out, log) if retrieval else None
     systems = load_systems(cfg, col, sample, runs=runs or {}, candidates=candidates, endpoints=endpoints or {},
-                           errors=errors, log=log)
+                           errors=errors, log=log, retrieval=str(ours) if ours else None)
     ids = [q.query_id for q in sample]
     pool = pool_runs(systems.runs, ids, depth=acfg.pool_depth)
     pool = {q: docs for q, docs in pool.items() if len(docs) >= 2}
@@ -127,14 +136,7 @@ def run_audit(cfg: ZeloConfig, *, queries: str | None = None, runs: dict[str, st
         f"{sum(sizes):,} documents for {len(pool):,} queries (mean {np.mean(sizes) if sizes else 0:.1f} per query)")
     if not pool:
         raise DataError("no sampled query has two or more pooled documents: nothing to judge")
-    simulated = any(j.simulated for j in cfg.annotate.judges)
-    qrels = None
-    if simulated:
-        if not col.splits:
-            raise DataError(f"{col.root}: simulated judges are driven by qrels and this collection has none; "
-                            "configure LLM judges in annotate.judges (docs/judging.md)")
-        qrels = pa.concat_tables(pq.read_table(col.qrels_path(s)) for s in col.splits)
-    audit_col = write_pool(out, col, sample, pool, qrels)
+    write_pool(out, pool)
     acfg2 = cfg.model_copy(deep=True)
     acfg2.annotate.output, acfg2.annotate.top_n = str(out / "annotate"), max(sizes)
     acfg2.annotate.query_split = acfg2.annotate.max_queries = None
@@ -197,6 +199,8 @@ def add_audit_arguments(p) -> None:
     p.add_argument("--stratify-by", help="stratify the sample by this field of the log (sets audit.stratify_by)")
     p.add_argument("--run", action="append", default=[], metavar="NAME=FILE", help="a system's TREC run (repeatable)")
     p.add_argument("--candidates", help="a `zelo retrieve` candidates set: adds its bm25, dense and hybrid")
+    p.add_argument("--retrieval", action="store_true", help="run our own retrieval on the sample (the "
+                   "collection's indexes, built if missing): adds bm25, dense and hybrid")
     p.add_argument("--endpoint", action="append", default=[], metavar="NAME=URL",
                    help="a live rerank endpoint (…/v2/rerank Cohere-style, …/rerank TEI) reordering "
                    "audit.rerank_over's results (repeatable)")
@@ -211,6 +215,7 @@ def cmd_audit(args, cfg: ZeloConfig, sync) -> int:
             setattr(cfg.audit, fieldname, getattr(args, flag))
     result = run_audit(cfg, queries=args.queries, runs=_named(args.run, "--run"), candidates=args.candidates,
                        endpoints=_named(args.endpoint, "--endpoint"), label=args.label, dry_run=args.dry_run,
+                       retrieval=args.retrieval,
                        log=lambda m: print(m, file=__import__("sys").stderr))
     if args.report:
         Path(args.report).write_text(json.dumps(result, indent=1, default=str) + "\n")

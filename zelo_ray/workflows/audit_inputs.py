@@ -24,7 +24,7 @@ from zelo_ray.data.schema import QRELS, QUERIES, DataError
 from zelo_ray.data.trec import read_run
 from zelo_ray.faults import ErrorLog
 
-__all__ = ["AuditSystems", "doc_texts", "load_sample", "load_systems", "write_pool"]
+__all__ = ["AuditSystems", "doc_texts", "load_sample", "load_systems", "our_retrieval", "write_collection", "write_pool"]
 
 
 def _record(errors: ErrorLog, problems: list[tuple[str, str]], error_type: str) -> None:
@@ -79,9 +79,10 @@ def _add(systems: AuditSystems, name: str, run: dict, info: dict) -> None:
 
 
 def load_systems(cfg: ZeloConfig, col, sample: list[LoggedQuery], *, runs: dict[str, str], candidates: str | None,
-                 endpoints: dict[str, str], errors: ErrorLog, log) -> AuditSystems:
-    """Every system's ranking of the sampled queries: TREC runs, an existing candidates set
-    (our own BM25 / dense / hybrid) and rerank endpoints over one of them."""
+                 endpoints: dict[str, str], errors: ErrorLog, log, retrieval: str | None = None) -> AuditSystems:
+    """Every system's ranking of the sampled queries: TREC runs, an existing candidates set,
+    our own retrieval of the sample (``retrieval``: its candidates, :func:`our_retrieval`) — each
+    adding BM25 / dense / hybrid — and rerank endpoints over one of them."""
     from zelo_ray.eval.evaluate import rankings_from_candidates
 
     acfg = cfg.audit
@@ -94,9 +95,10 @@ def load_systems(cfg: ZeloConfig, col, sample: list[LoggedQuery], *, runs: dict[
             raise DataError(f"{path}: none of the {len(ids):,} sampled queries is in this run "
                             f"({rf.lines:,} lines, {len(rf.problems):,} bad); are its query ids the log's?")
         _add(systems, name, rf.run, {"source": str(path), "queries": len(rf.run), "bad_lines": len(rf.problems)})
-    if candidates:
-        for name, run in rankings_from_candidates(candidates, sorted(ids), cfg.evaluate.depth).items():
-            _add(systems, name, run, {"source": f"{candidates} ({name})", "queries": len(run), "bad_lines": 0})
+    for source in (candidates, retrieval):
+        if source:
+            for name, run in rankings_from_candidates(source, sorted(ids), cfg.evaluate.depth).items():
+                _add(systems, name, run, {"source": f"{source} ({name})", "queries": len(run), "bad_lines": 0})
     _drop_unknown_docs(col, systems, errors)
     if endpoints:
         over = acfg.rerank_over or ("hybrid" if "hybrid" in systems.runs else next(iter(systems.runs), None))
@@ -123,7 +125,7 @@ def load_systems(cfg: ZeloConfig, col, sample: list[LoggedQuery], *, runs: dict[
             _add(systems, name, run, {"source": url, "queries": len(run), "failed_queries": len(problems),
                                       "reranks": over})
     if not systems.runs:
-        raise DataError("no systems to audit: give TREC runs (--run NAME=FILE), --candidates or --endpoint")
+        raise DataError("no systems to audit: give TREC runs (--run NAME=FILE), --candidates, --retrieval or --endpoint")
     return systems
 
 
@@ -157,15 +159,11 @@ def _write_if_changed(table: pa.Table, path: Path) -> None:
     tmp.replace(path)
 
 
-def write_pool(out: Path, col, sample: list[LoggedQuery], pool: dict[str, list[str]], qrels: pa.Table | None):
-    """``<out>/pool.parquet`` (candidates: query_id, doc_id, rank) and ``<out>/data``: a collection
-    of the sampled queries over the user's corpus (linked, not copied). Returns its path."""
+def write_collection(out: Path, col, sample: list[LoggedQuery], qrels: pa.Table | None):
+    """``<out>/data``: a collection of the sampled queries over the user's corpus (linked, not
+    copied), which the judging stage (and our own retrieval) read. Returns it."""
     from zelo_ray.data import open_collection
 
-    rows = [(q, d, r) for q, docs in pool.items() for r, d in enumerate(docs, 1)]
-    _write_if_changed(pa.table({"query_id": pa.array([r[0] for r in rows], pa.string()),
-                                "doc_id": pa.array([r[1] for r in rows], pa.string()),
-                                "rank": pa.array([r[2] for r in rows], pa.int32())}), out / "pool.parquet")
     data = out / "data"
     (data / "qrels").mkdir(parents=True, exist_ok=True)
     link = data / "corpus.parquet"
@@ -183,5 +181,42 @@ def write_pool(out: Path, col, sample: list[LoggedQuery], pool: dict[str, list[s
         splits["audit"] = {"queries": len(set(sub["query_id"].to_pylist())), "pairs": sub.num_rows}
     manifest = {"name": f"{col.name}-audit", "counts": {"docs": col.n_docs, "queries": len(sample), "qrels": splits},
                 "fingerprint": {"audit_of": str(col.root)}, "warnings": []}
-    (data / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    text = json.dumps(manifest, indent=1)
+    if not (data / "manifest.json").exists() or (data / "manifest.json").read_text() != text:
+        (data / "manifest.json").write_text(text)
     return open_collection(data)
+
+
+def write_pool(out: Path, pool: dict[str, list[str]]) -> Path:
+    """``<out>/pool.parquet``: the judged candidates (query_id, doc_id, rank in the fused pool)."""
+    rows = [(q, d, r) for q, docs in pool.items() for r, d in enumerate(docs, 1)]
+    path = out / "pool.parquet"
+    _write_if_changed(pa.table({"query_id": pa.array([r[0] for r in rows], pa.string()),
+                                "doc_id": pa.array([r[1] for r in rows], pa.string()),
+                                "rank": pa.array([r[2] for r in rows], pa.int32())}), path)
+    return path
+
+
+def our_retrieval(cfg: ZeloConfig, out: Path, log) -> Path:
+    """Our own BM25, dense and hybrid retrieval of the sampled queries (``<out>/data``) over the
+    collection's indexes (built first if missing): ``<out>/retrieval.parquet``."""
+    from zelo_ray.layout import layout
+    from zelo_ray.retrieval.indexing import run_index
+    from zelo_ray.retrieval.pipeline import run_retrieve
+
+    run = layout(cfg)
+    if not (run.bm25.exists() and ("://" in str(run.dense) or Path(run.dense).exists())):
+        log(f"      building the collection's indexes first ({run.workdir / 'index'})")
+    run_index(cfg, progress=False)
+    mirror = cfg.model_copy(deep=True)
+    mirror.data.workdir, mirror.data.output_uri = str(out), None
+    mirror.index.uri = str(run.dense)
+    mirror.retrieve.output = str(out / "retrieval.parquet")
+    link = out / "index"
+    if not link.is_symlink() or link.resolve() != run.bm25.parent.resolve():
+        link.unlink(missing_ok=True)
+        link.symlink_to(run.bm25.parent.resolve(), target_is_directory=True)
+    report = run_retrieve(mirror)
+    if report["failed"]["failed"]:
+        log(f"      our retrieval: {report['failed']['failed']:,} queries failed (listed in {report['failed']['errors']})")
+    return out / "retrieval.parquet"
