@@ -381,6 +381,9 @@ def test_pairwise_slm_learns_order_free_preferences_and_saves_for_vllm(tmp_path)
     r = train_pairwise(rows, base=base, out=str(tmp_path / "slm"), heldout=0.2, epochs=4, batch_size=16, lr=3e-3,
                        max_length=64, log=lambda *_: None)
     assert r["heldout"]["decided"] > 0 and r["heldout"]["agreement"] >= 0.9, r
+    assert r["heldout_before"]["decided"] == r["heldout"]["decided"]                 # the same pairs, untrained
+    assert r["heldout"]["agreement"] > r["heldout_before"]["agreement"]
+    assert abs(r["heldout"]["first_shown_share"] - 0.5) <= 0.1                        # trained on both orders
     m = PairwiseLM.load(str(tmp_path / "slm"))
     p1 = m.prob_first(["alpha"], ["alpha alpha text"], ["gamma other"], max_length=64)
     p2 = m.prob_first(["alpha"], ["gamma other"], ["alpha alpha text"], max_length=64)

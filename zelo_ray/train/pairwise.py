@@ -103,10 +103,26 @@ def agreement(p_model: np.ndarray, p_ens: np.ndarray) -> dict:
     return {"pairs": int(len(p_ens)), "decided": int(decided.sum()), "agreement": agree, "log_loss": ll}
 
 
+def heldout_report(m: "PairwiseLM", rows: dict[str, list], idx: list[int], max_length: int) -> dict:
+    """The model on held-out pairs, each asked in both orders: agreement and log-loss with the
+    ensemble (the order the pair was stored in), agreement of the order-averaged probability, and
+    ``first_shown_share`` — how often the first-shown document wins (0.5: no position bias)."""
+    q = [rows["query"][i] for i in idx]
+    a, b = [rows["a"][i] for i in idx], [rows["b"][i] for i in idx]
+    p_ab = m.prob_first(q, a, b, max_length=max_length).cpu().numpy()
+    p_ba = m.prob_first(q, b, a, max_length=max_length).cpu().numpy()
+    p_ens = np.array([rows["p_a"][i] for i in idx], float)
+    out = agreement(p_ab, p_ens)
+    out["agreement_both_orders"] = agreement((p_ab + 1 - p_ba) / 2, p_ens)["agreement"]
+    out["first_shown_share"] = float(np.mean(np.r_[p_ab, p_ba] > 0.5)) if len(p_ab) else float("nan")
+    return out
+
+
 def train_pairwise(rows: dict[str, list], *, base: str, out: str | None = None, heldout: float = 0.1,
                    epochs: float = 1.0, batch_size: int = 8, lr: float = 5e-5, max_length: int = 512,
-                   seed: int = 0, log=print, device: str = "cpu") -> dict:
-    """Fine-tune ``base`` on ``rows`` (see :func:`pair_rows`); held-out pairs are split by query."""
+                   seed: int = 0, log=print, device: str = "cpu", measure_before: bool = True) -> dict:
+    """Fine-tune ``base`` on ``rows`` (see :func:`pair_rows`); held-out pairs are split by query and
+    measured before (``heldout_before``, the undistilled base) and after training (``heldout``)."""
     rng = np.random.default_rng(seed)
     qids = sorted(set(rows["query_id"]))
     held = set(rng.choice(qids, size=max(1, int(round(heldout * len(qids)))), replace=False).tolist()) \
@@ -117,6 +133,7 @@ def train_pairwise(rows: dict[str, list], *, base: str, out: str | None = None, 
         raise ValueError("no training pairs (every query held out)")
     torch.manual_seed(seed)
     m = PairwiseLM.load(base).to(device)
+    before = heldout_report(m, rows, idx_te, max_length) if idx_te and measure_before else None
     # both orders: (A, B, p) and (B, A, 1 − p)
     q = [rows["query"][i] for i in idx_tr] * 2
     first = [rows["a"][i] for i in idx_tr] + [rows["b"][i] for i in idx_tr]
@@ -143,10 +160,12 @@ def train_pairwise(rows: dict[str, list], *, base: str, out: str | None = None, 
     result = {"steps": steps, "train_pairs": len(idx_tr), "heldout_queries": len(held),
               "wall_s": round(time.perf_counter() - t0, 1)}
     if idx_te:
-        p = m.prob_first([rows["query"][i] for i in idx_te], [rows["a"][i] for i in idx_te],
-                         [rows["b"][i] for i in idx_te], max_length=max_length).cpu().numpy()
-        result["heldout"] = agreement(p, np.array([rows["p_a"][i] for i in idx_te]))
-        log(f"[pairwise] held-out agreement with the ensemble: {result['heldout']}")
+        result["heldout"] = heldout_report(m, rows, idx_te, max_length)
+        if before is not None:
+            result["heldout_before"] = before
+        log(f"[pairwise] held-out agreement with the ensemble: {result['heldout']['agreement']:.3f} "
+            + (f"(before training {before['agreement']:.3f}) " if before else "")
+            + f"on {result['heldout']['decided']} decided pairs; first-shown wins {result['heldout']['first_shown_share']:.3f}")
     if out:
         m.save(out, {"base": base, **{k: v for k, v in result.items()}})
         result["model"] = str(out)
