@@ -6,7 +6,7 @@ orphaned build lock that once made DeepSpeed's init wait forever is removed, or 
 Every test has a timeout: a hang fails the test instead of blocking the suite."""
 
 import os
-import time
+import re
 from pathlib import Path
 
 import numpy as np
@@ -125,28 +125,39 @@ def test_a_decoder_trains_under_deepspeed_and_serves(stage, lora_r, tmp_path, ra
     assert np.isfinite(served).all() and np.allclose(served, direct, atol=1e-4)
 
 
-def test_an_orphaned_build_lock_is_removed_and_a_live_one_times_out_with_its_path(tmp_path, monkeypatch):
-    from deepspeed.ops.op_builder.builder import OpBuilder
+def test_an_orphaned_build_lock_is_removed_and_a_live_one_times_out_with_its_path(tmp_path):
+    """In a child process (a waiting build thread and a loaded op must not stay in the test process)."""
+    import subprocess
+    import sys
 
-    from zelo_ray.train import ds_ops
-
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
-    monkeypatch.setattr(OpBuilder, "_loaded_ops", {})     # as in a fresh process: nothing loaded yet
-    lock = ds_ops.shm_op_lock()
-    assert lock is not None and lock.is_relative_to(tmp_path)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    lock.touch()
-    hour_ago = time.time() - 3600
-    os.utime(lock, (hour_ago, hour_ago))
-    said = []
-    assert ds_ops.clear_stale_lock(lock, log=said.append) and not lock.exists()
-    assert "interrupted" in said[0]
-    lock.touch()  # a build that is "running" and never ends: the wait is bounded and says where
-    t0 = time.perf_counter()
-    with pytest.raises(RuntimeError, match=r"still not built after 2 s: its build lock .*lock exists"):
-        ds_ops.prepare_cpu_ops(timeout_s=2, log=said.append)
-    assert time.perf_counter() - t0 < 30
-    assert not ds_ops.clear_stale_lock(lock)                 # a fresh lock is left alone
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path / "ext")}
+    code = """
+import os, sys, time
+from zelo_ray.train import ds_ops
+lock = ds_ops.shm_op_lock()
+assert lock is not None and lock.is_relative_to(sys.argv[1]), lock
+lock.parent.mkdir(parents=True, exist_ok=True)
+lock.touch()
+hour_ago = time.time() - 3600
+os.utime(lock, (hour_ago, hour_ago))
+said = []
+assert ds_ops.clear_stale_lock(lock, log=said.append) and not lock.exists() and "interrupted" in said[0]
+lock.touch()  # a build that is "running" and never ends: the wait is bounded and says where
+assert not ds_ops.clear_stale_lock(lock)  # a fresh lock is left alone
+t0 = time.perf_counter()
+try:
+    ds_ops.prepare_cpu_ops(timeout_s=2, log=said.append)
+except RuntimeError as e:
+    print("RAISED", round(time.perf_counter() - t0, 1), e)
+    os._exit(0)
+os._exit(3)
+"""
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True,
+                       timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 0, r.stderr[-2000:]
+    found = re.search(r"RAISED ([\d.]+) .*still not built after 2 s: its build lock .*lock exists", r.stdout)
+    assert found, r.stdout
+    assert float(found.group(1)) < 30
 
 
 def test_a_lora_model_exports_its_merged_weights_and_keeps_training(tmp_path):

@@ -172,11 +172,19 @@ def train_reranker(tcfg: TrainConfig, examples: str | Path, out_dir: str | Path,
 
 
 def _prepare_deepspeed_cpu(log) -> None:
-    """Build DeepSpeed's CPU op here, once, before the workers would each try (train/ds_ops.py)."""
-    from zelo_ray.train.ds_ops import prepare_cpu_ops
+    """Build DeepSpeed's CPU op once, before the workers would each try (train/ds_ops.py) — in a
+    child process: the driver never needs the op, and a process that loaded it can crash in its
+    native exit handlers."""
+    import importlib.util
+    import subprocess
+    import sys
 
-    try:
-        import deepspeed  # noqa: F401 - only whether it is installed
-    except ImportError as e:  # the same message the workers give
-        raise ImportError("train.deepspeed_stage > 0 needs the 'deepspeed' extra: pip install -e '.[deepspeed]'") from e
-    prepare_cpu_ops(log=log)
+    if importlib.util.find_spec("deepspeed") is None:  # the same message the workers give
+        raise ImportError("train.deepspeed_stage > 0 needs the 'deepspeed' extra: pip install -e '.[deepspeed]'")
+    code = "from zelo_ray.train.ds_ops import prepare_cpu_ops; prepare_cpu_ops()"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    lines = [x for x in r.stdout.splitlines() if x.strip().startswith(("built ", "removed "))]
+    for line in lines:
+        log(line)
+    if r.returncode:
+        raise RuntimeError(f"preparing DeepSpeed's CPU op failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
