@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from scipy.stats import kendalltau, pearsonr
 
+from zelo_ray.bench.commands import write_result
 from zelo_ray.data import open_collection
 from zelo_ray.data.trec import write_run
 from zelo_ray.eval.audit import score_systems
@@ -118,10 +119,7 @@ def main() -> int:
         d = res["default 5/10/15%"]
         print(f"[{ds}] {d['queries']} queries: " + ", ".join(f"{s} {d['human'][s]:.3f}/{d['zelo'][s]:.3f}" for s in runs)
               + f"; τ {d['kendall_tau']}, r {d['pearson_per_query']}; audit {wall:.0f} s", file=sys.stderr)
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    write_result(out, args.json)
     return 0
 
 

@@ -14,7 +14,6 @@ qrels-driven simulation: SIMULATION.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from scipy.stats import binomtest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from zelo_ray.bench.commands import write_result  # noqa: E402
 from zelo_ray.data import open_collection  # noqa: E402
 from zelo_ray.train.examples import doc_texts, query_texts  # noqa: E402
 from zelo_ray.train.pairwise import PairwiseLM, pair_rows, train_pairwise  # noqa: E402
@@ -88,10 +88,7 @@ def main() -> int:
            "changed_verdicts": {"gained": gained, "lost": lost, "sign_test_p": sign},
            "first_shown_share_after": round(float(np.mean(np.r_[p_after, p_after_ba] > 0.5)), 4),
            "command": " ".join(sys.argv)}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    write_result(out, args.json)
     return 0
 
 
