@@ -29,11 +29,18 @@ Nothing is downloaded: ``base`` is a local path (or ``default``).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import nn
+
+if not torch.cuda.is_available():
+    # accelerate (peft's dependency) imports DeepSpeed whenever it is installed, and DeepSpeed's
+    # accelerator auto-detection then prints a warning on every model load of a CPU machine;
+    # naming the accelerator is what it asks for, and it is silent then
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 __all__ = ["DECODER_PROMPT", "Reranker", "load_reranker", "resolve_base", "save_reranker",
            "tiny_decoder", "tiny_encoder"]
