@@ -92,7 +92,7 @@ def matmul_params(model: torch.nn.Module) -> int:
 
 
 def measure(name: str, shape: dict, stage: int, lora_r: int, *, tokenizer, device, batch: int, seq: int,
-            steps: int, warmup: int) -> dict:
+            steps: int, warmup: int, torch_adam: bool = False) -> dict:
     from zelo_ray.train.ds_ops import deepspeed_engine
     from zelo_ray.train.loop import StepRunner
     from zelo_ray.train.models import apply_lora
@@ -103,7 +103,7 @@ def measure(name: str, shape: dict, stage: int, lora_r: int, *, tokenizer, devic
     scorer = apply_lora(scorer, lora_r)
     trainable = sum(p.numel() for p in scorer.parameters() if p.requires_grad)
     cfg = {"batch_size": batch, "grad_clip": 1.0, "lr": 1e-5, "weight_decay": 0.0, "use_gpu": cuda,
-           "deepspeed_stage": stage}
+           "deepspeed_stage": stage, "torch_adam": torch_adam or not cuda}
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     engine = deepspeed_engine(scorer, cfg, total_steps=10**6, warmup=1, use_bf16=cuda)
@@ -128,7 +128,7 @@ def measure(name: str, shape: dict, stage: int, lora_r: int, *, tokenizer, devic
     flops = (6.0 * n * seq + 12.0 * layers * d * seq * seq) * sps
     peak = next((v for k, v in PEAK_BF16.items() if k in torch.cuda.get_device_name()), None) if cuda else None
     out = {"model": name, "zero_stage": stage, "mode": f"lora r{lora_r}" if lora_r else "full",
-           "params_matmul": n, "params_trainable": trainable, "batch": batch, "tokens": seq, "steps": steps,
+           "optimizer": "torch AdamW" if torch_adam or not cuda else "DeepSpeed FusedAdam", "params_matmul": n, "params_trainable": trainable, "batch": batch, "tokens": seq, "steps": steps,
            "samples_per_s": round(sps, 2), "model_tflops": round(flops / 1e12, 2),
            "mfu": round(flops / peak, 4) if peak else None,
            "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
@@ -152,6 +152,10 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--lora-r", type=int, default=16)
+    ap.add_argument("--models", nargs="+", help="measure only these shapes (default: all)")
+    ap.add_argument("--stages", nargs="+", type=int, default=[2, 3])
+    ap.add_argument("--modes", nargs="+", choices=["full", "lora"], default=["full", "lora"],
+                    help="one configuration per process avoids one engine's leftovers shrinking the next one's memory")
     args = ap.parse_args(argv)
     if not args.dry:
         ensure_installed(Path(args.wheels))
@@ -175,18 +179,31 @@ def main(argv=None) -> int:
         result["deepspeed"] = deepspeed.__version__
     except ImportError:
         pass
+    torch_adam = False
     for name, shape in shapes.items():
-        for stage in (2, 3):
-            for lora_r in (0, args.lora_r):
+        if args.models and name not in args.models:
+            continue
+        for stage in args.stages:
+            for lora_r in [{"full": 0, "lora": args.lora_r}[m] for m in args.modes]:
                 t0 = time.perf_counter()
+                kw = dict(tokenizer=tokenizer, device=device, batch=batch, seq=seq, steps=steps, warmup=warmup)
                 try:
-                    r = measure(name, shape, stage, lora_r, tokenizer=tokenizer, device=device, batch=batch,
-                                seq=seq, steps=steps, warmup=warmup)
-                except torch.OutOfMemoryError:
+                    try:
+                        r = measure(name, shape, stage, lora_r, torch_adam=torch_adam, **kw)
+                    except (RuntimeError, OSError, ImportError, ValueError) as e:
+                        if torch_adam or isinstance(e, torch.OutOfMemoryError):
+                            raise
+                        # FusedAdam is compiled on first use (nvcc, ninja): where that fails, torch's AdamW
+                        print(f"FusedAdam unavailable ({type(e).__name__}: {str(e)[:300]}); using torch AdamW",
+                              flush=True)
+                        torch_adam = True
+                        r = measure(name, shape, stage, lora_r, torch_adam=True, **kw)
+                except Exception as e:  # one configuration failing (OOM, say) must not lose the others
                     r = {"model": name, "zero_stage": stage, "mode": f"lora r{lora_r}" if lora_r else "full",
-                         "error": "OOM"}
+                         "error": "OOM" if isinstance(e, torch.OutOfMemoryError) else f"{type(e).__name__}: {e}"[:500]}
                     gc.collect()
-                    torch.cuda.empty_cache()
+                    if cuda:
+                        torch.cuda.empty_cache()
                 r["wall_s"] = round(time.perf_counter() - t0, 1)
                 result["runs"].append(r)
                 print(json.dumps(r), flush=True)

@@ -112,9 +112,9 @@ def deepspeed_config(cfg: dict, total_steps: int, warmup: int, use_bf16: bool) -
         "train_micro_batch_size_per_gpu": cfg["batch_size"],
         "gradient_accumulation_steps": 1,
         "gradient_clipping": cfg["grad_clip"] or 0.0,
-        # torch_adam on CPU: no fused CUDA kernel to build
+        # torch_adam on CPU: no fused CUDA kernel to build (a GPU without nvcc can ask for it too)
         "optimizer": {"type": "AdamW", "params": {"lr": cfg["lr"], "weight_decay": cfg["weight_decay"],
-                                                  "torch_adam": not cfg["use_gpu"]}},
+                                                  "torch_adam": cfg.get("torch_adam", not cfg["use_gpu"])}},
         "scheduler": {"type": "WarmupDecayLR", "params": {
             "warmup_min_lr": 0.0, "warmup_max_lr": cfg["lr"], "warmup_num_steps": max(1, warmup),
             "total_num_steps": max(total_steps, warmup + 1), "warmup_type": "linear"}},
