@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["project"]
+__all__ = ["project", "teacher_share_cost"]
 
 
 def _load(bench: Path, name: str) -> dict:
@@ -19,8 +19,10 @@ def _load(bench: Path, name: str) -> dict:
 
 def project(*, queries: int = 112_000, candidates: int = 100, k: int = 8, judges: int = 3, cross_per_query: float = 2.0,
             epochs: float = 2.0, corpus_docs: int | None = None, gpus: int = 32, callers: int = 16,
-            endpoint_rpm: float = 10_000.0, tokens_per_call: int = 1_200, slm_tokens_per_pair: int = 600,
-            reranker_params: float = 4.0e9, train_tokens: int = 512, bench: str = "docs/bench") -> dict:
+            endpoint_rpm: float = 10_000.0, tokens_per_call: int = 1_200, slm_model: str = "qwen3-0.6b",
+            teacher_shares: tuple[float, ...] = (0.1, 0.25, 0.5), bench: str = "docs/bench") -> dict:
+    """``teacher_shares``: shares of the pairs the hosted ensemble judges when the distilled SLM
+    judges the rest (issue #20); each gets its calls, tokens, endpoint hours and SLM GPU-hours."""
     b = Path(bench)
     dense, train, serve = _load(b, "gpu_dense_h200.json"), _load(b, "gpu_train_h200.json"), _load(b, "gpu_serve_h200.json")
     judging = _load(b, "judging_throughput.json")
@@ -44,13 +46,16 @@ def project(*, queries: int = 112_000, candidates: int = 100, k: int = 8, judges
                    "gpu_hours": 0.0, "caller_cpu_hours": calls * cpu_ms / 1000 / 3600,
                    "llm_tokens": calls * tokens_per_call, "wall_hours": calls / rate / 3600})
 
-    dec = max(serve["decoder_0.5b"]["latency"], key=lambda r: r["tokens"])
-    prefill = dec["tokens"] / (dec["p50_ms"] / 1000)
-    slm_rate = prefill / slm_tokens_per_pair
-    stages.append({"stage": "or: distilled pairwise SLM (0.5B, one judge)", "units": pairs, "unit": "pairs",
-                   "rate_per_s": slm_rate, "rate_source": f"0.5B decoder prefill {prefill:,.0f} tokens/s, H200, "
-                   f"transformers bf16 (gpu_serve_h200.json); {slm_tokens_per_pair} tokens/pair [assumption]",
+    slm_runs = [r for r in _load(b, "gpu_slm_h200.json")["runs"] if r["model"] == slm_model and "pairs_per_s" in r]
+    if not slm_runs:
+        raise ValueError(f"gpu_slm_h200.json has no measurement of {slm_model!r}")
+    slm_best = max(slm_runs, key=lambda r: r["pairs_per_s"])
+    slm_rate = slm_best["pairs_per_s"]
+    stages.append({"stage": f"or: distilled pairwise SLM ({slm_model}, one judge)", "units": pairs, "unit": "pairs",
+                   "rate_per_s": slm_rate, "rate_source": f"gpu_slm_h200.json: H200, transformers bf16 forward "
+                   f"(a floor for vLLM), batches of {slm_best['max_batch_tokens']:,} tokens, Cranfield-length prompts",
                    "gpu_hours": pairs / slm_rate / 3600})
+    del serve
 
     samples = queries * candidates * epochs
     mini = max(train["minilm"]["runs"], key=lambda r: r.get("samples_per_s", 0))
@@ -61,12 +66,14 @@ def project(*, queries: int = 112_000, candidates: int = 100, k: int = 8, judges
     stages.append({"stage": "train 0.5B decoder reranker", "units": samples, "unit": "samples",
                    "rate_per_s": d05["samples_per_s"], "rate_source": f"gpu_train_h200.json, batch {d05['batch']} × "
                    f"{d05['tokens']} tokens, MFU {d05['mfu']}", "gpu_hours": samples / d05["samples_per_s"] / 3600})
-    flops = 6 * reranker_params * train_tokens
-    big_rate = d05["mfu"] * train["peak_bf16_flops"] / flops
-    stages.append({"stage": f"train {reranker_params / 1e9:.0f}B decoder reranker (zerank-1 size)", "units": samples,
-                   "unit": "samples", "rate_per_s": big_rate,
-                   "rate_source": f"extrapolated: 6·N·T FLOPs at the 0.5B run's measured MFU {d05['mfu']}",
-                   "gpu_hours": samples / big_rate / 3600})
+    ds = [r for r in _load(b, "gpu_deepspeed_h200.json")["runs"] if r["model"] == "qwen3-4b" and r.get("mode") == "full"
+          and "samples_per_s" in r]
+    big = max(ds, key=lambda r: r["samples_per_s"])
+    stages.append({"stage": "train 4B decoder reranker (zerank-1 size)", "units": samples, "unit": "samples",
+                   "rate_per_s": big["samples_per_s"],
+                   "rate_source": f"gpu_deepspeed_h200.json: Qwen3-4B shape, full fine-tuning, ZeRO-{big['zero_stage']}, "
+                   f"one GPU, batch {big['batch']} × {big['tokens']} tokens, MFU {big['mfu']}",
+                   "gpu_hours": samples / big["samples_per_s"] / 3600})
     for s in stages:
         s.setdefault("wall_hours", s["gpu_hours"] / gpus if s["gpu_hours"] else 0.0)
         for key in ("gpu_hours", "wall_hours", "caller_cpu_hours", "rate_per_s"):
@@ -74,8 +81,24 @@ def project(*, queries: int = 112_000, candidates: int = 100, k: int = 8, judges
                 s[key] = round(s[key], 2)
     hosted = stages[0]["gpu_hours"] + stages[3]["gpu_hours"] + stages[5]["gpu_hours"]
     slm = stages[0]["gpu_hours"] + stages[2]["gpu_hours"] + stages[5]["gpu_hours"]
+    shares = [teacher_share_cost(share, pairs=pairs, judges=judges, api_rate=rate, tokens_per_call=tokens_per_call,
+                                 slm_rate=slm_rate, base_gpu_hours=stages[0]["gpu_hours"] + stages[5]["gpu_hours"])
+              for share in teacher_shares]
     return {"scale": {"queries": queries, "candidates": candidates, "k": k, "judges": judges, "pairs": pairs,
                       "judge_calls": calls, "training_samples": samples, "epochs": epochs, "gpus": gpus},
             "device": train["device"], "stages": stages,
             "total_gpu_hours": {"hosted_judges_4b_reranker": round(hosted, 1), "slm_judge_4b_reranker": round(slm, 1)},
-            "paper_h100_hours": "< 10,000"}
+            "teacher_shares": shares, "paper_h100_hours": "< 10,000"}
+
+
+def teacher_share_cost(share: float, *, pairs: float, judges: int, api_rate: float, tokens_per_call: int,
+                       slm_rate: float, base_gpu_hours: float) -> dict:
+    """The ensemble judges ``share`` of the pairs (``judges`` calls each), the SLM the rest."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"teacher share must be in [0, 1], got {share}")
+    calls = share * pairs * judges
+    slm_gpu = (1.0 - share) * pairs / slm_rate / 3600
+    return {"teacher_share": share, "ensemble_calls": round(calls), "llm_tokens": round(calls * tokens_per_call),
+            "endpoint_wall_hours": round(calls / api_rate / 3600, 2), "slm_pairs": round((1.0 - share) * pairs),
+            "slm_gpu_hours": round(slm_gpu, 2), "total_gpu_hours_4b_reranker": round(base_gpu_hours + slm_gpu, 1),
+            "calls_saved_vs_ensemble_only": round((1.0 - share) * pairs * judges)}
