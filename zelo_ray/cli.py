@@ -5,7 +5,7 @@
     zelo annotate                  pairs → LLM (or simulated) judges → Elo → calibrated targets
     zelo train / serve             train a reranker with Ray Train; serve it with Ray Serve
     zelo evaluate [--reranker DIR] nDCG@10, Recall@100, MRR@10 with bootstrap CIs
-    zelo refine / tune / distill   refinement pass, Ray Tune search, pairwise SLM
+    zelo refine / tune / distill / slm   refinement, Ray Tune, pairwise SLM, the SLM loop (docs/judging.md)
     zelo simulate                  the zELO core on simulated data
     zelo bench …                   benchmarks (zelo_ray/bench/commands.py)
     zelo audit                     label-free audit of retrieval systems (TREC runs, endpoints)
@@ -101,9 +101,8 @@ def cmd_annotate(args, cfg, sync) -> int:
     from zelo_ray.annotate.run import run_annotate
 
     report = run_annotate(cfg)
-    summary = {k: report[k] for k in ("label", "queries", "pairs", "cross_pairs", "judge_calls",
-                                      "asked_this_run", "reused", "missing_votes", "total_cost", "files",
-                                      "failed")}
+    summary = {k: report[k] for k in ("label", "queries", "pairs", "cross_pairs", "judge_calls", "asked_this_run",
+                                      "reused", "missing_votes", "total_cost", "files", "failed")}
     write_result(summary, args.report)
     _warn_failed("annotate", report["failed"], "judge calls")
     return 0
@@ -209,11 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("distill", "train the pairwise SLM on the ensemble's pair outcomes (a vLLM-loadable folder)",
                 cmd_distill, output="model folder (default <workdir>/pairwise-slm)")
     p.add_argument("--base", required=True, help="local causal-LM folder (e.g. models/smollm2-135m-instruct)")
-    p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--max-length", type=int, default=512)
+    for flag, kind, default in (("--epochs", float, 1.0), ("--batch-size", int, 8), ("--lr", float, 5e-5),
+                                ("--max-length", int, 512)):
+        p.add_argument(flag, type=kind, default=default)
     p.add_argument("--max-pairs", type=int, help="use the first N judged pairs only")
+    command("slm", "ensemble on annotate.slm.teacher_share of the pairs → distil → the SLM judges the rest",
+            _report_of("zelo_ray.workflows.slm_loop:run_slm_loop"))
     add_audit_arguments(command("audit", "sample queries, pool systems' results, judge, Elo: each system's "
                                 "nDCG@10 / Recall@k with CIs and its failing queries (docs/audit.md)", cmd_audit))
     add_report_command(sub)

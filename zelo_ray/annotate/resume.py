@@ -19,7 +19,7 @@ __all__ = ["fingerprint", "input_fingerprint", "unchanged"]
 _FORMAT = "annotate-buckets-v1"
 
 
-def input_fingerprint(cfg: ZeloConfig, run, out: Path) -> str:
+def input_fingerprint(cfg: ZeloConfig, run, out: Path, *, teacher_only: bool = False) -> str:
     """What the stage's outputs are a function of, apart from the vote store."""
     import hashlib
 
@@ -31,11 +31,14 @@ def input_fingerprint(cfg: ZeloConfig, run, out: Path) -> str:
     refine = out / "refine_pairs.parquet"
     h = hashlib.blake2b(digest_size=16)
     h.update(json.dumps({
-        "format": _FORMAT, "candidates": [(str(f.relative_to(cand.parent)), f.stat().st_size, f.stat().st_mtime_ns)
-                                          for f in files if f.is_file()],
+        "format": _FORMAT, **({"teacher_only": True} if teacher_only else {}),
+        "candidates": [(str(f.relative_to(cand.parent)), f.stat().st_size, f.stat().st_mtime_ns)
+                       for f in files if f.is_file()],
         "queries": run.queries, "annotate": acfg.model_dump(exclude={"output", "executor", "callers", "caller_cpus",
                                                                       "batch_size", "batches_in_flight", "flush_rows",
-                                                                      "flush_s", "answer_log"}),
+                                                                      "flush_s", "answer_log",
+                                                                      # the loop off: as before the loop existed
+                                                                      *(() if acfg.slm.judge else ("slm",))}),
         "graph": cfg.graph.model_dump(), "elo": cfg.elo.model_dump(), "data_split": cfg.data.split,
         "prompts": [prompt_version(j) for j in acfg.judges],
         "refine": [refine.stat().st_size, refine.stat().st_mtime_ns] if refine.exists() else None,

@@ -36,6 +36,7 @@ from zelo_ray.annotate.resume import fingerprint, input_fingerprint, unchanged
 from zelo_ray.annotate.scores import (cross_outcomes, streaming_median, endpoint_scores, fit_calibration, fit_within,
                                       merge_within, task_scores, with_targets)
 from zelo_ray.annotate.tasks import TextHashes, build_tasks, calls_table
+from zelo_ray.annotate.teacher import pair_sources, route_tasks
 from zelo_ray.config import ZeloConfig
 from zelo_ray.core.simulate import LABEL
 from zelo_ray.faults import ErrorLog, check_failures
@@ -51,10 +52,12 @@ _CROSS_COLUMNS = ["pair_id", "query_id", "doc_a", "a_pos", "query_b", "doc_b", "
 
 
 def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None,
-                 candidates: str | None = None, collection=None, queries: list[str] | None = None) -> dict:
+                 candidates: str | None = None, collection=None, queries: list[str] | None = None,
+                 teacher_only: bool = False) -> dict:
     """Run (or resume) the judging stage. ``qrels``/``candidates``/``collection`` default to the
     run directory's; the simulated judge is driven by ``qrels``. ``queries`` limits the stage to
-    those query ids (e.g. the training queries)."""
+    those query ids (e.g. the training queries). ``teacher_only``: in the SLM loop
+    (:mod:`zelo_ray.annotate.teacher`), the first pass, before the SLM is distilled."""
     out = layout(cfg).annotate
     out.mkdir(parents=True, exist_ok=True)
     acfg = cfg.annotate
@@ -63,7 +66,7 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
         run = _inputs(cfg, qrels, candidates, collection, queries)
     store = VoteStore(out / "votes", flush_rows=acfg.flush_rows, flush_s=acfg.flush_s)
     store.organize()  # answers logged by the callers of a run that was killed
-    inputs = input_fingerprint(cfg, run, out)
+    inputs = input_fingerprint(cfg, run, out, teacher_only=teacher_only)
     done = unchanged(out, inputs, store, acfg.retry_failed)
     if done is not None:
         log_fn(f"      nothing to do: the inputs, the config and {store.path} are as the last run left them "
@@ -85,7 +88,8 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
                 log_fn(f"      {graph.n_queries:,} queries × top-{acfg.top_n}: {graph.pairs.num_rows:,} pairs "
                        f"({cfg.graph.strategy}, k={cfg.graph.k}) + {plan.cross.num_rows:,} cross-query pairs")
             with _timed(timings, "tasks_s"):
-                calls = tasks_step(cfg, run, graph, store, log_fn if plan.n_buckets == 1 else None)
+                calls = tasks_step(cfg, run, graph, store, log_fn if plan.n_buckets == 1 else None,
+                                   teacher_only=teacher_only)
             with _timed(timings, "judge_s"):
                 judge_step(cfg, calls, graph, store, errors, totals, log_fn, quiet=plan.n_buckets > 1)
             with _timed(timings, "elo_s"):
@@ -272,9 +276,10 @@ def pairs_step(cfg: ZeloConfig, plan: Plan, b: int, out: Path) -> _Graph:
     return _Graph(nodes, pairs, cross, rows, len(query_bounds(nodes)[1]))
 
 
-def tasks_step(cfg: ZeloConfig, run: _Inputs, graph: _Graph, store: VoteStore, log_fn) -> _Calls:
-    """One call per (pair, judge) with its A/B order and cache key; the calls still to ask are
-    those the vote store has no answer for, each distinct request once."""
+def tasks_step(cfg: ZeloConfig, run: _Inputs, graph: _Graph, store: VoteStore, log_fn, *, teacher_only=False) -> _Calls:
+    """One call per (pair, judge) with its A/B order and cache key (routed between the ensemble
+    and the SLM in the SLM loop); the calls still to ask are those the vote store has no answer
+    for, each distinct request once."""
     acfg = cfg.annotate
     texts = hashes = None
     if run.reads_texts:
@@ -282,6 +287,8 @@ def tasks_step(cfg: ZeloConfig, run: _Inputs, graph: _Graph, store: VoteStore, l
     tasks = build_tasks(calls_table(graph.pairs, graph.cross), acfg.judges, seed=acfg.seed,
                         swap_probe=acfg.swap_probe, text_hashes=hashes,
                         relevance=qrels_relevance(run.qrels) if run.simulated else None)
+    if acfg.slm.judge is not None:
+        tasks = route_tasks(tasks, acfg.slm.judge, acfg.slm.teacher_share, acfg.seed, teacher_only=teacher_only)
     partitions = np.unique(store.partition_of(graph.nodes["query_id"])) if graph.nodes.num_rows else []
     skip = store.answered_keys(partitions) if acfg.retry_failed else store.asked_keys(partitions)
     keys = tasks["cache_key"].to_numpy()
@@ -334,8 +341,9 @@ def fit_step(cfg: ZeloConfig, plan: Plan, graph: _Graph, calls: _Calls, store: V
     qindex = pc.index_in(pa.array(ids.tolist(), pa.string()), value_set=pa.array(plan.qids.tolist(), pa.string()))
     totals.fitted.append((qindex.to_numpy(zero_copy_only=False), np.diff(np.r_[starts, graph.nodes.num_rows]), part))
     w = np.where(fit.valid_within, fit.w_within, np.nan)
+    source = pair_sources(graph.pairs["pair_id"].to_numpy(), acfg.slm.judge, acfg.slm.teacher_share, acfg.seed)
     writers.write("pair_outcomes", graph.pairs.select(["query_id", "pair_id", "doc_a", "doc_b"]).append_column(
-        "p_a", pa.array(w, pa.float64(), mask=~fit.valid_within)))
+        "p_a", pa.array(w, pa.float64(), mask=~fit.valid_within)).append_column("source", source))
     if graph.cross.num_rows:
         co = cross_outcomes(ts, graph.cross, names, clamp=acfg.clamp, min_votes=acfg.min_votes)
         totals.cross_w[graph.cross_rows], totals.cross_valid[graph.cross_rows] = co.w, co.valid

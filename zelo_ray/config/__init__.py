@@ -13,7 +13,7 @@ per concern: ``core`` (graph, Elo, simulation), ``run`` (Ray, data, errors), ``r
 file) and ``loading`` (YAML, overrides, the generated reference).
 """
 
-from zelo_ray.config.annotate import AnnotateConfig, CalibrationConfig
+from zelo_ray.config.annotate import AnnotateConfig, CalibrationConfig, SLMLoopConfig
 from zelo_ray.config.audit import AuditConfig
 from zelo_ray.config.core import EloConfig, GraphConfig, SimulateConfig, SimulatedEnsembleConfig
 from zelo_ray.config.judges import (JudgeConfig, OpenAIJudgeConfig, SimulatedJudgeConfig,
@@ -30,6 +30,6 @@ __all__ = [
     "EloConfig", "ErrorsConfig", "EvaluateConfig", "GraphConfig", "IndexConfig", "JudgeConfig",
     "OpenAIJudgeConfig", "RayConfig", "RefineConfig", "RerankConfig", "RetrieveConfig",
     "ServeConfig", "SimulateConfig", "SimulatedEnsembleConfig", "SimulatedJudgeConfig",
-    "SplitConfig", "TrainConfig", "TuneConfig", "VLLMPairwiseJudgeConfig", "ZeloConfig",
+    "SLMLoopConfig", "SplitConfig", "TrainConfig", "TuneConfig", "VLLMPairwiseJudgeConfig", "ZeloConfig",
     "default_config_path", "load_config", "reference_markdown",
 ]

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from zelo_ray.config.base import Strict, even_degree
 from zelo_ray.config.judges import JudgeConfig, SimulatedJudgeConfig
 
-__all__ = ["AnnotateConfig", "CalibrationConfig"]
+__all__ = ["AnnotateConfig", "CalibrationConfig", "SLMLoopConfig"]
 
 
 def _default_judges() -> list[SimulatedJudgeConfig]:
@@ -26,6 +26,30 @@ class CalibrationConfig(Strict):
     temperature: float = Field(1.0, gt=0, description="target = sigmoid((calibrated - median) / temperature).")
 
     _even = field_validator("k")(lambda v: even_degree(v))
+
+
+class SLMLoopConfig(Strict):
+    """The pairwise-SLM loop (`zelo slm`, the paper's Stage 2 economy): the ensemble judges a share
+    of each query's pairs, a small pairwise model distilled from those outcomes judges the rest."""
+
+    judge: str | None = Field(None, description="Name of the judge in `judges` that the distilled SLM "
+                              "fills (a `vllm_pairwise` judge; its `model` is replaced by the distilled "
+                              "folder). null: off — every judge judges every pair.")
+    teacher_share: float = Field(0.25, gt=0, le=1, description="Share of the within-query pairs the "
+                                 "ensemble judges (chosen by a hash of the pair id and the run seed, so a "
+                                 "re-run picks the same ones); cross-query pairs are always the ensemble's.")
+    base: str = Field("models/smollm2-135m-instruct", description="Local causal-LM folder the SLM is "
+                      "distilled from (its tokenizer must encode ' A' and ' B' as single tokens).")
+    epochs: float = Field(1.0, gt=0, description="Passes over the teacher pairs (each pair in both orders).")
+    lr: float = Field(5e-5, gt=0, description="Peak learning rate (linear warm-up and decay).")
+    batch_size: int = Field(8, ge=1, description="Prompts per distillation step.")
+    max_length: int = Field(512, ge=16, description="Prompt tokens kept (the head and the question survive).")
+    max_pairs: int | None = Field(None, ge=1, description="Distil on at most this many teacher pairs "
+                                  "(a seeded sample; null: all).")
+    heldout: float = Field(0.1, ge=0, lt=1, description="Share of the teacher pairs' queries held out of "
+                           "distillation to measure the SLM's agreement with the ensemble before and after.")
+    device: str = Field("auto", description="Where distillation runs: 'auto' (CUDA when there is one), "
+                        "'cpu' or 'cuda'.")
 
 
 class AnnotateConfig(Strict):
@@ -74,6 +98,8 @@ class AnnotateConfig(Strict):
                                            description="Cross-query calibration.")
     output: str | None = Field(None, description="Directory for pairs, votes, zelo.parquet and the "
                                "report (null: <workdir>/annotate).")
+    slm: SLMLoopConfig = Field(default_factory=SLMLoopConfig, description="The pairwise-SLM loop: which "
+                               "judge the distilled model fills and what share the ensemble judges.")
 
     @model_validator(mode="after")
     def _caller_range(self) -> "AnnotateConfig":
@@ -89,5 +115,15 @@ class AnnotateConfig(Strict):
             if j.name in seen:
                 raise ValueError(f"judges[{i}].name={j.name!r} is used twice")
             seen.add(j.name)
+        if self.slm.judge is not None:
+            named = [j for j in self.judges if j.name == self.slm.judge]
+            if not named:
+                raise ValueError(f"slm.judge={self.slm.judge!r} names no judge in annotate.judges "
+                                 f"({', '.join(j.name for j in self.judges)})")
+            if named[0].kind not in ("vllm_pairwise", "simulated"):
+                raise ValueError(f"slm.judge={self.slm.judge!r} is a {named[0].kind!r} judge; the distilled "
+                                 "SLM runs as a 'vllm_pairwise' judge")
+            if len(self.judges) < 2:
+                raise ValueError("slm.judge needs an ensemble beside it: annotate.judges has only the SLM")
         return self
 

@@ -1,0 +1,118 @@
+"""The pairwise-SLM loop (`zelo slm`, issue #20) on CPU: routing of pairs between the ensemble and
+the SLM, the three passes with simulated judges and a tiny random decoder as the SLM's base,
+source labels, the τ report, resumption, and the config's errors. The same loop with a real
+SLM served by vLLM is in tests/test_vllm_judge.py (the `vllm` suite)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from tests.test_annotate import N_QUERIES, _cfg, workdir  # noqa: F401  (the shared fixture)
+from zelo_ray.annotate.teacher import route_tasks, teacher_mask
+from zelo_ray.config import ConfigError
+from zelo_ray.workflows.slm_loop import elo_tau, run_slm_loop
+
+
+def test_teacher_pairs_are_a_stable_share_and_routing_keeps_each_call_once():
+    ids = np.arange(20_000, dtype=np.int64) * 7919
+    for share in (0.1, 0.25, 0.5, 1.0):
+        m = teacher_mask(ids, share, seed=3)
+        assert abs(m.mean() - share) < 0.015 and (m == teacher_mask(ids, share, seed=3)).all()
+    assert (teacher_mask(ids, 0.1, 3) <= teacher_mask(ids, 0.5, 3)).all()   # a larger share adds pairs
+    assert not (teacher_mask(ids, 0.5, 3) == teacher_mask(ids, 0.5, 4)).all()
+    with pytest.raises(ValueError, match="teacher_share"):
+        teacher_mask(ids, 0.0, 0)
+    n = 400
+    pair = np.repeat(np.arange(n // 2, dtype=np.int64), 2)
+    kind = np.where(np.arange(n) >= n - 40, "cross", "within")
+    tasks = pa.table({"pair_id": np.r_[pair, pair], "kind": np.r_[kind, kind],
+                      "judge": ["llm"] * n + ["slm"] * n})
+    teach = teacher_mask(tasks["pair_id"].to_numpy(), 0.3, 0)
+    routed = route_tasks(tasks, "slm", 0.3, 0, teacher_only=False)
+    j, k = routed["judge"].to_numpy(zero_copy_only=False), routed["kind"].to_numpy(zero_copy_only=False)
+    t = teacher_mask(routed["pair_id"].to_numpy(), 0.3, 0)
+    assert ((j == "llm") == (t | (k == "cross"))).all()          # the ensemble: teacher and cross pairs
+    assert ((j == "slm") == (~t & (k == "within"))).all()        # the SLM: the other within pairs
+    assert routed.num_rows == n                                  # each (pair, row) judged by exactly one side
+    first = route_tasks(tasks, "slm", 0.3, 0, teacher_only=True)
+    assert set(first["judge"].to_pylist()) == {"llm"} and first.num_rows == int((teach[:n] | (kind == "cross")).sum())
+
+
+def test_elo_tau_per_query():
+    a = pa.table({"query_id": ["q1"] * 4 + ["q2"] * 2 + ["q3"], "doc_id": list("abcd") + ["x", "y", "z"],
+                  "elo": [4.0, 3, 2, 1, 1, 2, 0]})
+    b = pa.table({"query_id": ["q1"] * 4 + ["q2"] * 2 + ["q3"], "doc_id": list("abcd") + ["x", "y", "z"],
+                  "elo": [1.0, 2, 3, 4, 0, 5, 0]})
+    t = {r["query_id"]: r for r in elo_tau(a, b).to_pylist()}
+    assert t["q1"]["tau"] == pytest.approx(-1.0) and t["q2"]["tau"] == pytest.approx(1.0)
+    assert t["q3"]["tau"] is None and t["q3"]["documents"] == 1
+    assert elo_tau(a, a).to_pylist()[0]["tau"] == pytest.approx(1.0)
+
+
+def test_slm_config_errors_name_the_field(workdir):  # noqa: F811
+    with pytest.raises(ConfigError, match="slm.judge='nope' names no judge"):
+        _cfg(workdir, "x", "annotate.slm.judge=nope")
+    with pytest.raises(ConfigError, match="teacher_share"):
+        _cfg(workdir, "x", "annotate.slm.judge=sim-2", "annotate.slm.teacher_share=1.5")
+    with pytest.raises(ValueError, match="annotate.slm.judge is not set"):
+        run_slm_loop(_cfg(workdir, "x"))
+
+
+@pytest.fixture(scope="module")
+def tiny_slm(tmp_path_factory):
+    from zelo_ray.train.models import tiny_decoder
+
+    return tiny_decoder(tmp_path_factory.mktemp("slm") / "base", hidden=32, layers=1, intermediate=64)
+
+
+def test_the_loop_routes_distils_judges_and_resumes(workdir, tiny_slm, capsys):  # noqa: F811
+    cfg = _cfg(workdir, "slm-loop", "annotate.slm.judge=sim-2", "annotate.slm.teacher_share=0.5",
+               f"annotate.slm.base={tiny_slm}", "annotate.slm.max_length=64", "annotate.slm.heldout=0.25",
+               "annotate.slm.lr=1e-3")
+    report = run_slm_loop(cfg)
+    out = Path(cfg.annotate.output)
+    pairs = pq.read_table(out / "pairs.parquet")
+    teach = teacher_mask(pairs["pair_id"].to_numpy(), 0.5, cfg.annotate.seed)
+    n_cross = pq.read_table(out / "cross_pairs.parquet").num_rows
+    # pass 1: two ensemble judges on the teacher pairs and the cross pairs; pass 3: the SLM on the rest
+    assert report["teacher_pass"]["asked_this_run"] == 2 * (int(teach.sum()) + n_cross)
+    assert report["bulk_pass"]["asked_this_run"] == int((~teach).sum())
+    assert report["bulk_pass"]["reused"] == report["teacher_pass"]["asked_this_run"]
+    assert report["pairs"]["ensemble"]["pairs"] == int(teach.sum())
+    assert report["pairs"]["slm"]["pairs"] == int((~teach).sum()) == report["saving"]["slm_calls"]
+    assert report["saving"]["ensemble_calls_saved"] == 2 * int((~teach).sum())
+    # every vote is labelled by its judge; the SLM judged only non-teacher within-query pairs
+    from zelo_ray.judges.store import VoteStore
+
+    votes = VoteStore(out / "votes").read()
+    slm_pairs = set(votes.filter(pc.equal(votes["judge"], "sim-2"))["pair_id"].to_pylist())
+    assert slm_pairs == set(pairs.filter(pa.array(~teach))["pair_id"].to_pylist())
+    ens = set(votes.filter(pc.invert(pc.equal(votes["judge"], "sim-2")))["pair_id"].to_pylist())
+    assert not (ens & slm_pairs)
+    outcomes = pq.read_table(out / "pair_outcomes.parquet")
+    assert outcomes["source"].to_pylist() == np.where(teach, "ensemble", "slm").tolist()
+    assert outcomes["p_a"].null_count == 0                        # the union covers every pair
+    # the ensemble-only Elo at this budget is kept, and compared with the mixed one per query
+    teacher_z = pq.read_table(out / "slm" / "teacher" / "zelo.parquet")
+    assert teacher_z.num_rows == pq.read_table(out / "zelo.parquet").num_rows
+    tau = pq.read_table(out / "slm" / "elo_tau.parquet")
+    assert tau.num_rows == N_QUERIES and report["tau_ensemble_only_vs_mixed"]["queries"] > 0
+    assert -1 <= report["tau_ensemble_only_vs_mixed"]["mean"] <= 1
+    d = report["distillation"]
+    assert d["reused"] is False and d["steps"] > 0 and d["heldout_queries"] >= 1
+    for side in ("heldout_before", "heldout"):
+        assert 0 <= d[side]["agreement"] <= 1 and d[side]["log_loss"] > 0 and 0 <= d[side]["first_shown_share"] <= 1
+    card = json.loads((Path(d["model"]) / "zelo_card.json").read_text())
+    assert card["kind"] == "pairwise_slm" and card["loop_key"]
+    assert json.loads((out / "slm" / "report.json").read_text())["pairs"] == report["pairs"]
+    lines = capsys.readouterr().out
+    assert "[slm 1/3]" in lines and "[slm 3/3]" in lines
+    # a re-run asks nothing and reuses the distilled model
+    again = run_slm_loop(cfg)
+    assert again["teacher_pass"]["asked_this_run"] == 0 and again["bulk_pass"]["asked_this_run"] == 0
+    assert again["distillation"]["reused"] is True and again["pairs"] == report["pairs"]

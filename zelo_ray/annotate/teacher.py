@@ -1,0 +1,46 @@
+"""Which judges judge which pairs in the pairwise-SLM loop (issue #20): the ensemble judges a
+share of each query's pairs (the teacher pairs) and every cross-query pair; the distilled SLM
+judges the other within-query pairs. Pure functions of the pair ids and the run seed, so a
+re-run routes exactly as the first one did and reuses its stored votes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from zelo_ray.judges.keys import uniforms
+
+__all__ = ["pair_sources", "route_tasks", "teacher_mask"]
+
+_SALT = 0x7EAC4E  # its own stream: independent of A/B orders and swap probes
+
+
+def teacher_mask(pair_id: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """(n,) bool: the pairs the ensemble judges, about ``share`` of them.
+
+    >>> m = teacher_mask(np.arange(10_000, dtype=np.int64), 0.25, seed=0)
+    >>> bool(0.23 < m.mean() < 0.27), bool((m == teacher_mask(np.arange(10_000, dtype=np.int64), 0.25, 0)).all())
+    (True, True)
+    """
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"teacher_share must be in (0, 1], got {share}")
+    return uniforms(np.asarray(pair_id), _SALT + int(seed)) < share
+
+
+def route_tasks(tasks: pa.Table, slm_judge: str, share: float, seed: int, *, teacher_only: bool) -> pa.Table:
+    """Keep the calls the loop makes: the ensemble's on teacher pairs and cross pairs, the SLM's
+    on the other within-query pairs (none when ``teacher_only``: the SLM is not distilled yet)."""
+    within = ~pc.equal(tasks["kind"], "cross").to_numpy(zero_copy_only=False)
+    teacher = teacher_mask(tasks["pair_id"].to_numpy(), share, seed)
+    is_slm = pc.equal(tasks["judge"], slm_judge).to_numpy(zero_copy_only=False)
+    keep = np.where(is_slm, within & ~teacher & (not teacher_only), ~within | teacher)
+    return tasks.filter(pa.array(keep))
+
+
+def pair_sources(pair_id: np.ndarray, slm_judge: str | None, share: float, seed: int) -> pa.Array:
+    """Which side judged each within-query pair: 'ensemble', or 'slm' in the loop's bulk."""
+    source = np.full(len(pair_id), "ensemble", dtype=object)
+    if slm_judge is not None:
+        source[~teacher_mask(pair_id, share, seed)] = "slm"
+    return pa.array(source, pa.string())

@@ -1,0 +1,188 @@
+"""`zelo slm`: the pairwise-SLM loop of zELO's Stage 2 — a few ensemble votes teach a small
+pairwise model, which judges the bulk.
+
+1. **Teacher pass**: the ensemble judges ``annotate.slm.teacher_share`` of each query's pairs
+   (:mod:`zelo_ray.annotate.teacher` picks them from the pair ids) and every cross-query pair;
+   its Elo is kept as the *ensemble-only* result at this budget (``<annotate>/slm/teacher/``).
+2. **Distil**: the ensemble's soft outcome on those pairs trains the pairwise SLM
+   (:func:`zelo_ray.train.pairwise.train_pairwise`, both orders); held-out queries measure its
+   agreement with the ensemble, log-loss and position bias before and after.
+3. **Bulk pass**: the distilled folder becomes the ``annotate.slm.judge`` judge (vLLM through
+   ``ray.data.llm``) and judges the other pairs; Elo is fitted over the union. Each vote keeps its
+   judge and model in the vote store; ``pair_outcomes.parquet`` says per pair which side judged it.
+
+Every pass is resumable: votes are stored as they arrive and reused, and the distilled model is
+reused while the teacher outcomes and the distillation settings are unchanged
+(``<workdir>/pairwise-slm/loop-<key>``). The report
+(``<annotate>/slm/report.json``) adds the Kendall τ per query between the ensemble-only Elo and
+the mixed Elo at the same ensemble budget, and the judge calls and spend the SLM saved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from zelo_ray.config import ZeloConfig
+from zelo_ray.layout import layout
+
+__all__ = ["elo_tau", "run_slm_loop"]
+
+_KEPT = ("zelo.parquet", "pair_outcomes.parquet", "report.json")
+
+
+def elo_tau(a: pa.Table, b: pa.Table) -> pa.Table:
+    """Kendall τ-b per query between two Elo tables (``query_id, doc_id, elo``) over their shared
+    documents; null where a query has fewer than two shared documents or a constant ranking."""
+    from scipy.stats import kendalltau
+
+    j = a.select(["query_id", "doc_id", "elo"]).join(
+        b.select(["query_id", "doc_id", "elo"]).rename_columns(["query_id", "doc_id", "elo_b"]),
+        keys=["query_id", "doc_id"]).sort_by([("query_id", "ascending")])
+    qids = j["query_id"].to_numpy(zero_copy_only=False)
+    x, y = j["elo"].to_numpy(zero_copy_only=False), j["elo_b"].to_numpy(zero_copy_only=False)
+    out_q, out_t, out_n = [], [], []
+    starts = np.flatnonzero(np.r_[True, qids[1:] != qids[:-1]]) if len(qids) else np.empty(0, int)
+    for s, e in zip(starts, np.r_[starts[1:], len(qids)]):
+        tau = kendalltau(x[s:e], y[s:e]).statistic if e - s >= 2 else float("nan")
+        out_q.append(qids[s])
+        out_t.append(None if tau is None or not np.isfinite(tau) else float(tau))
+        out_n.append(int(e - s))
+    return pa.table({"query_id": pa.array(out_q, pa.string()), "tau": pa.array(out_t, pa.float64()),
+                     "documents": pa.array(out_n, pa.int64())})
+
+
+def _distil_key(cfg: ZeloConfig, teacher: Path) -> str:
+    s = cfg.annotate.slm
+    h = hashlib.blake2b(digest_size=16)
+    h.update(teacher.read_bytes())
+    h.update(json.dumps(s.model_dump(exclude={"judge", "device"}), sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _distil(cfg: ZeloConfig, teacher: Path, log_fn) -> dict:
+    """Train the SLM on the teacher pairs, or reuse the folder a run with the same inputs made.
+    Each distillation gets its own folder (named by its inputs): the vote store keys votes by the
+    model's path, so a re-distilled model never inherits the votes of an earlier one."""
+    from zelo_ray.data import open_collection
+    from zelo_ray.train.examples import doc_texts, query_texts
+    from zelo_ray.train.pairwise import pair_rows, train_pairwise
+
+    s = cfg.annotate.slm
+    key = _distil_key(cfg, teacher)
+    model_dir = layout(cfg).pairwise / f"loop-{key[:12]}"
+    card_path = model_dir / "zelo_card.json"
+    if card_path.exists():
+        card = json.loads(card_path.read_text())
+        if card.get("loop_key") == key:
+            log_fn(f"      reusing the distilled SLM in {model_dir} (same teacher outcomes and settings)")
+            return {**card, "model": str(model_dir), "reused": True}
+    t = pq.read_table(teacher)
+    t = t.filter(pc.and_(pc.is_valid(t["p_a"]), pc.equal(t["source"], "ensemble")))
+    if t.num_rows == 0:
+        raise ValueError(f"{teacher}: the ensemble decided no teacher pair; raise annotate.slm.teacher_share")
+    if s.max_pairs and t.num_rows > s.max_pairs:
+        rng = np.random.default_rng(cfg.annotate.seed)
+        t = t.take(np.sort(rng.choice(t.num_rows, size=s.max_pairs, replace=False)))
+    col = open_collection(layout(cfg).data)
+    rows = pair_rows(t, query_texts(col), doc_texts(col, t["doc_a"].to_pylist() + t["doc_b"].to_pylist()))
+    import torch
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if s.device == "auto" else s.device
+    tmp = model_dir.with_name(model_dir.name + ".tmp")
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    result = train_pairwise(rows, base=s.base, out=str(tmp), heldout=s.heldout, epochs=s.epochs,
+                            batch_size=s.batch_size, lr=s.lr, max_length=s.max_length, seed=cfg.annotate.seed,
+                            log=lambda m: log_fn(f"      {m}"), device=device)
+    card = json.loads((tmp / "zelo_card.json").read_text())
+    card["loop_key"] = key
+    (tmp / "zelo_card.json").write_text(json.dumps(card, indent=2, default=str))
+    shutil.rmtree(model_dir, ignore_errors=True)
+    tmp.rename(model_dir)  # a kill mid-training leaves no folder that looks finished
+    return {**result, "model": str(model_dir), "reused": False}
+
+
+def _spend_per_call(report: dict, names: list[str]) -> dict:
+    """Average tokens and cost of one ensemble call in the teacher pass (what each saved call
+    would have cost)."""
+    calls = tokens = cost = 0.0
+    for n in names:
+        sp = ((report.get("judges") or {}).get(n) or {}).get("spend") or {}
+        calls += sp.get("calls", 0) or 0
+        tokens += (sp.get("input_tokens", 0) or 0) + (sp.get("output_tokens", 0) or 0)
+        cost += sp.get("cost", 0) or 0
+    if not calls:
+        return {"tokens": None, "cost": None}
+    return {"tokens": tokens / calls, "cost": cost / calls}
+
+
+def run_slm_loop(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None) -> dict:
+    """Teacher pass → distil → bulk pass → report (see the module docstring)."""
+    from zelo_ray.annotate.run import run_annotate
+
+    s = cfg.annotate.slm
+    if s.judge is None:
+        raise ValueError("annotate.slm.judge is not set: name the judge in annotate.judges that the distilled "
+                         "SLM fills (kind 'vllm_pairwise'), e.g. annotate.slm.judge=slm")
+    run = layout(cfg)
+    out = run.annotate
+    loop = out / "slm"
+    ensemble = [j.name for j in cfg.annotate.judges if j.name != s.judge]
+    log_fn(f"[slm 1/3] the ensemble ({', '.join(ensemble)}) judges {s.teacher_share:.0%} of the pairs")
+    first = run_annotate(cfg, log_fn=log_fn, qrels=qrels, teacher_only=True)
+    (loop / "teacher").mkdir(parents=True, exist_ok=True)
+    for name in _KEPT:
+        shutil.copy2(out / name, loop / "teacher" / name)
+    teacher = loop / "teacher" / "pair_outcomes.parquet"
+
+    log_fn(f"[slm 2/3] distilling {s.base} on the ensemble's outcomes")
+    distilled = _distil(cfg, teacher, log_fn)
+
+    judges = [j.model_copy(update={"model": distilled["model"]}) if j.name == s.judge and j.kind == "vllm_pairwise"
+              else j for j in cfg.annotate.judges]
+    cfg_bulk = cfg.model_copy(update={"annotate": cfg.annotate.model_copy(update={"judges": judges})})
+    log_fn(f"[slm 3/3] the distilled SLM ({s.judge}) judges the other pairs; Elo over all of them")
+    bulk = run_annotate(cfg_bulk, log_fn=log_fn, qrels=qrels)
+
+    outcomes = pq.read_table(out / "pair_outcomes.parquet")
+    decided = pc.is_valid(outcomes["p_a"])
+    by_source = {src: {"pairs": int(pc.sum(pc.equal(outcomes["source"], src)).as_py() or 0),
+                       "with_outcome": int(pc.sum(pc.and_(pc.equal(outcomes["source"], src), decided)).as_py() or 0)}
+                 for src in ("ensemble", "slm")}
+    taus = elo_tau(pq.read_table(loop / "teacher" / "zelo.parquet"), pq.read_table(out / "zelo.parquet"))
+    pq.write_table(taus, loop / "elo_tau.parquet")
+    tv = taus["tau"].drop_null().to_numpy()
+    per_call = _spend_per_call(first, ensemble)
+    saved = by_source["slm"]["pairs"] * len(ensemble)
+    report = {
+        "label": bulk.get("label"), "teacher_share": s.teacher_share, "judge": s.judge, "ensemble": ensemble,
+        "pairs": by_source,
+        "distillation": {k: distilled.get(k) for k in ("model", "reused", "steps", "train_pairs", "heldout_queries",
+                                                         "wall_s", "heldout_before", "heldout")},
+        "tau_ensemble_only_vs_mixed": {"queries": int(len(tv)), "mean": float(tv.mean()) if len(tv) else None,
+                                       "median": float(np.median(tv)) if len(tv) else None,
+                                       "file": str(loop / "elo_tau.parquet")},
+        "saving": {"ensemble_calls_saved": saved, "slm_calls": by_source["slm"]["pairs"],
+                   "tokens_saved": round(saved * per_call["tokens"]) if per_call["tokens"] else None,
+                   "cost_saved": round(saved * per_call["cost"], 4) if per_call["cost"] else None},
+        "teacher_pass": {k: first.get(k) for k in ("judge_calls", "asked_this_run", "reused", "missing_votes")},
+        "bulk_pass": {k: bulk.get(k) for k in ("judge_calls", "asked_this_run", "reused", "missing_votes")},
+        "files": {"teacher": str(loop / "teacher"), "zelo": str(out / "zelo.parquet"),
+                  "pair_outcomes": str(out / "pair_outcomes.parquet"), "model": distilled["model"]},
+    }
+    (loop / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    h = distilled.get("heldout") or {}
+    hb = distilled.get("heldout_before") or {}
+    log_fn(f"      SLM agreement with the ensemble on held-out queries: {hb.get('agreement', float('nan')):.3f} → "
+           f"{h.get('agreement', float('nan')):.3f}; τ(ensemble-only, mixed) mean "
+           f"{report['tau_ensemble_only_vs_mixed']['mean'] if len(tv) else float('nan'):.3f} over {len(tv)} queries; "
+           f"{saved:,} ensemble calls saved")
+    return report
