@@ -38,3 +38,29 @@ def pytest_sessionfinish(session, exitstatus):
 
         if ray.is_initialized():
             ray.shutdown()
+    session.config.stash[_EXIT] = int(exitstatus)
+
+
+_EXIT = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """End the process here, with pytest's exit status, once every report is written.
+
+    Twice a full run (a clean clone, then CI) passed every test, printed its summary and then
+    died with a segmentation fault during interpreter finalisation — exit 139 instead of 0, with
+    no Python frame (native threads of the libraries under test, torn down in an order none of
+    them controls); it never reproduced under gdb. Nothing a test checks runs after this point,
+    so the finalisation is skipped rather than let it decide CI's verdict. A crash *during* a
+    test still kills the run, with faulthandler's stack. ZELO_TEST_FINALIZE=1 keeps the normal
+    exit (to hunt that crash)."""
+    import logging
+    import sys
+
+    if os.environ.get("ZELO_TEST_FINALIZE") == "1" or _EXIT not in config.stash:
+        return
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(config.stash[_EXIT])
