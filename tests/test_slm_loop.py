@@ -116,3 +116,20 @@ def test_the_loop_routes_distils_judges_and_resumes(workdir, tiny_slm, capsys): 
     again = run_slm_loop(cfg)
     assert again["teacher_pass"]["asked_this_run"] == 0 and again["bulk_pass"]["asked_this_run"] == 0
     assert again["distillation"]["reused"] is True and again["pairs"] == report["pairs"]
+
+
+def test_long_documents_are_shortened_so_the_query_and_the_question_survive(tiny_slm):
+    from zelo_ray.train.pairwise import PairwiseLM
+
+    m = PairwiseLM.load(tiny_slm)
+    long_a, long_b = "alpha " * 900, "beta " * 700
+    enc = m.encode(["zebra crossing"], [long_a], [long_b], max_length=96)
+    ids = enc["input_ids"][0][enc["attention_mask"][0].bool()].tolist()
+    text = m.tokenizer.decode(ids, skip_special_tokens=True).lower()
+    assert len(ids) <= 96
+    assert "zebra crossing" in text and "alpha" in text and "beta" in text
+    assert text.rstrip().endswith("answer a or b. answer :")      # the question is whole, at the end
+    from zelo_ray.judges.vllm_pairwise import slm_prompt
+
+    short = m.encode(["q"], ["a b"], ["c d"], max_length=96)["input_ids"][0].tolist()
+    assert short == m.tokenizer(slm_prompt("q", "a b", "c d"))["input_ids"]   # what fits is not touched

@@ -157,3 +157,26 @@ def test_judge_prompt_carries_any_text_verbatim(query, first, second):
     messages = build_messages(query, first, second, max_doc_chars=10_000)
     user = messages[-1]["content"]
     assert query in user and first in user and second in user
+
+
+@pytest.fixture(scope="module")
+def pairwise_lm(tmp_path_factory):
+    from zelo_ray.train.models import tiny_decoder
+    from zelo_ray.train.pairwise import PairwiseLM
+
+    return PairwiseLM.load(tiny_decoder(tmp_path_factory.mktemp("plm") / "m", hidden=16, layers=1, intermediate=32))
+
+
+@FAST
+@given(QUERIES, QUERIES, QUERIES)
+@example(LONG, LONG, "")
+def test_the_pairwise_slm_reads_any_text_in_both_orders(pairwise_lm, query, first, second):
+    """The SLM loop's prompt (the one vLLM is sent) for any query and documents: it keeps the
+    question within the token budget and gives a probability for each order."""
+    from zelo_ray.judges.vllm_pairwise import slm_prompt
+
+    assert slm_prompt(query, first, second, max_doc_chars=10_000).endswith("Answer:")
+    enc = pairwise_lm.encode([query, query], [first, second], [second, first], max_length=64)
+    assert enc["input_ids"].shape[1] <= 64 and (enc["attention_mask"].sum(dim=1) >= 1).all()
+    p = pairwise_lm.prob_first([query, query], [first, second], [second, first], max_length=64).numpy()
+    assert p.shape == (2,) and np.isfinite(p).all() and ((0 <= p) & (p <= 1)).all()

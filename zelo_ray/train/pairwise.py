@@ -55,11 +55,22 @@ class PairwiseLM(torch.nn.Module):
                    max_doc_chars)
 
     def encode(self, queries, firsts, seconds, max_length: int) -> dict[str, torch.Tensor]:
-        rows = []
-        for q, a, b in zip(queries, firsts, seconds):
-            ids = self.tokenizer(slm_prompt(q, a, b, None, self.max_doc_chars))["input_ids"]
-            rows.append(ids if len(ids) <= max_length else ids[:1] + ids[len(ids) - max_length + 1:])
-        return pad_right(rows, self.tokenizer.pad_token_id)
+        return pad_right([self._fit(q, a, b, max_length) for q, a, b in zip(queries, firsts, seconds)],
+                         self.tokenizer.pad_token_id)
+
+    def _fit(self, query: str, first: str, second: str, max_length: int) -> list[int]:
+        """The prompt's ids within ``max_length``: the documents are shortened (both to the same
+        length) so that the query, both documents' beginnings and the question survive; only a
+        query too long by itself loses its middle."""
+        chars = self.max_doc_chars
+        for _ in range(8):
+            ids = self.tokenizer(slm_prompt(query, first, second, None, chars))["input_ids"]
+            if len(ids) <= max_length or chars == 0:
+                break
+            chars = max(0, min(chars, max(len(first), len(second))) * max_length // len(ids) - 8)
+        if len(ids) <= max_length:
+            return ids
+        return ids[:max_length // 2] + ids[len(ids) - (max_length - max_length // 2):]
 
     def logit_first(self, enc) -> torch.Tensor:
         logits = last_token_logits(self.model, enc)
