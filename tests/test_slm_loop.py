@@ -61,6 +61,9 @@ def test_slm_config_errors_name_the_field(workdir):  # noqa: F811
         _cfg(workdir, "x", "annotate.slm.judge=sim-2", "annotate.slm.teacher_share=1.5")
     with pytest.raises(ValueError, match="annotate.slm.judge is not set"):
         run_slm_loop(_cfg(workdir, "x"))
+    with pytest.raises(FileNotFoundError, match="annotate.slm.base='/no/such/model'"):
+        run_slm_loop(_cfg(workdir, "x-base", "annotate.slm.judge=sim-2", "annotate.slm.base=/no/such/model"))
+    assert not (workdir[0] / "x-base").exists()          # nothing judged, nothing spent
 
 
 @pytest.fixture(scope="module")

@@ -110,6 +110,21 @@ def _distil(cfg: ZeloConfig, teacher: Path, log_fn) -> dict:
     return {**result, "model": str(model_dir), "reused": False}
 
 
+def _check_base(base: str) -> None:
+    from zelo_ray.judges.vllm_pairwise import answer_token_ids
+    from zelo_ray.train.models import resolve_base
+
+    try:
+        path = resolve_base(base)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"annotate.slm.base={base!r}: {e} (e.g. models/smollm2-135m-instruct, which "
+                                "scripts/setup-vllm.sh makes)") from e
+    try:
+        answer_token_ids(path)
+    except ValueError as e:
+        raise ValueError(f"annotate.slm.base={base!r}: {e}") from e
+
+
 def _spend_per_call(report: dict, names: list[str]) -> dict:
     """Average tokens and cost of one ensemble call in the teacher pass (what each saved call
     would have cost)."""
@@ -124,20 +139,23 @@ def _spend_per_call(report: dict, names: list[str]) -> dict:
     return {"tokens": tokens / calls, "cost": cost / calls}
 
 
-def run_slm_loop(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None) -> dict:
-    """Teacher pass → distil → bulk pass → report (see the module docstring)."""
+def run_slm_loop(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None,
+                 queries: list[str] | None = None) -> dict:
+    """Teacher pass → distil → bulk pass → report (see the module docstring); ``queries`` limits
+    the loop to those query ids, as for :func:`~zelo_ray.annotate.run.run_annotate`."""
     from zelo_ray.annotate.run import run_annotate
 
     s = cfg.annotate.slm
     if s.judge is None:
         raise ValueError("annotate.slm.judge is not set: name the judge in annotate.judges that the distilled "
                          "SLM fills (kind 'vllm_pairwise'), e.g. annotate.slm.judge=slm")
+    _check_base(s.base)  # before the teacher pass spends anything
     run = layout(cfg)
     out = run.annotate
     loop = out / "slm"
     ensemble = [j.name for j in cfg.annotate.judges if j.name != s.judge]
     log_fn(f"[slm 1/3] the ensemble ({', '.join(ensemble)}) judges {s.teacher_share:.0%} of the pairs")
-    first = run_annotate(cfg, log_fn=log_fn, qrels=qrels, teacher_only=True)
+    first = run_annotate(cfg, log_fn=log_fn, qrels=qrels, queries=queries, teacher_only=True)
     (loop / "teacher").mkdir(parents=True, exist_ok=True)
     for name in _KEPT:
         shutil.copy2(out / name, loop / "teacher" / name)
@@ -150,7 +168,7 @@ def run_slm_loop(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
               else j for j in cfg.annotate.judges]
     cfg_bulk = cfg.model_copy(update={"annotate": cfg.annotate.model_copy(update={"judges": judges})})
     log_fn(f"[slm 3/3] the distilled SLM ({s.judge}) judges the other pairs; Elo over all of them")
-    bulk = run_annotate(cfg_bulk, log_fn=log_fn, qrels=qrels)
+    bulk = run_annotate(cfg_bulk, log_fn=log_fn, qrels=qrels, queries=queries)
 
     outcomes = pq.read_table(out / "pair_outcomes.parquet")
     decided = pc.is_valid(outcomes["p_a"])
