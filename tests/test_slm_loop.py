@@ -113,6 +113,7 @@ def test_the_loop_routes_distils_judges_and_resumes(workdir, tiny_slm, capsys): 
     card = json.loads((Path(d["model"]) / "zelo_card.json").read_text())
     assert card["kind"] == "pairwise_slm" and card["loop_key"]
     assert json.loads((out / "slm" / "report.json").read_text())["pairs"] == report["pairs"]
+    assert "distillation_concern" in report          # a string with the numbers when the SLM learned nothing
     lines = capsys.readouterr().out
     assert "[slm 1/3]" in lines and "[slm 3/3]" in lines
     # a re-run asks nothing and reuses the distilled model

@@ -134,6 +134,7 @@ def train(args) -> None:
                "wall_s": round(time.perf_counter() - t0, 1)}
         loop = out / name / "loop.json"
         if loop.exists() and not annotate_dir and name != "reference":
+            row["slm_vs_full_ensemble"] = _slm_agreement(out / "reference" / "annotate", out / name / "annotate")
             r = json.loads(loop.read_text())
             row.update(teacher_share=r["teacher_share"], pairs=r["pairs"], saving=r["saving"],
                        tau_ensemble_only_vs_mixed=r["tau_ensemble_only_vs_mixed"]["mean"],
@@ -145,6 +146,25 @@ def train(args) -> None:
     write_result({"benchmark": "slm_shares", "label": "SIMULATION (ensemble: simulated judges from qrels)",
                   "train_queries": args.train_queries, "top_n": args.top_n, "test_queries": len(split["test"]),
                   "base": args.base, "rows": rows, "command": " ".join(sys.argv)}, args.json)
+
+
+def _slm_agreement(reference: Path, mixed: Path) -> dict:
+    """The SLM's verdicts on the pairs it judged vs the ensemble's verdicts on the same pairs (the
+    reference run judged every pair), on pairs the ensemble decided."""
+    import numpy as np
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    ref = pq.read_table(reference / "pair_outcomes.parquet", columns=["pair_id", "p_a"])
+    mix = pq.read_table(mixed / "pair_outcomes.parquet", columns=["pair_id", "p_a", "source"])
+    mix = mix.filter(pc.equal(mix["source"], "slm")).rename_columns(["pair_id", "p_slm", "source"])
+    j = mix.join(ref, keys="pair_id")
+    p_ens = j["p_a"].to_numpy(zero_copy_only=False).astype(float)
+    p_slm = j["p_slm"].to_numpy(zero_copy_only=False).astype(float)
+    ok = np.isfinite(p_ens) & np.isfinite(p_slm) & (np.abs(p_ens - 0.5) > 1e-9)
+    agree = (p_slm[ok] > 0.5) == (p_ens[ok] > 0.5)
+    return {"decided_pairs": int(ok.sum()), "agreement": round(float(agree.mean()), 4) if ok.any() else None,
+            "slm_prefers_a": round(float(np.mean(p_slm[ok] > 0.5)), 4) if ok.any() else None}
 
 
 def main() -> int:

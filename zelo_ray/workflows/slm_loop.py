@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from zelo_ray.config import ZeloConfig
 from zelo_ray.layout import layout
 
-__all__ = ["elo_tau", "run_slm_loop"]
+__all__ = ["distillation_concern", "elo_tau", "run_slm_loop"]
 
 _KEPT = ("zelo.parquet", "pair_outcomes.parquet", "report.json")
 
@@ -125,6 +125,27 @@ def _check_base(base: str) -> None:
         raise ValueError(f"annotate.slm.base={base!r}: {e}") from e
 
 
+def distillation_concern(before: dict | None, after: dict | None) -> str | None:
+    """Why the distilled SLM should not be trusted as a judge, from its held-out measurements
+    (None when they look sound or were not measured).
+
+    >>> distillation_concern({"agreement": 0.6}, {"agreement": 0.4, "first_shown_share": 0.0, "decided": 5})
+    'the distilled SLM did not learn the ensemble (held-out agreement 0.600 → 0.400 on 5 decided pairs; the first-shown document wins 0% of the time)'
+    >>> distillation_concern({"agreement": 0.5}, {"agreement": 0.8, "first_shown_share": 0.5, "decided": 40}) is None
+    True
+    """
+    if not after or after.get("agreement") is None or after.get("decided", 0) == 0:
+        return None
+    a0 = (before or {}).get("agreement")
+    bias = after.get("first_shown_share")
+    stuck = bias is not None and not 0.1 <= bias <= 0.9
+    if after["agreement"] <= max(0.5, a0 if a0 is not None else 0.0) or stuck:
+        return (f"the distilled SLM did not learn the ensemble (held-out agreement "
+                f"{a0 if a0 is not None else float('nan'):.3f} → {after['agreement']:.3f} on {after['decided']} decided "
+                f"pairs; the first-shown document wins {bias:.0%} of the time)")
+    return None
+
+
 def _spend_per_call(report: dict, names: list[str]) -> dict:
     """Average tokens and cost of one ensemble call in the teacher pass (what each saved call
     would have cost)."""
@@ -163,6 +184,10 @@ def run_slm_loop(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
 
     log_fn(f"[slm 2/3] distilling {s.base} on the ensemble's outcomes")
     distilled = _distil(cfg, teacher, log_fn)
+    concern = distillation_concern(distilled.get("heldout_before"), distilled.get("heldout"))
+    if concern:
+        log_fn(f"      warning: {concern}; its votes will mostly add noise to the Elo — raise "
+               "annotate.slm.teacher_share, max_pairs or epochs, or distil a larger base")
 
     judges = [j.model_copy(update={"model": distilled["model"]}) if j.name == s.judge and j.kind == "vllm_pairwise"
               else j for j in cfg.annotate.judges]
@@ -185,6 +210,7 @@ def run_slm_loop(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
         "pairs": by_source,
         "distillation": {k: distilled.get(k) for k in ("model", "reused", "steps", "train_pairs", "heldout_queries",
                                                          "wall_s", "heldout_before", "heldout")},
+        "distillation_concern": concern,
         "tau_ensemble_only_vs_mixed": {"queries": int(len(tv)), "mean": float(tv.mean()) if len(tv) else None,
                                        "median": float(np.median(tv)) if len(tv) else None,
                                        "file": str(loop / "elo_tau.parquet")},
