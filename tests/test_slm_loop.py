@@ -137,3 +137,19 @@ def test_long_documents_are_shortened_so_the_query_and_the_question_survive(tiny
 
     short = m.encode(["q"], ["a b"], ["c d"], max_length=96)["input_ids"][0].tolist()
     assert short == m.tokenizer(slm_prompt("q", "a b", "c d"))["input_ids"]   # what fits is not touched
+
+
+def test_a_pairwise_models_probability_is_averaged_as_it_is_and_ratings_are_rounded():
+    from zelo_ray.annotate.teacher import clamp_mask
+    from zelo_ray.config import AnnotateConfig, SimulatedJudgeConfig, VLLMPairwiseJudgeConfig
+    from zelo_ray.core.ensemble import soft_outcomes
+
+    scores = np.array([[-0.4, -0.4], [0.3, 0.9]])        # judge 0: an LLM's rating, judge 1: P(first) = 0.7, 0.05
+    both = soft_outcomes(scores, clamp=True).w
+    assert both.tolist() == pytest.approx([0.5 + 0.0 / 2, (1 - 0.5) / 2])   # ratings and probabilities rounded
+    mixed = soft_outcomes(scores, clamp=np.array([True, False])).w
+    assert mixed.tolist() == pytest.approx([(1 - (0 - 0.4) / 2) / 2, (1 - (0 + 0.9) / 2) / 2])
+    acfg = AnnotateConfig(judges=[SimulatedJudgeConfig(name="s", kind="simulated", model="m"),
+                                  VLLMPairwiseJudgeConfig(name="v", kind="vllm_pairwise", model="/m")])
+    assert clamp_mask(acfg).tolist() == [True, False]
+    assert clamp_mask(acfg.model_copy(update={"clamp": False})).tolist() == [False, False]

@@ -36,7 +36,7 @@ from zelo_ray.annotate.resume import fingerprint, input_fingerprint, unchanged
 from zelo_ray.annotate.scores import (cross_outcomes, streaming_median, endpoint_scores, fit_calibration, fit_within,
                                       merge_within, task_scores, with_targets)
 from zelo_ray.annotate.tasks import TextHashes, build_tasks, calls_table
-from zelo_ray.annotate.teacher import pair_sources, route_tasks
+from zelo_ray.annotate.teacher import clamp_mask, pair_sources, route_tasks
 from zelo_ray.config import ZeloConfig
 from zelo_ray.core.simulate import LABEL
 from zelo_ray.faults import ErrorLog, check_failures
@@ -333,8 +333,8 @@ def fit_step(cfg: ZeloConfig, plan: Plan, graph: _Graph, calls: _Calls, store: V
     partitions = np.unique(store.partition_of(graph.nodes["query_id"])) if graph.nodes.num_rows else []
     votes = store.read(partitions)
     ts = task_scores(calls.tasks, votes)
-    fit = fit_within(graph.nodes, graph.pairs, ts, names, clamp=acfg.clamp, min_votes=acfg.min_votes,
-                     elo_cfg=cfg.elo)
+    fit = fit_within(graph.nodes, graph.pairs, ts, names, clamp=(clamp := clamp_mask(acfg)),
+                     min_votes=acfg.min_votes, elo_cfg=cfg.elo)
     part = out / ".buckets" / f"elo-{b:05d}.parquet"
     pq.write_table(fit.table, part)
     starts, ids = query_bounds(graph.nodes)
@@ -345,7 +345,7 @@ def fit_step(cfg: ZeloConfig, plan: Plan, graph: _Graph, calls: _Calls, store: V
     writers.write("pair_outcomes", graph.pairs.select(["query_id", "pair_id", "doc_a", "doc_b"]).append_column(
         "p_a", pa.array(w, pa.float64(), mask=~fit.valid_within)).append_column("source", source))
     if graph.cross.num_rows:
-        co = cross_outcomes(ts, graph.cross, names, clamp=acfg.clamp, min_votes=acfg.min_votes)
+        co = cross_outcomes(ts, graph.cross, names, clamp=clamp, min_votes=acfg.min_votes)
         totals.cross_w[graph.cross_rows], totals.cross_valid[graph.cross_rows] = co.w, co.valid
     for side, q_col, pos_col, dest in (("a", "qa", "a_pos", totals.elo_a), ("b", "qb", "b_pos", totals.elo_b)):
         if not plan.cross.num_rows:

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 
 from zelo_ray.judges.keys import uniforms
 
-__all__ = ["pair_sources", "route_tasks", "teacher_mask"]
+__all__ = ["clamp_mask", "pair_sources", "route_tasks", "teacher_mask"]
 
 _SALT = 0x7EAC4E  # its own stream: independent of A/B orders and swap probes
 
@@ -44,3 +44,10 @@ def pair_sources(pair_id: np.ndarray, slm_judge: str | None, share: float, seed:
     if slm_judge is not None:
         source[~teacher_mask(pair_id, share, seed)] = "slm"
     return pa.array(source, pa.string())
+
+
+def clamp_mask(acfg) -> np.ndarray:
+    """Per judge of ``acfg.judges``: round its scores to {-1, 0, 1} before averaging? The paper's
+    rule (``annotate.clamp``) is for rated answers; a pairwise model's score is 1 − 2·P(first),
+    a probability already, which rounding would turn into a tie whenever 0.25 < P < 0.75."""
+    return np.array([acfg.clamp and j.kind != "vllm_pairwise" for j in acfg.judges], dtype=bool)

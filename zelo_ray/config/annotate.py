@@ -64,7 +64,8 @@ class AnnotateConfig(Strict):
     judges: list[JudgeConfig] = Field(default_factory=_default_judges, min_length=1,
                                       description="The ensemble, one entry per judge "
                                       "(each entry's `kind` picks its backend and fields).")
-    clamp: bool = Field(True, description="Clamp each score to {-1, 0, 1} before averaging (the paper's rule).")
+    clamp: bool = Field(True, description="Clamp each score to {-1, 0, 1} before averaging (the paper's rule; "
+                        "not for `vllm_pairwise` judges, whose score is a probability already).")
     min_votes: int = Field(1, ge=1, description="Pairs with fewer answering judges are left out of the fit.")
     bucket_queries: int = Field(2000, ge=1, description="Queries taken through pairs → judges → Elo "
                                 "together: the driver holds one bucket's pairs, calls and votes at a "

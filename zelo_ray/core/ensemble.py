@@ -45,13 +45,14 @@ class SoftOutcomes:
     """(E,) bool: enough votes to use the pair."""
 
 
-def soft_outcomes(scores: np.ndarray, *, clamp: bool = True, min_votes: int = 1) -> SoftOutcomes:
+def soft_outcomes(scores: np.ndarray, *, clamp: bool | np.ndarray = True, min_votes: int = 1) -> SoftOutcomes:
     """Aggregate an (E, P) array of judge scores (NaN = missing vote) into soft outcomes.
 
     Args:
         scores: (E, P) scores in [-1, 1], negative when A (the first document) is more relevant.
         clamp: round each score to {-1, 0, 1} first (the paper's rule); False keeps the raw
-            scores (the "soft mean" variant).
+            scores (the "soft mean" variant); a (P,) bool array decides per judge (a pairwise
+            model's probability is kept as it is, an LLM's rating is rounded).
         min_votes: pairs with fewer answering judges get w = NaN and valid = False.
     """
     s = np.asarray(scores, dtype=np.float64)
@@ -64,8 +65,9 @@ def soft_outcomes(scores: np.ndarray, *, clamp: bool = True, min_votes: int = 1)
     if out_of_range.any():
         e, p = np.argwhere(out_of_range)[0]
         raise ValueError(f"score of pair {e}, judge {p} is {s[e, p]}, outside [-1, 1]")
-    if clamp:
-        s = clamp_votes(s)
+    mask = np.broadcast_to(np.asarray(clamp, dtype=bool), (s.shape[1],))
+    if mask.any():
+        s = np.where(mask[None, :], clamp_votes(s), s)
     n_votes = finite.sum(axis=1)
     total = np.where(finite, s, 0.0).sum(axis=1)
     valid = n_votes >= min_votes
