@@ -41,6 +41,9 @@ def input_fingerprint(cfg: ZeloConfig, run, out: Path, *, teacher_only: bool = F
                                                                       *(() if acfg.slm.judge else ("slm",))}),
         "graph": cfg.graph.model_dump(), "elo": cfg.elo.model_dump(), "data_split": cfg.data.split,
         "prompts": [prompt_version(j) for j in acfg.judges],
+        # a pairwise model's probability is not clamped: runs with such judges refit once
+        **({"unclamped": [j.name for j in acfg.judges if j.kind == "vllm_pairwise"]}
+           if acfg.clamp and any(j.kind == "vllm_pairwise" for j in acfg.judges) else {}),
         "refine": [refine.stat().st_size, refine.stat().st_mtime_ns] if refine.exists() else None,
         # LLM judges read the texts: a changed collection means new questions
         "texts": [(str(p), p.stat().st_size, p.stat().st_mtime_ns)
