@@ -24,7 +24,7 @@ def project(*, queries: int = 112_000, candidates: int = 100, k: int = 8, judges
     """``teacher_shares``: shares of the pairs the hosted ensemble judges when the distilled SLM
     judges the rest (issue #20); each gets its calls, tokens, endpoint hours and SLM GPU-hours."""
     b = Path(bench)
-    dense, train, serve = _load(b, "gpu_dense_h200.json"), _load(b, "gpu_train_h200.json"), _load(b, "gpu_serve_h200.json")
+    dense, train = _load(b, "gpu_dense_h200.json"), _load(b, "gpu_train_h200.json")
     judging = _load(b, "judging_throughput.json")
     pairs = queries * (k * candidates // 2 + cross_per_query)
     calls = pairs * judges
@@ -55,7 +55,6 @@ def project(*, queries: int = 112_000, candidates: int = 100, k: int = 8, judges
                    "rate_per_s": slm_rate, "rate_source": f"gpu_slm_h200.json: H200, transformers bf16 forward "
                    f"(a floor for vLLM), batches of {slm_best['max_batch_tokens']:,} tokens, Cranfield-length prompts",
                    "gpu_hours": pairs / slm_rate / 3600})
-    del serve
 
     samples = queries * candidates * epochs
     mini = max(train["minilm"]["runs"], key=lambda r: r.get("samples_per_s", 0))
