@@ -116,6 +116,18 @@ def test_the_loop_routes_distils_judges_and_resumes(workdir, tiny_slm, capsys): 
     assert "distillation_concern" in report          # a string with the numbers when the SLM learned nothing
     lines = capsys.readouterr().out
     assert "[slm 1/3]" in lines and "[slm 3/3]" in lines
+    # `zelo report` shows the loop: who judged what, the held-out table, τ, the saving
+    from zelo_ray.workflows.report import build_report
+    from zelo_ray.workflows.report_slm import slm_section
+
+    run = out.parent / "slm-loop-run"
+    run.mkdir()
+    (run / "annotate").symlink_to(out)
+    page = build_report(run)
+    assert "<h2>Pairwise SLM</h2>" in page and f"judged {report['pairs']['slm']['pairs']:,}." in page
+    assert f"{report['saving']['ensemble_calls_saved']:,} ensemble calls" in page and "Kendall τ per query" in page
+    assert ("Warning: " in page) == (report["distillation_concern"] is not None)
+    assert slm_section(out.parent) == []                  # no loop there: no section
     # a re-run asks nothing and reuses the distilled model
     again = run_slm_loop(cfg)
     assert again["teacher_pass"]["asked_this_run"] == 0 and again["bulk_pass"]["asked_this_run"] == 0

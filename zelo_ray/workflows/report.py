@@ -11,7 +11,10 @@ what the run wrote:
 * ``train/model/zelo_card.json`` — the training and validation curve (``history``);
 * in an audit directory (`zelo audit`), ``audit.json``, ``failures.parquet`` and ``history.jsonl``
   — the per-system comparison, the paired differences, the trend and the failing queries
-  (:mod:`zelo_ray.workflows.report_audit`).
+  (:mod:`zelo_ray.workflows.report_audit`);
+* ``annotate/slm/report.json`` and ``elo_tau.parquet`` (`zelo slm`) — the pairs each side judged,
+  the SLM's held-out agreement before and after distillation, the τ between the ensemble-only and
+  the mixed Elo, the calls saved (:mod:`zelo_ray.workflows.report_slm`).
 
 A part the run did not produce (no qrels, no training yet) is left out with a line saying so.
 
@@ -26,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from zelo_ray.workflows.report_html import CSS, ci as _ci, figure as _figure
+from zelo_ray.workflows.report_slm import slm_section
 
 __all__ = ["add_report_command", "build_report", "write_report"]
 
@@ -223,6 +227,7 @@ def build_report(run_dir: str | Path) -> str:
         parts += _metrics_section(metrics)
     parts += _elo_section(run)
     parts += _judges_section(ann) if ann else ["<h2>Judges</h2><p class=note>No annotation report.</p>"]
+    parts += slm_section(run)
     parts += _training_section(run)
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -125,14 +125,18 @@ def _check_base(base: str) -> None:
         raise ValueError(f"annotate.slm.base={base!r}: {e}") from e
 
 
-def distillation_concern(before: dict | None, after: dict | None) -> str | None:
+def distillation_concern(before: dict | None, after: dict | None, alpha: float = 0.05) -> str | None:
     """Why the distilled SLM should not be trusted as a judge, from its held-out measurements
-    (None when they look sound or were not measured).
+    (None when they look sound or were not measured): it agrees with the ensemble no better than
+    chance or than the base did, its verdicts follow the position, or the held-out pairs are too
+    few for its agreement to be told from chance (one-sided binomial test at ``alpha``).
 
     >>> distillation_concern({"agreement": 0.6}, {"agreement": 0.4, "first_shown_share": 0.0, "decided": 5})
     'the distilled SLM did not learn the ensemble (held-out agreement 0.600 → 0.400 on 5 decided pairs; the first-shown document wins 0% of the time)'
     >>> distillation_concern({"agreement": 0.5}, {"agreement": 0.8, "first_shown_share": 0.5, "decided": 40}) is None
     True
+    >>> distillation_concern({"agreement": 0.5}, {"agreement": 0.8, "first_shown_share": 0.5, "decided": 5})
+    'too few decided held-out pairs to tell whether the distilled SLM learned the ensemble (agreement 0.800 on 5 pairs, p = 0.19 against chance)'
     """
     if not after or after.get("agreement") is None or after.get("decided", 0) == 0:
         return None
@@ -143,6 +147,13 @@ def distillation_concern(before: dict | None, after: dict | None) -> str | None:
         return (f"the distilled SLM did not learn the ensemble (held-out agreement "
                 f"{a0 if a0 is not None else float('nan'):.3f} → {after['agreement']:.3f} on {after['decided']} decided "
                 f"pairs; the first-shown document wins {bias:.0%} of the time)")
+    from scipy.stats import binomtest
+
+    n = int(after["decided"])
+    p = binomtest(int(round(after["agreement"] * n)), n, 0.5, alternative="greater").pvalue
+    if p > alpha:
+        return (f"too few decided held-out pairs to tell whether the distilled SLM learned the ensemble "
+                f"(agreement {after['agreement']:.3f} on {n} pairs, p = {p:.2g} against chance)")
     return None
 
 
@@ -186,8 +197,8 @@ def run_slm_loop(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
     distilled = _distil(cfg, teacher, log_fn)
     concern = distillation_concern(distilled.get("heldout_before"), distilled.get("heldout"))
     if concern:
-        log_fn(f"      warning: {concern}; its votes will mostly add noise to the Elo — raise "
-               "annotate.slm.teacher_share, max_pairs or epochs, or distil a larger base")
+        log_fn(f"      warning: {concern}; its votes may only add noise to the Elo — raise "
+               "annotate.slm.teacher_share, heldout, max_pairs or epochs, or distil a larger base")
 
     judges = [j.model_copy(update={"model": distilled["model"]}) if j.name == s.judge and j.kind == "vllm_pairwise"
               else j for j in cfg.annotate.judges]
