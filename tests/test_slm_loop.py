@@ -165,3 +165,31 @@ def test_a_pairwise_models_probability_is_averaged_as_it_is_and_ratings_are_roun
                                   VLLMPairwiseJudgeConfig(name="v", kind="vllm_pairwise", model="/m")])
     assert clamp_mask(acfg).tolist() == [True, False]
     assert clamp_mask(acfg.model_copy(update={"clamp": False})).tolist() == [False, False]
+
+
+def test_distillation_reads_documents_as_the_judge_serves_them(workdir):  # noqa: F811
+    """Train/serve skew: the distillation prompts show each document as the vLLM judge will (title
+    line, cut to the judge's max_doc_chars), not as the reranker reads it."""
+    from zelo_ray.config import VLLMPairwiseJudgeConfig
+    from zelo_ray.data import open_collection
+    from zelo_ray.layout import layout
+    from zelo_ray.workflows.slm_loop import _distil_key, _judge_docs
+
+    def cfg_with(chars):
+        d = _cfg(workdir, "x-docs").model_dump()
+        d["annotate"]["judges"].append(VLLMPairwiseJudgeConfig(name="slm", kind="vllm_pairwise", model="m",
+                                                               max_doc_chars=chars).model_dump())
+        d["annotate"]["slm"]["judge"] = "slm"
+        return type(_cfg(workdir, "x-docs")).model_validate(d)
+
+    cfg = cfg_with(20)
+    col = open_collection(layout(cfg).data)
+    corpus = pq.read_table(col.corpus_path, columns=["doc_id", "title", "text"]).slice(0, 5).to_pylist()
+    docs = _judge_docs(cfg, col, [r["doc_id"] for r in corpus] * 2)
+    assert len(docs) == 5
+    for r in corpus:
+        full = f"{r['title']}\n{r['text']}" if r["title"] else r["text"]
+        assert docs[r["doc_id"]] == full[:20] + " …" and "\n" in docs[r["doc_id"]]
+    teacher = workdir[0] / "teacher.bin"
+    teacher.write_bytes(b"outcomes")
+    assert _distil_key(cfg, teacher) != _distil_key(cfg_with(80), teacher)   # another cut: distil again

@@ -40,7 +40,7 @@ from zelo_ray.annotate.teacher import clamp_mask, pair_sources, route_tasks
 from zelo_ray.config import ZeloConfig
 from zelo_ray.core.simulate import LABEL
 from zelo_ray.faults import ErrorLog, check_failures
-from zelo_ray.judges.caller import TextTable
+from zelo_ray.judges.caller import TextTable, shown_doc
 from zelo_ray.judges.factory import preflight
 from zelo_ray.judges.keys import text_hashes
 from zelo_ray.judges.store import VoteStore
@@ -392,7 +392,7 @@ def _texts(run: _Inputs, graph: _Graph) -> tuple[TextTable, TextHashes]:
                                             graph.cross["doc_b"].combine_chunks()]))
     corpus = pq.read_table(run.collection.corpus_path, columns=["doc_id", "title", "text"],
                            filters=[("doc_id", "in", need_docs.to_pylist())])
-    shown = [f"{t}\n{x}" if t else x for t, x in zip(corpus["title"].to_pylist(), corpus["text"].to_pylist())]
+    shown = [shown_doc(t, x) for t, x in zip(corpus["title"].to_pylist(), corpus["text"].to_pylist())]
     texts = TextTable(queries=run.query_texts, docs=dict(zip(corpus["doc_id"].to_pylist(), shown)))
     query_ids, query_hash = run.query_hashes
     hashes = TextHashes(query_ids=query_ids, query_hash=query_hash,

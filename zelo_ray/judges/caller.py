@@ -23,10 +23,15 @@ from zelo_ray.judges.base import VOTE_SCHEMA, CallBatch, ResultBatch
 from zelo_ray.judges.factory import make_judge
 from zelo_ray.judges.prompt import PROMPT_VERSION
 
-__all__ = ["JudgeCaller", "PROGRESS_COLUMNS", "TextTable", "VOTE_SCHEMA"]
+__all__ = ["JudgeCaller", "PROGRESS_COLUMNS", "TextTable", "VOTE_SCHEMA", "shown_doc"]
 
 PROGRESS_COLUMNS = ["pair_id", "score", "input_tokens", "output_tokens", "cost"]
 """What a caller that logs its answers itself returns per answer."""
+
+
+def shown_doc(title: str | None, text: str) -> str:
+    """A document as every judge reads it: its title on the first line, then its text."""
+    return f"{title}\n{text}" if title else text
 
 
 @dataclass

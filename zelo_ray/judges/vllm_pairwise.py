@@ -34,7 +34,7 @@ import pyarrow as pa
 from zelo_ray.judges.caller import VOTE_SCHEMA, TextTable
 from zelo_ray.judges.prompt import SLM_PROMPT_VERSION
 
-__all__ = ["SLM_PROMPT_VERSION", "answer_token_ids", "slm_prompt", "scores_from_logprobs", "vllm_votes"]
+__all__ = ["SLM_PROMPT_VERSION", "answer_token_ids", "cut_document", "slm_prompt", "scores_from_logprobs", "vllm_votes"]
 
 _WITHIN = ("Query: {query}\n\nDocument A: {first}\n\nDocument B: {second}\n\n"
            "Which document is more relevant to the query? Answer A or B.\nAnswer:")
@@ -43,10 +43,15 @@ _CROSS = ("Query A: {query}\nDocument A: {first}\n\nQuery B: {query_b}\nDocument
 ANSWERS = (" A", " B")
 
 
+def cut_document(text: str, max_doc_chars: int) -> str:
+    """A document as the SLM judge sees it: its first ``max_doc_chars`` characters."""
+    return text if len(text) <= max_doc_chars else text[:max_doc_chars] + " …"
+
+
 def slm_prompt(query: str, first: str, second: str, query_b: str | None = None, max_doc_chars: int = 4000) -> str:
-    cut = lambda t: t if len(t) <= max_doc_chars else t[:max_doc_chars] + " …"  # noqa: E731
     template = _CROSS if query_b is not None else _WITHIN
-    return template.format(query=query, query_b=query_b, first=cut(first), second=cut(second))
+    return template.format(query=query, query_b=query_b, first=cut_document(first, max_doc_chars),
+                           second=cut_document(second, max_doc_chars))
 
 
 def answer_token_ids(model_path: str) -> tuple[int, int]:

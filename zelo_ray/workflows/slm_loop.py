@@ -64,7 +64,22 @@ def _distil_key(cfg: ZeloConfig, teacher: Path) -> str:
     h = hashlib.blake2b(digest_size=16)
     h.update(teacher.read_bytes())
     h.update(json.dumps(s.model_dump(exclude={"judge", "device"}), sort_keys=True).encode())
+    judge = next((j for j in cfg.annotate.judges if j.name == s.judge), None)
+    h.update(f"docs as served, cut to {getattr(judge, 'max_doc_chars', None)}".encode())
     return h.hexdigest()
+
+
+def _judge_docs(cfg: ZeloConfig, col, doc_ids: list[str]) -> dict[str, str]:
+    """The documents as the SLM judge will read them when it serves (title line, cut to its
+    ``max_doc_chars``), so that distillation and judging see the same prompts."""
+    from zelo_ray.judges.caller import shown_doc
+    from zelo_ray.judges.vllm_pairwise import cut_document
+
+    limit = getattr(next(j for j in cfg.annotate.judges if j.name == cfg.annotate.slm.judge), "max_doc_chars", None)
+    t = pq.read_table(col.corpus_path, columns=["doc_id", "title", "text"],
+                      filters=[("doc_id", "in", sorted(set(doc_ids)))])
+    shown = (shown_doc(ti, tx) for ti, tx in zip(t["title"].to_pylist(), t["text"].to_pylist()))
+    return dict(zip(t["doc_id"].to_pylist(), (cut_document(x, limit) if limit else x for x in shown)))
 
 
 def _distil(cfg: ZeloConfig, teacher: Path, log_fn) -> dict:
@@ -72,7 +87,7 @@ def _distil(cfg: ZeloConfig, teacher: Path, log_fn) -> dict:
     Each distillation gets its own folder (named by its inputs): the vote store keys votes by the
     model's path, so a re-distilled model never inherits the votes of an earlier one."""
     from zelo_ray.data import open_collection
-    from zelo_ray.train.examples import doc_texts, query_texts
+    from zelo_ray.train.examples import query_texts
     from zelo_ray.train.pairwise import pair_rows, train_pairwise
 
     s = cfg.annotate.slm
@@ -92,7 +107,7 @@ def _distil(cfg: ZeloConfig, teacher: Path, log_fn) -> dict:
         rng = np.random.default_rng(cfg.annotate.seed)
         t = t.take(np.sort(rng.choice(t.num_rows, size=s.max_pairs, replace=False)))
     col = open_collection(layout(cfg).data)
-    rows = pair_rows(t, query_texts(col), doc_texts(col, t["doc_a"].to_pylist() + t["doc_b"].to_pylist()))
+    rows = pair_rows(t, query_texts(col), _judge_docs(cfg, col, t["doc_a"].to_pylist() + t["doc_b"].to_pylist()))
     import torch
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if s.device == "auto" else s.device
