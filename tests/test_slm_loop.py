@@ -76,7 +76,7 @@ def tiny_slm(tmp_path_factory):
 def test_the_loop_routes_distils_judges_and_resumes(workdir, tiny_slm, capsys):  # noqa: F811
     cfg = _cfg(workdir, "slm-loop", "annotate.slm.judge=sim-2", "annotate.slm.teacher_share=0.5",
                f"annotate.slm.base={tiny_slm}", "annotate.slm.max_length=64", "annotate.slm.heldout=0.25",
-               "annotate.slm.lr=1e-3")
+               "annotate.slm.lr=1e-3", "annotate.slm.require_agreement=false")   # the wiring, whatever it learned
     report = run_slm_loop(cfg)
     out = Path(cfg.annotate.output)
     pairs = pq.read_table(out / "pairs.parquet")
@@ -132,6 +132,37 @@ def test_the_loop_routes_distils_judges_and_resumes(workdir, tiny_slm, capsys): 
     again = run_slm_loop(cfg)
     assert again["teacher_pass"]["asked_this_run"] == 0 and again["bulk_pass"]["asked_this_run"] == 0
     assert again["distillation"]["reused"] is True and again["pairs"] == report["pairs"]
+
+
+def test_an_slm_that_learned_nothing_does_not_judge(workdir, tiny_slm, capsys):  # noqa: F811
+    """require_agreement (the default): a distilled SLM whose held-out agreement does not beat the
+    base is not let loose on the bulk; the ensemble-only Elo is the result. Switching the gate off
+    reuses the distilled model and judges with it."""
+    from zelo_ray.judges.store import VoteStore
+
+    args = ("annotate.slm.judge=sim-2", "annotate.slm.teacher_share=0.5", f"annotate.slm.base={tiny_slm}",
+            "annotate.slm.max_length=64", "annotate.slm.heldout=0.25", "annotate.slm.lr=1e-9")  # learns nothing
+    cfg = _cfg(workdir, "slm-gate", *args)
+    report = run_slm_loop(cfg)
+    out = Path(cfg.annotate.output)
+    assert report["distillation_concern"] and report["slm_judged"] is False and report["bulk_pass"] is None
+    assert report["pairs"]["slm"]["with_outcome"] == 0 and report["saving"]["ensemble_calls_saved"] == 0
+    votes = VoteStore(out / "votes").read()
+    assert "sim-2" not in set(votes["judge"].to_pylist())                   # the SLM was never asked
+    assert (out / "zelo.parquet").read_bytes() == (out / "slm" / "teacher" / "zelo.parquet").read_bytes()
+    assert not (out / "slm" / "elo_tau.parquet").exists()
+    from zelo_ray.workflows.report_slm import slm_section
+
+    (out.parent / "slm-gate-run").mkdir()
+    (out.parent / "slm-gate-run" / "annotate").symlink_to(out)
+    page = "".join(slm_section(out.parent / "slm-gate-run"))
+    assert f"did not judge: it had not shown agreement with the ensemble, so its {report['pairs']['slm']['pairs']}" in page
+    console = capsys.readouterr().out
+    assert "[slm 3/3] skipped: the distilled SLM did not learn" in console and "require_agreement=false" in console
+    ungated = run_slm_loop(_cfg(workdir, "slm-gate", *args, "annotate.slm.require_agreement=false"))
+    assert ungated["distillation"]["reused"] is True and ungated["slm_judged"] is True
+    assert ungated["bulk_pass"]["asked_this_run"] == ungated["pairs"]["slm"]["pairs"] > 0
+    assert (out / "slm" / "elo_tau.parquet").exists()
 
 
 def test_long_documents_are_shortened_so_the_query_and_the_question_survive(tiny_slm):

@@ -213,6 +213,7 @@ def test_the_slm_loop_distils_smollm2_and_judges_with_it_in_vllm(tmp_path, ray_t
         run_annotate(cfg_for("reference", None), log_fn=lambda m: None)              # the ensemble on every pair
     finally:
         ray.shutdown()
+    assert report["slm_judged"], report["distillation_concern"]             # it passed the agreement gate
     assert report["bulk_pass"]["missing_votes"] == 0 and report["pairs"]["slm"]["with_outcome"] > 60
 
     def outcomes(name):

@@ -89,7 +89,8 @@ def judge(args) -> None:
         d = cfg.model_dump()
         d["annotate"]["judges"].append(slm.model_dump())
         d["annotate"]["slm"].update(judge="slm", teacher_share=share, base=args.base, max_length=args.max_length,
-                                    epochs=args.epochs, lr=args.lr, max_pairs=args.max_pairs, heldout=0.1)
+                                    epochs=args.epochs, lr=args.lr, max_pairs=args.max_pairs, heldout=0.1,
+                                    require_agreement=False)  # measure the mixed Elo even when the gate would stop
         cfg = type(cfg).model_validate(d)
         t0 = time.perf_counter()
         r = run_slm_loop(cfg, log_fn=print, qrels=qrels, queries=split["train"])

@@ -50,6 +50,10 @@ class SLMLoopConfig(Strict):
                            "distillation to measure the SLM's agreement with the ensemble before and after.")
     device: str = Field("auto", description="Where distillation runs: 'auto' (CUDA when there is one), "
                         "'cpu' or 'cuda'.")
+    require_agreement: bool = Field(True, description="Let the distilled SLM judge only when its held-out "
+                                    "measurement shows it agreeing with the ensemble (above chance and the "
+                                    "base, significantly, not by position); otherwise stop after distillation "
+                                    "and keep the ensemble-only Elo. false: judge with it anyway (a warning).")
 
 
 class AnnotateConfig(Strict):

@@ -59,7 +59,11 @@ def slm_section(run: Path) -> list[str]:
            f"<p>The ensemble ({html.escape(', '.join(r.get('ensemble') or []))}) judged "
            f"{ens.get('pairs', 0):,} within-query pairs (teacher share {r.get('teacher_share', 0):.0%}); the SLM "
            f"distilled from them (<code>{html.escape(str(d.get('model', '')))}</code>, {d.get('steps', '?')} steps on "
-           f"{d.get('train_pairs', '?')} pairs) judged {slm.get('pairs', 0):,}.</p>"]
+           f"{d.get('train_pairs', '?')} pairs) "
+           + (f"judged {slm.get('pairs', 0):,}.</p>" if r.get("slm_judged", True) else
+              f"did not judge: it had not shown agreement with the ensemble, so its {slm.get('pairs', 0):,} pairs "
+              "were left unjudged and the ensemble-only Elo is the result "
+              "(<code>annotate.slm.require_agreement</code>).</p>")]
     if r.get("distillation_concern"):
         out.append(f"<p class=banner>Warning: {html.escape(r['distillation_concern'])}.</p>")
     before, after = d.get("heldout_before") or {}, d.get("heldout") or {}

@@ -11,6 +11,10 @@ pairwise model, which judges the bulk.
    ``ray.data.llm``) and judges the other pairs; Elo is fitted over the union. Each vote keeps its
    judge and model in the vote store; ``pair_outcomes.parquet`` says per pair which side judged it.
 
+The bulk pass runs only once the held-out measurement shows the SLM agreeing with the ensemble
+(:func:`distillation_concern`; ``annotate.slm.require_agreement``): an SLM that learned nothing
+would only add noise, so the loop stops with the ensemble-only Elo as the result.
+
 Every pass is resumable: votes are stored as they arrive and reused, and the distilled model is
 reused while the teacher outcomes and the distillation settings are unchanged
 (``<workdir>/pairwise-slm/loop-<key>``). The report
@@ -63,7 +67,7 @@ def _distil_key(cfg: ZeloConfig, teacher: Path) -> str:
     s = cfg.annotate.slm
     h = hashlib.blake2b(digest_size=16)
     h.update(teacher.read_bytes())
-    h.update(json.dumps(s.model_dump(exclude={"judge", "device"}), sort_keys=True).encode())
+    h.update(json.dumps(s.model_dump(exclude={"judge", "device", "require_agreement"}), sort_keys=True).encode())
     judge = next((j for j in cfg.annotate.judges if j.name == s.judge), None)
     h.update(f"docs as served, cut to {getattr(judge, 'max_doc_chars', None)}".encode())
     return h.hexdigest()
@@ -211,9 +215,13 @@ def run_slm_loop(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
     log_fn(f"[slm 2/3] distilling {s.base} on the ensemble's outcomes")
     distilled = _distil(cfg, teacher, log_fn)
     concern = distillation_concern(distilled.get("heldout_before"), distilled.get("heldout"))
+    advice = "raise annotate.slm.teacher_share, heldout, max_pairs or epochs, or distil a larger base"
+    if concern and s.require_agreement:
+        log_fn(f"[slm 3/3] skipped: {concern}. The ensemble-only Elo stands ({out / 'zelo.parquet'}); {advice} "
+               "(annotate.slm.require_agreement=false judges with it anyway)")
+        return _write_report(cfg, first, None, distilled, concern, ensemble)
     if concern:
-        log_fn(f"      warning: {concern}; its votes may only add noise to the Elo — raise "
-               "annotate.slm.teacher_share, heldout, max_pairs or epochs, or distil a larger base")
+        log_fn(f"      warning: {concern}; its votes may only add noise to the Elo — {advice}")
 
     judges = [j.model_copy(update={"model": distilled["model"]}) if j.name == s.judge and j.kind == "vllm_pairwise"
               else j for j in cfg.annotate.judges]
@@ -221,38 +229,54 @@ def run_slm_loop(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
     log_fn(f"[slm 3/3] the distilled SLM ({s.judge}) judges the other pairs; Elo over all of them")
     bulk = run_annotate(cfg_bulk, log_fn=log_fn, qrels=qrels, queries=queries)
 
+    report = _write_report(cfg, first, bulk, distilled, concern, ensemble)
+    h, hb = distilled.get("heldout") or {}, distilled.get("heldout_before") or {}
+    tau = report["tau_ensemble_only_vs_mixed"]
+    log_fn(f"      SLM agreement with the ensemble on held-out queries: {hb.get('agreement', float('nan')):.3f} → "
+           f"{h.get('agreement', float('nan')):.3f}; τ(ensemble-only, mixed) mean "
+           f"{tau['mean'] if tau['mean'] is not None else float('nan'):.3f} over {tau['queries']} queries; "
+           f"{report['saving']['ensemble_calls_saved']:,} ensemble calls saved")
+    return report
+
+
+def _write_report(cfg: ZeloConfig, first: dict, bulk: dict | None, distilled: dict, concern: str | None,
+                  ensemble: list[str]) -> dict:
+    """``<annotate>/slm/report.json`` (and ``elo_tau.parquet`` when the SLM judged); ``bulk`` is
+    None when the loop stopped after distillation (``require_agreement``)."""
+    s = cfg.annotate.slm
+    out = layout(cfg).annotate
+    loop = out / "slm"
     outcomes = pq.read_table(out / "pair_outcomes.parquet")
     decided = pc.is_valid(outcomes["p_a"])
     by_source = {src: {"pairs": int(pc.sum(pc.equal(outcomes["source"], src)).as_py() or 0),
                        "with_outcome": int(pc.sum(pc.and_(pc.equal(outcomes["source"], src), decided)).as_py() or 0)}
                  for src in ("ensemble", "slm")}
-    taus = elo_tau(pq.read_table(loop / "teacher" / "zelo.parquet"), pq.read_table(out / "zelo.parquet"))
-    pq.write_table(taus, loop / "elo_tau.parquet")
-    tv = taus["tau"].drop_null().to_numpy()
+    tau = {"queries": 0, "mean": None, "median": None, "file": None}
+    if bulk is not None:
+        taus = elo_tau(pq.read_table(loop / "teacher" / "zelo.parquet"), pq.read_table(out / "zelo.parquet"))
+        pq.write_table(taus, loop / "elo_tau.parquet")
+        tv = taus["tau"].drop_null().to_numpy()
+        tau = {"queries": int(len(tv)), "mean": float(tv.mean()) if len(tv) else None,
+               "median": float(np.median(tv)) if len(tv) else None, "file": str(loop / "elo_tau.parquet")}
+    else:
+        (loop / "elo_tau.parquet").unlink(missing_ok=True)  # from an earlier, ungated run: not this result
     per_call = _spend_per_call(first, ensemble)
-    saved = by_source["slm"]["pairs"] * len(ensemble)
+    saved = by_source["slm"]["pairs"] * len(ensemble) if bulk is not None else 0  # gated: nobody judged them
     report = {
-        "label": bulk.get("label"), "teacher_share": s.teacher_share, "judge": s.judge, "ensemble": ensemble,
-        "pairs": by_source,
+        "label": (bulk or first).get("label"), "teacher_share": s.teacher_share, "judge": s.judge,
+        "ensemble": ensemble, "pairs": by_source, "slm_judged": bulk is not None,
         "distillation": {k: distilled.get(k) for k in ("model", "reused", "steps", "train_pairs", "heldout_queries",
                                                          "wall_s", "heldout_before", "heldout")},
         "distillation_concern": concern,
-        "tau_ensemble_only_vs_mixed": {"queries": int(len(tv)), "mean": float(tv.mean()) if len(tv) else None,
-                                       "median": float(np.median(tv)) if len(tv) else None,
-                                       "file": str(loop / "elo_tau.parquet")},
+        "tau_ensemble_only_vs_mixed": tau,
         "saving": {"ensemble_calls_saved": saved, "slm_calls": by_source["slm"]["pairs"],
                    "tokens_saved": round(saved * per_call["tokens"]) if per_call["tokens"] else None,
                    "cost_saved": round(saved * per_call["cost"], 4) if per_call["cost"] else None},
         "teacher_pass": {k: first.get(k) for k in ("judge_calls", "asked_this_run", "reused", "missing_votes")},
-        "bulk_pass": {k: bulk.get(k) for k in ("judge_calls", "asked_this_run", "reused", "missing_votes")},
+        "bulk_pass": {k: bulk.get(k) for k in ("judge_calls", "asked_this_run", "reused", "missing_votes")}
+        if bulk is not None else None,
         "files": {"teacher": str(loop / "teacher"), "zelo": str(out / "zelo.parquet"),
                   "pair_outcomes": str(out / "pair_outcomes.parquet"), "model": distilled["model"]},
     }
     (loop / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    h = distilled.get("heldout") or {}
-    hb = distilled.get("heldout_before") or {}
-    log_fn(f"      SLM agreement with the ensemble on held-out queries: {hb.get('agreement', float('nan')):.3f} → "
-           f"{h.get('agreement', float('nan')):.3f}; τ(ensemble-only, mixed) mean "
-           f"{report['tau_ensemble_only_vs_mixed']['mean'] if len(tv) else float('nan'):.3f} over {len(tv)} queries; "
-           f"{saved:,} ensemble calls saved")
     return report
