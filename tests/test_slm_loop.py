@@ -224,3 +224,27 @@ def test_distillation_reads_documents_as_the_judge_serves_them(workdir):  # noqa
     teacher = workdir[0] / "teacher.bin"
     teacher.write_bytes(b"outcomes")
     assert _distil_key(cfg, teacher) != _distil_key(cfg_with(80), teacher)   # another cut: distil again
+
+
+def test_teacher_pairs_stream_the_same_sample_as_reading_everything(tmp_path):
+    """The distillation's sample is taken in two streaming passes over the teacher outcomes (a
+    paper-sized run has millions); it is the same seeded sample as filtering the whole table."""
+    from zelo_ray.workflows.slm_loop import teacher_pairs
+
+    rng = np.random.default_rng(5)
+    n = 150_000                                              # more than two read batches
+    p = rng.random(n)
+    t = pa.table({"query_id": pa.array([f"q{i // 100}" for i in range(n)]), "pair_id": np.arange(n, dtype=np.int64),
+                  "doc_a": pa.array([f"a{i}" for i in range(n)]), "doc_b": pa.array([f"b{i}" for i in range(n)]),
+                  "p_a": pa.array(p, mask=rng.random(n) < 0.1),
+                  "source": pa.array(np.where(rng.random(n) < 0.3, "slm", "ensemble"))})
+    path = tmp_path / "pair_outcomes.parquet"
+    pq.write_table(t, path, row_group_size=40_000)
+    eligible = t.filter(pc.and_(pc.is_valid(t["p_a"]), pc.equal(t["source"], "ensemble")))
+    want = eligible.take(np.sort(np.random.default_rng(7).choice(eligible.num_rows, size=5_000, replace=False)))
+    got = teacher_pairs(path, 5_000, seed=7)
+    assert got.num_rows == 5_000 and got["pair_id"].to_pylist() == want["pair_id"].to_pylist()
+    assert got["p_a"].to_pylist() == want["p_a"].to_pylist() and set(got["source"].to_pylist()) == {"ensemble"}
+    everything = teacher_pairs(path, None, seed=7)
+    assert everything["pair_id"].to_pylist() == eligible["pair_id"].to_pylist()
+    assert teacher_pairs(path, eligible.num_rows + 1, seed=7).num_rows == eligible.num_rows

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from zelo_ray.config import ZeloConfig
 from zelo_ray.layout import layout
 
-__all__ = ["distillation_concern", "elo_tau", "run_slm_loop"]
+__all__ = ["distillation_concern", "elo_tau", "run_slm_loop", "teacher_pairs"]
 
 _KEPT = ("zelo.parquet", "pair_outcomes.parquet", "report.json")
 
@@ -66,11 +66,44 @@ def elo_tau(a: pa.Table, b: pa.Table) -> pa.Table:
 def _distil_key(cfg: ZeloConfig, teacher: Path) -> str:
     s = cfg.annotate.slm
     h = hashlib.blake2b(digest_size=16)
-    h.update(teacher.read_bytes())
+    with teacher.open("rb") as f:  # in blocks: at the paper's size the file is hundreds of MB
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
     h.update(json.dumps(s.model_dump(exclude={"judge", "device", "require_agreement"}), sort_keys=True).encode())
     judge = next((j for j in cfg.annotate.judges if j.name == s.judge), None)
     h.update(f"docs as served, cut to {getattr(judge, 'max_doc_chars', None)}".encode())
     return h.hexdigest()
+
+
+_TEACHER_COLUMNS = ["query_id", "pair_id", "doc_a", "doc_b", "p_a", "source"]
+
+
+def _teacher_batches(path: Path):
+    """The ensemble's decided pairs of a ``pair_outcomes.parquet``, batch by batch."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=65_536, columns=_TEACHER_COLUMNS):
+        yield batch.filter(pc.and_(pc.is_valid(batch["p_a"]), pc.equal(batch["source"], "ensemble")))
+
+
+def teacher_pairs(path: Path, max_pairs: int | None, seed: int) -> pa.Table:
+    """The pairs distillation learns from: the ensemble's decided pairs, or a seeded sample of
+    ``max_pairs`` of them. Two streaming passes (count, then take), so memory holds the sample and
+    one batch — not the millions of teacher pairs of a paper-sized run."""
+    total = sum(b.num_rows for b in _teacher_batches(path))
+    if not max_pairs or total <= max_pairs:
+        return pa.Table.from_batches(list(_teacher_batches(path)), schema=_teacher_schema(path))
+    want = np.sort(np.random.default_rng(seed).choice(total, size=max_pairs, replace=False))
+    parts, start = [], 0
+    for b in _teacher_batches(path):
+        lo, hi = np.searchsorted(want, [start, start + b.num_rows])
+        if hi > lo:
+            parts.append(b.take(pa.array(want[lo:hi] - start)))
+        start += b.num_rows
+    return pa.Table.from_batches(parts, schema=_teacher_schema(path))
+
+
+def _teacher_schema(path: Path) -> pa.Schema:
+    schema = pq.read_schema(path)
+    return pa.schema([schema.field(c) for c in _TEACHER_COLUMNS])
 
 
 def _judge_docs(cfg: ZeloConfig, col, doc_ids: list[str]) -> dict[str, str]:
@@ -103,13 +136,9 @@ def _distil(cfg: ZeloConfig, teacher: Path, log_fn) -> dict:
         if card.get("loop_key") == key:
             log_fn(f"      reusing the distilled SLM in {model_dir} (same teacher outcomes and settings)")
             return {**card, "model": str(model_dir), "reused": True}
-    t = pq.read_table(teacher)
-    t = t.filter(pc.and_(pc.is_valid(t["p_a"]), pc.equal(t["source"], "ensemble")))
+    t = teacher_pairs(teacher, s.max_pairs, cfg.annotate.seed)
     if t.num_rows == 0:
         raise ValueError(f"{teacher}: the ensemble decided no teacher pair; raise annotate.slm.teacher_share")
-    if s.max_pairs and t.num_rows > s.max_pairs:
-        rng = np.random.default_rng(cfg.annotate.seed)
-        t = t.take(np.sort(rng.choice(t.num_rows, size=s.max_pairs, replace=False)))
     col = open_collection(layout(cfg).data)
     rows = pair_rows(t, query_texts(col), _judge_docs(cfg, col, t["doc_a"].to_pylist() + t["doc_b"].to_pylist()))
     import torch
@@ -246,11 +275,13 @@ def _write_report(cfg: ZeloConfig, first: dict, bulk: dict | None, distilled: di
     s = cfg.annotate.slm
     out = layout(cfg).annotate
     loop = out / "slm"
-    outcomes = pq.read_table(out / "pair_outcomes.parquet")
-    decided = pc.is_valid(outcomes["p_a"])
-    by_source = {src: {"pairs": int(pc.sum(pc.equal(outcomes["source"], src)).as_py() or 0),
-                       "with_outcome": int(pc.sum(pc.and_(pc.equal(outcomes["source"], src), decided)).as_py() or 0)}
-                 for src in ("ensemble", "slm")}
+    by_source = {src: {"pairs": 0, "with_outcome": 0} for src in ("ensemble", "slm")}
+    for b in pq.ParquetFile(out / "pair_outcomes.parquet").iter_batches(batch_size=262_144, columns=["p_a", "source"]):
+        decided = pc.is_valid(b["p_a"])
+        for src, n in by_source.items():
+            mine = pc.equal(b["source"], src)
+            n["pairs"] += int(pc.sum(mine).as_py() or 0)
+            n["with_outcome"] += int(pc.sum(pc.and_(mine, decided)).as_py() or 0)
     tau = {"queries": 0, "mean": None, "median": None, "file": None}
     if bulk is not None:
         taus = elo_tau(pq.read_table(loop / "teacher" / "zelo.parquet"), pq.read_table(out / "zelo.parquet"))
