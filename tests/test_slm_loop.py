@@ -248,3 +248,18 @@ def test_teacher_pairs_stream_the_same_sample_as_reading_everything(tmp_path):
     everything = teacher_pairs(path, None, seed=7)
     assert everything["pair_id"].to_pylist() == eligible["pair_id"].to_pylist()
     assert teacher_pairs(path, eligible.num_rows + 1, seed=7).num_rows == eligible.num_rows
+
+
+def test_the_slm_scale_bench_compares_equal_votes(tmp_path):
+    """`zelo bench slm-scale` wiring at toy size: the loop and plain annotation ask the same number
+    of votes over the same pairs, each side in its own process, and the loop's sides add up."""
+    from zelo_ray.bench.slm_scale import run
+
+    r = run(queries=30, docs=8, share=0.5, max_pairs=40, executor="local", workdir=str(tmp_path), log=lambda *_: None)
+    plain, loop = r["plain"], r["loop"]
+    assert plain["votes"] == loop["votes"] > 0
+    by = loop["pairs_by_source"]
+    assert by["ensemble"]["pairs"] + by["slm"]["pairs"] == loop["pairs"] == plain["pairs"] == 30 * 28  # 8 docs: all pairs
+    assert by["slm"]["with_outcome"] == by["slm"]["pairs"] > 0 and loop["sample_rows"] == 40
+    assert set(loop["phases"]) == {"teacher pass", "distillation sample", "bulk pass", "report and τ"}
+    assert r["time_ratio_loop_vs_plain"] > 0 and loop["tau_queries"] == 30

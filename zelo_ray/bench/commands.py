@@ -145,6 +145,14 @@ def cmd_bench_annotate_scale(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_slm_scale(args: argparse.Namespace) -> int:
+    from zelo_ray.bench import slm_scale
+
+    write_result(slm_scale.run(queries=args.queries, docs=args.docs, share=args.share, max_pairs=args.max_pairs,
+                               executor=args.executor, workdir=args.workdir), args.json)
+    return 0
+
+
 def cmd_bench_elo(args: argparse.Namespace) -> int:
     from zelo_ray.bench import elo_throughput
 
@@ -280,6 +288,17 @@ def add_bench_commands(sub) -> None:
                    help="override a config field (e.g. elo.prior=0.02: a re-run that must refit)")
     p.add_argument("--json", help="also write the JSON result here")
     p.set_defaults(func=cmd_bench_annotate_scale)
+
+    p = bsub.add_parser("slm-scale", help="the SLM loop's routing, two passes and report vs plain annotation "
+                        "at scale (synthetic, simulated seats)")
+    p.add_argument("--queries", type=int, default=112_000)
+    p.add_argument("--docs", type=int, default=100)
+    p.add_argument("--share", type=float, default=0.25, help="annotate.slm.teacher_share")
+    p.add_argument("--max-pairs", type=int, default=20_000, help="the distillation sample drawn")
+    p.add_argument("--executor", default="ray", choices=["local", "ray"])
+    p.add_argument("--workdir", help="where the synthetic run goes (default: a temp dir)")
+    p.add_argument("--json", help="also write the JSON result here")
+    p.set_defaults(func=cmd_bench_slm_scale)
 
     p = bsub.add_parser("proof", help="zELO-trained reranker vs hybrid vs binary-qrels baseline (3 phases)")
     p.add_argument("phase", choices=["prepare", "train", "evaluate"])
