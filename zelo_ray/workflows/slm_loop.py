@@ -175,19 +175,23 @@ def _check_base(base: str) -> None:
 
 def distillation_concern(before: dict | None, after: dict | None, alpha: float = 0.05) -> str | None:
     """Why the distilled SLM should not be trusted as a judge, from its held-out measurements
-    (None when they look sound or were not measured): it agrees with the ensemble no better than
-    chance or than the base did, its verdicts follow the position, or the held-out pairs are too
-    few for its agreement to be told from chance (one-sided binomial test at ``alpha``).
+    (None when they show it agreeing with the ensemble): it was not measured (no decided held-out
+    pair), it agrees no better than chance or than the base did, its verdicts follow the position,
+    or the held-out pairs are too few to tell its agreement from chance (one-sided binomial test at
+    ``alpha``).
 
     >>> distillation_concern({"agreement": 0.6}, {"agreement": 0.4, "first_shown_share": 0.0, "decided": 5})
     'the distilled SLM did not learn the ensemble (held-out agreement 0.600 → 0.400 on 5 decided pairs; the first-shown document wins 0% of the time)'
     >>> distillation_concern({"agreement": 0.5}, {"agreement": 0.8, "first_shown_share": 0.5, "decided": 40}) is None
     True
+    >>> distillation_concern(None, None)[:60]
+    "the distilled SLM's agreement with the ensemble was not meas"
     >>> distillation_concern({"agreement": 0.5}, {"agreement": 0.8, "first_shown_share": 0.5, "decided": 5})
     'too few decided held-out pairs to tell whether the distilled SLM learned the ensemble (agreement 0.800 on 5 pairs, p = 0.19 against chance)'
     """
-    if not after or after.get("agreement") is None or after.get("decided", 0) == 0:
-        return None
+    if not after or after.get("agreement") is None or not after.get("decided"):
+        return ("the distilled SLM's agreement with the ensemble was not measured (no decided pair among the "
+                "held-out teacher queries; raise annotate.slm.heldout)")
     a0 = (before or {}).get("agreement")
     bias = after.get("first_shown_share")
     stuck = bias is not None and not 0.1 <= bias <= 0.9
