@@ -3,6 +3,7 @@ loops on tiny local models, worker-failure recovery, the exported Hugging Face f
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -241,8 +242,11 @@ def test_ray_train_two_workers_exports_a_crossencoder_folder(tiny, tmp_path, ray
     pq.write_table(_toy_groups(64), ex)
     t = TrainConfig(base=tiny, batch_size=16, group_size=8, epochs=3, lr=3e-3, max_length=16, num_workers=2,
                     cpus_per_worker=0.5, checkpoint_every=5, log_every=5)
+    staged = lambda: set(Path(tempfile.gettempdir()).glob("zelo-ckpt-*"))  # noqa: E731
+    before = staged()
     card = train_reranker(t, ex, tmp_path / "out", card={"dataset": "toy"}, log=lambda *_: None,
                           ray_cfg=RayConfig(num_cpus=2))
+    assert staged() <= before          # every checkpoint's local staging folder was removed once copied
     assert card["total_steps"] == 3 * (64 // (2 * 2))
     model_dir = tmp_path / "out" / "model"
     assert (model_dir / "model.safetensors").exists() and (model_dir / "tokenizer.json").exists()

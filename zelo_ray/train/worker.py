@@ -54,6 +54,14 @@ def _save(runner: StepRunner, scorer, cfg: dict, step: int, metrics: dict, engin
     return d if wrote else None
 
 
+def _report(metrics: dict, d: str | None) -> None:
+    """Hand the checkpoint to Ray Train, which copies it to the run's storage; the local folder
+    is removed once copied (Ray keeps it by default, and a model-sized folder per checkpoint
+    filled the temp disk)."""
+    ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d) if d else None,
+                     delete_local_checkpoint_after_upload=d is not None)
+
+
 def validate(scorer, val: dict, max_length: int, device) -> dict[str, float]:
     """The model on the validation queries' candidates: ``val_ndcg@10`` (its ranking against the
     graded labels), ``val_r`` (agreement of its logits with the zELO scores, when ``val`` has
@@ -173,7 +181,7 @@ def train_loop_per_worker(cfg: dict) -> None:
                 **_curve_point(metrics))
         _no_gain(stopper, metrics["val_score"], cfg, world, device)
         d = _save(runner, scorer, cfg, 0, metrics, engine, rank)
-        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d) if d else None)
+        _report(metrics, d)
     last = {"loss": float("nan"), "samples_per_s": 0.0}
     fail_at = cfg.get("_fail_at_step")  # tests: kill this worker once to exercise recovery
     model.train()
@@ -216,7 +224,7 @@ def train_loop_per_worker(cfg: dict) -> None:
                         say(cfg.get("relay"), f"[train] step {step}/{total} loss {last['loss']:.4f} · "
                             f"{_validation_line(metrics)}", **_curve_point(metrics))
                 d = _save(runner, scorer, cfg, step, metrics, engine, rank)
-                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d) if d else None)
+                _report(metrics, d)
                 if cfg.get("validation") and _no_gain(stopper, metrics.get("val_score"), cfg, world, device):
                     if rank == 0 and step < total:  # at the last step, stopping says nothing
                         say(cfg.get("relay"), f"[train] stopping at step {step}: {cfg['patience']} validations "
