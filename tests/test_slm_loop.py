@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.test_annotate import N_QUERIES, _cfg, workdir  # noqa: F401  (the shared fixture)
-from zelo_ray.annotate.teacher import route_tasks, teacher_mask
+from zelo_ray.annotate.teacher import judge_rows, teacher_mask
 from zelo_ray.config import ConfigError
 from zelo_ray.workflows.slm_loop import elo_tau, run_slm_loop
 
@@ -27,20 +27,44 @@ def test_teacher_pairs_are_a_stable_share_and_routing_keeps_each_call_once():
     assert not (teacher_mask(ids, 0.5, 3) == teacher_mask(ids, 0.5, 4)).all()
     with pytest.raises(ValueError, match="teacher_share"):
         teacher_mask(ids, 0.0, 0)
-    n = 400
-    pair = np.repeat(np.arange(n // 2, dtype=np.int64), 2)
-    kind = np.where(np.arange(n) >= n - 40, "cross", "within")
-    tasks = pa.table({"pair_id": np.r_[pair, pair], "kind": np.r_[kind, kind],
-                      "judge": ["llm"] * n + ["slm"] * n})
-    teach = teacher_mask(tasks["pair_id"].to_numpy(), 0.3, 0)
-    routed = route_tasks(tasks, "slm", 0.3, 0, teacher_only=False)
-    j, k = routed["judge"].to_numpy(zero_copy_only=False), routed["kind"].to_numpy(zero_copy_only=False)
+    # the calls built for the routed rows are exactly the calls of every judge on every row, filtered
+    # by the loop's rule (the reference): same keys, orders, probes, simulated relevance
+    from types import SimpleNamespace
+
+    from zelo_ray.annotate.tasks import build_tasks
+    from zelo_ray.config import SimulatedJudgeConfig
+
+    n, m = 400, 40
+    items = pa.table({"pair_id": np.arange(n + m, dtype=np.int64) * 31, "kind": ["within"] * n + ["cross"] * m,
+                      "query_id": [f"q{i % 7}" for i in range(n + m)],
+                      "query_b": [None] * n + [f"q{(i + 1) % 7}" for i in range(m)],
+                      "doc_a": [f"a{i}" for i in range(n + m)], "doc_b": [f"b{i}" for i in range(n + m)]})
+    judges = [SimulatedJudgeConfig(name=x, kind="simulated", model=x) for x in ("llm", "llm2", "slm")]
+    acfg = SimpleNamespace(judges=judges, seed=0, slm=SimpleNamespace(judge="slm", teacher_share=0.3))
+    rel = lambda q, d: np.array([len(x) % 3 for x in d.to_pylist()], np.int32)  # noqa: E731
+    full = build_tasks(items, judges, seed=0, swap_probe=0.2, relevance=rel)
+    within = (full["kind"].to_numpy(zero_copy_only=False) == "within")
+    teach = teacher_mask(full["pair_id"].to_numpy(), 0.3, 0)
+    is_slm = full["judge"].to_numpy(zero_copy_only=False) == "slm"
+    for teacher_only in (False, True):
+        want = full.filter(pa.array(np.where(is_slm, within & ~teach & (not teacher_only), ~within | teach)))
+        got = build_tasks(items, judges, seed=0, swap_probe=0.2, relevance=rel,
+                          rows=judge_rows(items, acfg, teacher_only=teacher_only))
+        assert got.equals(want)
+        if teacher_only:
+            assert set(got["judge"].to_pylist()) == {"llm", "llm2"}            # the SLM is not distilled yet
+    routed = build_tasks(items, judges, seed=0, rows=judge_rows(items, acfg, teacher_only=False))
+    jr, kr = routed["judge"].to_numpy(zero_copy_only=False), routed["kind"].to_numpy(zero_copy_only=False)
     t = teacher_mask(routed["pair_id"].to_numpy(), 0.3, 0)
-    assert ((j == "llm") == (t | (k == "cross"))).all()          # the ensemble: teacher and cross pairs
-    assert ((j == "slm") == (~t & (k == "within"))).all()        # the SLM: the other within pairs
-    assert routed.num_rows == n                                  # each (pair, row) judged by exactly one side
-    first = route_tasks(tasks, "slm", 0.3, 0, teacher_only=True)
-    assert set(first["judge"].to_pylist()) == {"llm"} and first.num_rows == int((teach[:n] | (kind == "cross")).sum())
+    assert ((jr == "slm") == (~t & (kr == "within"))).all()                  # the SLM: the non-teacher within pairs
+    ti, wi = teacher_mask(items["pair_id"].to_numpy(), 0.3, 0), np.arange(n + m) < n
+    assert routed.num_rows == 2 * int((ti | ~wi).sum()) + int((wi & ~ti).sum())   # two ensemble judges, one SLM
+    per_pair = {}
+    for pid, judge in zip(routed["pair_id"].to_pylist(), jr):
+        per_pair.setdefault(pid, set()).add("slm" if judge == "slm" else "ensemble")
+    assert len(per_pair) == n + m and all(len(v) == 1 for v in per_pair.values())   # one side per pair
+    assert judge_rows(items, SimpleNamespace(judges=judges, seed=0, slm=SimpleNamespace(judge=None)),
+                      teacher_only=False) is None                           # outside the loop: no routing
 
 
 def test_elo_tau_per_query():

@@ -36,7 +36,7 @@ from zelo_ray.annotate.resume import fingerprint, input_fingerprint, unchanged
 from zelo_ray.annotate.scores import (cross_outcomes, streaming_median, endpoint_scores, fit_calibration, fit_within,
                                       merge_within, task_scores, with_targets)
 from zelo_ray.annotate.tasks import TextHashes, build_tasks, calls_table
-from zelo_ray.annotate.teacher import clamp_mask, pair_sources, route_tasks
+from zelo_ray.annotate.teacher import clamp_mask, judge_rows, pair_sources
 from zelo_ray.config import ZeloConfig
 from zelo_ray.core.simulate import LABEL
 from zelo_ray.faults import ErrorLog, check_failures
@@ -284,11 +284,10 @@ def tasks_step(cfg: ZeloConfig, run: _Inputs, graph: _Graph, store: VoteStore, l
     texts = hashes = None
     if run.reads_texts:
         texts, hashes = _texts(run, graph)
-    tasks = build_tasks(calls_table(graph.pairs, graph.cross), acfg.judges, seed=acfg.seed,
-                        swap_probe=acfg.swap_probe, text_hashes=hashes,
-                        relevance=qrels_relevance(run.qrels) if run.simulated else None)
-    if acfg.slm.judge is not None:
-        tasks = route_tasks(tasks, acfg.slm.judge, acfg.slm.teacher_share, acfg.seed, teacher_only=teacher_only)
+    items = calls_table(graph.pairs, graph.cross)
+    tasks = build_tasks(items, acfg.judges, seed=acfg.seed, swap_probe=acfg.swap_probe, text_hashes=hashes,
+                        relevance=qrels_relevance(run.qrels) if run.simulated else None,
+                        rows=judge_rows(items, acfg, teacher_only=teacher_only))  # the SLM loop's routing
     partitions = np.unique(store.partition_of(graph.nodes["query_id"])) if graph.nodes.num_rows else []
     skip = store.answered_keys(partitions) if acfg.retry_failed else store.asked_keys(partitions)
     keys = tasks["cache_key"].to_numpy()

@@ -72,9 +72,11 @@ def calls_table(pairs: pa.Table, cross: pa.Table) -> pa.Table:
 
 def build_tasks(items: pa.Table, judges: list, *, seed: int, swap_probe: float = 0.0,
                 text_hashes: TextHashes | None = None,
-                relevance: Callable[[pa.Array, pa.Array], np.ndarray] | None = None) -> pa.Table:
+                relevance: Callable[[pa.Array, pa.Array], np.ndarray] | None = None,
+                rows: dict[str, np.ndarray] | None = None) -> pa.Table:
     """One row per judge call (plus position-bias probes), with ``rel_a, rel_b`` when
-    ``relevance`` is given (simulated judges)."""
+    ``relevance`` is given (simulated judges). ``rows``: per judge name, the ascending rows of
+    ``items`` it is asked about (the SLM loop's routing); None: every judge, every row."""
     n = items.num_rows
     qb_filled = pc.coalesce(items["query_b"], items["query_id"])
     kind_h = np.where(pc.equal(items["kind"], "cross").to_numpy(zero_copy_only=False),
@@ -97,20 +99,21 @@ def build_tasks(items: pa.Table, judges: list, *, seed: int, swap_probe: float =
         qa, da, qb, db = id_h if j.simulated else content_h
         model_h = string_hash(f"{j.kind}:{j.model}")
         prompt_h = string_hash(prompt_version(j))
-        for probe, rows in ((False, np.arange(n)), (True, probe_rows)):
-            if not len(rows):
+        mine = np.arange(n) if rows is None else rows[j.name]
+        for probe, rows_j in ((False, mine), (True, np.intersect1d(probe_rows, mine, assume_unique=True))):
+            if not len(rows_j):
                 continue
-            swapped = swap_bits(seed, pair_id[rows], j.name)
+            swapped = swap_bits(seed, pair_id[rows_j], j.name)
             if probe:
                 swapped = ~swapped
-            f_q = np.where(swapped, qb[rows], qa[rows])
-            f_d = np.where(swapped, db[rows], da[rows])
-            s_q = np.where(swapped, qa[rows], qb[rows])
-            s_d = np.where(swapped, da[rows], db[rows])
-            key = to_signed(combine(model_h, prompt_h, kind_h[rows], f_q, f_d, s_q, s_d))
-            t = items.take(pa.array(rows))
-            t = t.append_column("probe", pa.array(np.full(len(rows), probe)))
-            t = t.append_column("judge", pa.array([j.name] * len(rows), pa.string()))
+            f_q = np.where(swapped, qb[rows_j], qa[rows_j])
+            f_d = np.where(swapped, db[rows_j], da[rows_j])
+            s_q = np.where(swapped, qa[rows_j], qb[rows_j])
+            s_d = np.where(swapped, da[rows_j], db[rows_j])
+            key = to_signed(combine(model_h, prompt_h, kind_h[rows_j], f_q, f_d, s_q, s_d))
+            t = items.take(pa.array(rows_j))
+            t = t.append_column("probe", pa.array(np.full(len(rows_j), probe)))
+            t = t.append_column("judge", pa.array([j.name] * len(rows_j), pa.string()))
             t = t.append_column("swapped", pa.array(swapped))
             t = t.append_column("cache_key", pa.array(key))
             pieces.append(t.select(TASK_COLUMNS))
