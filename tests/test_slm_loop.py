@@ -78,6 +78,25 @@ def test_elo_tau_per_query():
     assert elo_tau(a, a).to_pylist()[0]["tau"] == pytest.approx(1.0)
 
 
+def test_elo_tau_of_files_by_row_group_equals_the_whole_table_join(tmp_path):
+    """Paper-sized Elo tables are compared bucket by bucket (row groups laid out alike); the result
+    is the whole-table join's, and files laid out differently still get the right answer."""
+    from zelo_ray.workflows.slm_loop import elo_tau_files
+
+    rng = np.random.default_rng(2)
+    q = np.repeat([f"q{i:03d}" for i in rng.permutation(60)], 10)
+    d = np.tile([f"d{i}" for i in range(10)], 60)
+    a = pa.table({"query_id": q, "doc_id": d, "elo": rng.normal(size=600)})
+    b = pa.table({"query_id": q, "doc_id": d, "elo": a["elo"].to_numpy() + rng.normal(scale=0.7, size=600)})
+    pq.write_table(a, tmp_path / "a.parquet", row_group_size=100)     # 6 buckets of 10 queries
+    pq.write_table(b, tmp_path / "b.parquet", row_group_size=100)
+    pq.write_table(b.take(rng.permutation(600)), tmp_path / "b-shuffled.parquet", row_group_size=100)
+    want = {r["query_id"]: r["tau"] for r in elo_tau(a, b).to_pylist()}
+    for other in ("b.parquet", "b-shuffled.parquet"):
+        got = {r["query_id"]: r["tau"] for r in elo_tau_files(tmp_path / "a.parquet", tmp_path / other).to_pylist()}
+        assert got.keys() == want.keys() and all(got[k] == pytest.approx(want[k]) for k in want)
+
+
 def test_slm_config_errors_name_the_field(workdir):  # noqa: F811
     with pytest.raises(ConfigError, match="slm.judge='nope' names no judge"):
         _cfg(workdir, "x", "annotate.slm.judge=nope")

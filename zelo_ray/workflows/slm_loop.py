@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from zelo_ray.config import ZeloConfig
 from zelo_ray.layout import layout
 
-__all__ = ["distillation_concern", "elo_tau", "run_slm_loop", "teacher_pairs"]
+__all__ = ["distillation_concern", "elo_tau", "elo_tau_files", "run_slm_loop", "teacher_pairs"]
 
 _KEPT = ("zelo.parquet", "pair_outcomes.parquet", "report.json")
 
@@ -61,6 +61,29 @@ def elo_tau(a: pa.Table, b: pa.Table) -> pa.Table:
         out_n.append(int(e - s))
     return pa.table({"query_id": pa.array(out_q, pa.string()), "tau": pa.array(out_t, pa.float64()),
                      "documents": pa.array(out_n, pa.int64())})
+
+
+def elo_tau_files(a: Path, b: Path) -> pa.Table:
+    """:func:`elo_tau` of two ``zelo.parquet`` files, one row group at a time when they are laid
+    out alike (each query in one row group, the same queries in the same row group of both — as
+    two fits over the same bucket plan write them), so memory holds one bucket, not two tables of
+    millions of rows (at 112k queries the whole-table join peaked at 5.5 GiB). Otherwise both
+    are read whole."""
+    cols = ["query_id", "doc_id", "elo"]
+    fa, fb = pq.ParquetFile(a), pq.ParquetFile(b)
+    if fa.metadata.num_row_groups == fb.metadata.num_row_groups:
+        parts, seen = [], set()
+        for i in range(fa.metadata.num_row_groups):
+            ta, tb = fa.read_row_group(i, columns=cols), fb.read_row_group(i, columns=cols)
+            qa = set(pc.unique(ta["query_id"]).to_pylist())
+            if qa != set(pc.unique(tb["query_id"]).to_pylist()) or not seen.isdisjoint(qa):
+                break
+            seen |= qa
+            parts.append(elo_tau(ta, tb))
+        else:
+            return pa.concat_tables(parts) if parts else elo_tau(fa.schema_arrow.empty_table().select(cols),
+                                                                 fb.schema_arrow.empty_table().select(cols))
+    return elo_tau(pq.read_table(a, columns=cols), pq.read_table(b, columns=cols))
 
 
 def _distil_key(cfg: ZeloConfig, teacher: Path) -> str:
@@ -288,7 +311,7 @@ def _write_report(cfg: ZeloConfig, first: dict, bulk: dict | None, distilled: di
             n["with_outcome"] += int(pc.sum(pc.and_(mine, decided)).as_py() or 0)
     tau = {"queries": 0, "mean": None, "median": None, "file": None}
     if bulk is not None:
-        taus = elo_tau(pq.read_table(loop / "teacher" / "zelo.parquet"), pq.read_table(out / "zelo.parquet"))
+        taus = elo_tau_files(loop / "teacher" / "zelo.parquet", out / "zelo.parquet")
         pq.write_table(taus, loop / "elo_tau.parquet")
         tv = taus["tau"].drop_null().to_numpy()
         tau = {"queries": int(len(tv)), "mean": float(tv.mean()) if len(tv) else None,
