@@ -51,6 +51,8 @@ def _save(runner: StepRunner, scorer, cfg: dict, step: int, metrics: dict, engin
         if engine is None:
             torch.save({"step": step, **runner.state()}, os.path.join(d, STATE_FILE))
         wrote = True
+    if not wrote:
+        os.rmdir(d)  # this rank contributes no files: nothing to stage
     return d if wrote else None
 
 
@@ -58,6 +60,9 @@ def _report(metrics: dict, d: str | None) -> None:
     """Hand the checkpoint to Ray Train, which copies it to the run's storage; the local folder
     is removed once copied (Ray keeps it by default, and a model-sized folder per checkpoint
     filled the temp disk)."""
+    import ray.train
+    from ray.train import Checkpoint
+
     ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d) if d else None,
                      delete_local_checkpoint_after_upload=d is not None)
 
