@@ -134,7 +134,6 @@ def _no_gain(stopper: dict, value, cfg: dict, world: int, device=None) -> bool:
 def train_loop_per_worker(cfg: dict) -> None:
     import ray.train
     import ray.train.torch
-    from ray.train import Checkpoint
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
