@@ -41,11 +41,9 @@ def main() -> int:
     import pyarrow.compute as pc
 
     from zelo_ray.data import open_collection
-    from zelo_ray.judges.caller import shown_doc
-    from zelo_ray.judges.vllm_pairwise import cut_document
     from zelo_ray.train.examples import doc_texts, query_texts
     from zelo_ray.train.pairwise import pair_rows, train_pairwise
-    from zelo_ray.workflows.slm_loop import teacher_pairs
+    from zelo_ray.workflows.slm_loop import served_docs, teacher_pairs
 
     run = Path(args.run)
     t = teacher_pairs(run / "annotate" / "slm" / "teacher" / "pair_outcomes.parquet", None, 0)
@@ -54,15 +52,11 @@ def main() -> int:
     if t.num_rows > args.pairs:
         t = t.take(np.sort(np.random.default_rng(0).choice(t.num_rows, size=args.pairs, replace=False)))
     col = open_collection(run / "data")
-    import pyarrow.parquet as pq
-
     ids = sorted(set(t["doc_a"].to_pylist() + t["doc_b"].to_pylist()))
     if args.doc_format == "reranker":
         docs = doc_texts(col, ids)
     else:
-        c = pq.read_table(col.corpus_path, columns=["doc_id", "title", "text"], filters=[("doc_id", "in", ids)])
-        docs = {d: cut_document(shown_doc(ti, tx), args.doc_chars)
-                for d, ti, tx in zip(c["doc_id"].to_pylist(), c["title"].to_pylist(), c["text"].to_pylist())}
+        docs = served_docs(col, ids, args.doc_chars)
     rows = pair_rows(t, query_texts(col), docs)
     r = train_pairwise(rows, base=args.base, out=None, heldout=args.heldout, epochs=args.epochs, batch_size=8,
                        lr=args.lr, max_length=args.max_length, seed=0, log=print, device="cpu")

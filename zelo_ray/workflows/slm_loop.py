@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from zelo_ray.config import ZeloConfig
 from zelo_ray.layout import layout
 
-__all__ = ["distillation_concern", "elo_tau", "elo_tau_files", "run_slm_loop", "teacher_pairs"]
+__all__ = ["distillation_concern", "elo_tau", "elo_tau_files", "run_slm_loop", "served_docs", "teacher_pairs"]
 
 _KEPT = ("zelo.parquet", "pair_outcomes.parquet", "report.json")
 
@@ -111,8 +111,10 @@ def teacher_pairs(path: Path, max_pairs: int | None, seed: int) -> pa.Table:
     """The pairs distillation learns from: the ensemble's decided pairs, or a seeded sample of
     ``max_pairs`` of them. Two streaming passes (count, then take), so memory holds the sample and
     one batch — not the millions of teacher pairs of a paper-sized run."""
+    if not max_pairs:  # everything: one pass
+        return pa.Table.from_batches(list(_teacher_batches(path)), schema=_teacher_schema(path))
     total = sum(b.num_rows for b in _teacher_batches(path))
-    if not max_pairs or total <= max_pairs:
+    if total <= max_pairs:
         return pa.Table.from_batches(list(_teacher_batches(path)), schema=_teacher_schema(path))
     want = np.sort(np.random.default_rng(seed).choice(total, size=max_pairs, replace=False))
     parts, start = [], 0
@@ -129,17 +131,22 @@ def _teacher_schema(path: Path) -> pa.Schema:
     return pa.schema([schema.field(c) for c in _TEACHER_COLUMNS])
 
 
-def _judge_docs(cfg: ZeloConfig, col, doc_ids: list[str]) -> dict[str, str]:
-    """The documents as the SLM judge will read them when it serves (title line, cut to its
-    ``max_doc_chars``), so that distillation and judging see the same prompts."""
+def served_docs(col, doc_ids: list[str], max_doc_chars: int | None) -> dict[str, str]:
+    """The documents as an SLM judge reads them when it serves (title line, cut to
+    ``max_doc_chars``; None: whole), so that distillation and judging see the same prompts."""
     from zelo_ray.judges.caller import shown_doc
     from zelo_ray.judges.vllm_pairwise import cut_document
 
-    limit = getattr(next(j for j in cfg.annotate.judges if j.name == cfg.annotate.slm.judge), "max_doc_chars", None)
     t = pq.read_table(col.corpus_path, columns=["doc_id", "title", "text"],
                       filters=[("doc_id", "in", sorted(set(doc_ids)))])
     shown = (shown_doc(ti, tx) for ti, tx in zip(t["title"].to_pylist(), t["text"].to_pylist()))
-    return dict(zip(t["doc_id"].to_pylist(), (cut_document(x, limit) if limit else x for x in shown)))
+    return dict(zip(t["doc_id"].to_pylist(), (cut_document(x, max_doc_chars) if max_doc_chars else x for x in shown)))
+
+
+def _judge_docs(cfg: ZeloConfig, col, doc_ids: list[str]) -> dict[str, str]:
+    """:func:`served_docs` with the loop's SLM judge's ``max_doc_chars``."""
+    judge = next(j for j in cfg.annotate.judges if j.name == cfg.annotate.slm.judge)
+    return served_docs(col, doc_ids, getattr(judge, "max_doc_chars", None))
 
 
 def _distil(cfg: ZeloConfig, teacher: Path, log_fn) -> dict:
