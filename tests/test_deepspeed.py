@@ -165,7 +165,8 @@ def test_a_lora_model_exports_its_merged_weights_and_keeps_training(tmp_path):
     whose scores are the live adapted model's; the live model keeps its adapters."""
     import torch
 
-    from zelo_ray.train.models import apply_lora, save_reranker
+    from zelo_ray.train.lora import apply_lora
+    from zelo_ray.train.models import save_reranker
 
     base = tiny_decoder(tmp_path / "dec", hidden=32, intermediate=64, layers=1, heads=2)
     model = apply_lora(load_reranker(base), 4)

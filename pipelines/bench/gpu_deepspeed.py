@@ -95,7 +95,7 @@ def measure(name: str, shape: dict, stage: int, lora_r: int, *, tokenizer, devic
             steps: int, warmup: int, torch_adam: bool = False) -> dict:
     from zelo_ray.train.ds_ops import deepspeed_engine
     from zelo_ray.train.loop import StepRunner
-    from zelo_ray.train.models import apply_lora
+    from zelo_ray.train.lora import apply_lora
 
     cuda = device.type == "cuda"
     scorer = build(shape, tokenizer, device, torch.bfloat16 if cuda else torch.float32)
