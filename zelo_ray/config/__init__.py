@@ -23,13 +23,13 @@ from zelo_ray.config.retrieval import EvaluateConfig, IndexConfig, RetrieveConfi
 from zelo_ray.config.root import ZeloConfig
 from zelo_ray.config.run import DataConfig, ErrorsConfig, RayConfig
 from zelo_ray.config.serve import AutoscalingSettings, ServeConfig
-from zelo_ray.config.train import RefineConfig, RerankConfig, SplitConfig, TrainConfig, TuneConfig
+from zelo_ray.config.train import QueryTowerConfig, RefineConfig, RerankConfig, SplitConfig, TrainConfig, TuneConfig
 
 __all__ = [
     "AnnotateConfig", "AuditConfig", "AutoscalingSettings", "CalibrationConfig", "ConfigError", "DataConfig",
     "EloConfig", "ErrorsConfig", "EvaluateConfig", "GraphConfig", "IndexConfig", "JudgeConfig",
     "OpenAIJudgeConfig", "RayConfig", "RefineConfig", "RerankConfig", "RetrieveConfig",
     "ServeConfig", "SimulateConfig", "SimulatedEnsembleConfig", "SimulatedJudgeConfig",
-    "SLMLoopConfig", "SplitConfig", "TrainConfig", "TuneConfig", "VLLMPairwiseJudgeConfig", "ZeloConfig",
+    "QueryTowerConfig", "SLMLoopConfig", "SplitConfig", "TrainConfig", "TuneConfig", "VLLMPairwiseJudgeConfig", "ZeloConfig",
     "default_config_path", "load_config", "reference_markdown",
 ]

@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from zelo_ray.config.base import Strict
 
-__all__ = ["RefineConfig", "RerankConfig", "SplitConfig", "TrainConfig", "TuneConfig"]
+__all__ = ["QueryTowerConfig", "RefineConfig", "RerankConfig", "SplitConfig", "TrainConfig", "TuneConfig"]
 
 
 class SplitConfig(Strict):
@@ -24,6 +24,31 @@ class SplitConfig(Strict):
                                           "queries (by id).")
 
 
+class QueryTowerConfig(Strict):
+    """Query-tower training of a bi-encoder: the query encoder learns, documents keep the base
+    model's vectors (the index's, read once) under a learned linear map. Measured on NFCorpus's
+    dev queries (docs/training.md) it is what lets 2 cores learn from thousands of queries: a
+    step encodes only queries, so every judged candidate of every query is used, many times."""
+
+    loss: Literal["inbatch_listwise", "mse"] = Field(
+        "inbatch_listwise", description="inbatch_listwise: softmax over the batch's documents against "
+        "softmax(elo / temperature) on each query's own candidates; mse: the paper's pointwise loss on the "
+        "targets, own candidates only.")
+    temperature: float = Field(0.3, gt=0, description="τ of the listwise target softmax(elo / τ) (1 spread "
+                               "the mass over near-tied candidates on NFCorpus; 0.3 learned).")
+    candidates_per_query: int | None = Field(None, ge=1, description="Each query's top-N judged candidates "
+                                             "by first-stage rank (null: all, the paper's setting).")
+    queries_per_step: int = Field(32, ge=1, description="Queries per step per worker, each with all its "
+                                  "candidates; the other queries' documents are its negatives.")
+    epochs: float = Field(10.0, gt=0, description="Passes over the training queries (a pass is cheap: "
+                          "queries are encoded, documents are looked up).")
+    lr: float = Field(1e-4, gt=0, description="Peak learning rate of the query encoder (AdamW).")
+    document_map_lr: float = Field(3e-3, ge=0, description="Learning rate of the linear map on document "
+                                   "vectors (0: the map stays the identity).")
+    max_length: int = Field(256, ge=16, description="Token limit of documents and queries (256: the index's, "
+                            "so the index's vectors are the document tower's).")
+
+
 class TrainConfig(Strict):
     """Pointwise reranker training on the zELO targets (Ray Train)."""
 
@@ -34,6 +59,12 @@ class TrainConfig(Strict):
         "scale·cos(q, d) + bias; decoder_yes: causal LM scored by the logit of ' yes' (zerank style); "
         "auto: from the model folder (a trained checkpoint's card; a sentence-transformers embedding "
         "model → bi_encoder; other encoders → cross_encoder; causal LMs → decoder_yes).")
+    towers: Literal["auto", "both", "query"] = Field(
+        "auto", description="For a bi_encoder: 'query' trains the query encoder (and a linear map on the "
+        "frozen base's document vectors) with train.query_tower's settings; 'both' trains one encoder for "
+        "both sides with the settings below; auto: 'query' for bi_encoder, 'both' otherwise.")
+    query_tower: QueryTowerConfig = Field(default_factory=QueryTowerConfig,
+                                          description="Settings of query-tower training (towers: query).")
     loss: Literal["mse", "bce", "ranknet", "listwise"] = Field(
         "mse", description="mse on the targets (the paper's); bce on the same targets; ranknet on the "
         "Elo-implied pairwise preferences; listwise softmax over a query's documents.")

@@ -136,14 +136,14 @@ def load_fusion(checkpoint: str | Path) -> Fusion | None:
 
 
 def fit_fusion(checkpoint: str | Path, validation: dict, stats_fn: Callable[[], object], *, max_length: int,
-               batch_size: int = 64, log=print, key=None) -> dict:
-    """Score the validation queries' candidates with the trained model, pick the BM25 weight and
-    write it into the checkpoint; returns what was written."""
+               batch_size: int = 64, log=print, key=None, model=None) -> dict:
+    """Score the validation queries' candidates with the trained model (``model``: the checkpoint
+    already loaded), pick the BM25 weight and write it into the checkpoint; returns what was written."""
     import torch
 
     from zelo_ray.train.models import load_reranker
 
-    model = load_reranker(str(checkpoint))
+    model = model or load_reranker(str(checkpoint))
     stats = stats_fn()
     groups = []
     with torch.inference_mode():

@@ -53,11 +53,13 @@ class StepRunner:
 
     def __init__(self, model, *, loss: str, lr: float, weight_decay: float, warmup_steps: int,
                  total_steps: int, max_length: int, grad_clip: float = 1.0, precision: str = "fp32",
-                 device: str | torch.device = "cpu", engine=None):
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)}")
+                 device: str | torch.device = "cpu", engine=None, doc_map_lr: float | None = None,
+                 temperature: float = 0.3):
+        if loss not in LOSSES and loss != "inbatch_listwise":
+            raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)} or inbatch_listwise")
+        self.loss_name, self.temperature = loss, temperature
         self.model, self.engine = model, engine
-        self.loss_fn, self.max_length, self.grad_clip = LOSSES[loss], max_length, grad_clip
+        self.loss_fn, self.max_length, self.grad_clip = LOSSES.get(loss), max_length, grad_clip
         self.device = torch.device(device)
         self.autocast = precision == "bf16"
         self.scorer = _unwrap(model)
@@ -65,9 +67,12 @@ class StepRunner:
             # the bi-encoder's two-number head (scale, bias) starts from a guess: let it move 100× faster
             head = [p for n, p in model.named_parameters() if n.split(".")[-1] in ("scale", "bias")
                     and p.dim() == 0 and p.requires_grad]
-            ids = {id(p) for p in head}
+            # the map on frozen document vectors starts at 0 and has its own rate (query_tower)
+            dmap = [p for n, p in model.named_parameters() if n.split(".")[-1] == "doc_map" and p.requires_grad]
+            ids = {id(p) for p in head + dmap}
             body = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
             groups = [{"params": body}] + ([{"params": head, "lr": lr * 100, "weight_decay": 0.0}] if head else [])
+            groups += [{"params": dmap, "lr": doc_map_lr if doc_map_lr is not None else lr, "weight_decay": 0.0}] if dmap else []
             self.optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(warmup_steps, total_steps))
         else:
@@ -75,6 +80,8 @@ class StepRunner:
         self.samples = 0
 
     def step(self, batch: Mapping) -> float:
+        if "doc_vectors" in batch:
+            return self._vector_step(batch)
         queries, docs, targets, elo, group = flatten_groups(batch)
         enc = {k: v.to(self.device) for k, v in self.scorer.tokenize(queries, docs, self.max_length).items()}
         targets, elo, group = targets.to(self.device), elo.to(self.device), group.to(self.device)
@@ -82,6 +89,35 @@ class StepRunner:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             logits = fwd(enc)
         loss = self.loss_fn(logits.float(), targets, elo, group)
+        self._update(loss)
+        self.samples += len(docs)
+        return float(loss.detach())
+
+    def _vector_step(self, batch: Mapping) -> float:
+        """Query-tower step: the batch's queries against every document of the batch (their
+        vectors come with the rows; ``train/query_tower.py``)."""
+        from zelo_ray.train.losses import inbatch_listwise_loss
+        from zelo_ray.train.query_tower import batch_matrix
+
+        vectors, elo, targets = batch_matrix(batch)
+        q = self.scorer.tokenizer([str(x) for x in batch["query"]], truncation=True, max_length=self.max_length,
+                                  padding=True, return_tensors="pt")
+        enc = {"q_input_ids": q["input_ids"].to(self.device), "q_attention_mask": q["attention_mask"].to(self.device),
+               "d_vectors": vectors.to(self.device)}
+        fwd = self.engine if self.engine is not None else self.model
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            logits = fwd(enc).float()
+        elo, targets = elo.to(self.device), targets.to(self.device)
+        if self.loss_name == "inbatch_listwise":
+            loss = inbatch_listwise_loss(logits, elo, self.temperature)
+        else:  # pointwise on each query's own candidates (mse: the paper's)
+            own = ~torch.isnan(targets)
+            loss = self.loss_fn(logits[own], targets[own], elo[own], torch.zeros(int(own.sum()), dtype=torch.long))
+        self._update(loss)
+        self.samples += int((~torch.isnan(elo)).sum())
+        return float(loss.detach())
+
+    def _update(self, loss: torch.Tensor) -> None:
         if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(f"loss is {float(loss.detach())} (lr too high, or bad targets)")
         if self.engine is not None:
@@ -94,8 +130,6 @@ class StepRunner:
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-        self.samples += len(docs)
-        return float(loss.detach())
 
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])

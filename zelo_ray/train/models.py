@@ -33,6 +33,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -82,16 +83,33 @@ def _detect_kind(path: str) -> str:
 
 
 class Reranker(nn.Module):
-    """A scoring model plus its tokenizer; ``forward(encoded) → logits (batch,)``."""
+    """A scoring model plus its tokenizer; ``forward(encoded) → logits (batch,)``.
+
+    A ``bi_encoder`` may have a separate, frozen document tower (``doc_model``, the base encoder
+    whose vectors the index already holds) and a trainable linear map on its vectors
+    (``doc_map``, from 0): only the query tower and the map learn ("query" towers), so training
+    reads each document's vector once instead of running the encoder over it every step."""
 
     def __init__(self, model: nn.Module, tokenizer, kind: str, yes_id: int | None = None,
-                 scale: float = 20.0, bias: float = -10.0):
+                 scale: float = 20.0, bias: float = -10.0, doc_model: nn.Module | None = None,
+                 doc_map: torch.Tensor | None = None):
         super().__init__()
         self.model, self.tokenizer, self.kind, self.yes_id = model, tokenizer, kind, yes_id
+        self.doc_model, self.doc_map = doc_model, None
         if kind == "bi_encoder":
             # σ(20·cos − 10): cos 0.5 ↦ 0.5, the middle of the target scale, at step 0
             self.scale = nn.Parameter(torch.tensor(float(scale)))
             self.bias = nn.Parameter(torch.tensor(float(bias)))
+            if doc_model is not None:
+                doc_model.requires_grad_(False)
+                dim = doc_model.config.hidden_size
+                self.doc_map = nn.Parameter(doc_map.float() if doc_map is not None else torch.zeros(dim, dim))
+        self._doc_cache: dict[str, torch.Tensor] = {}
+
+    @property
+    def towers(self) -> str:
+        """'query': frozen document tower (vectors cacheable); 'both': one encoder for both sides."""
+        return "query" if self.doc_model is not None else "both"
 
     def tokenize(self, queries: list[str], docs: list[str], max_length: int) -> dict[str, torch.Tensor]:
         if self.kind == "bi_encoder":
@@ -106,31 +124,95 @@ class Reranker(nn.Module):
         return _decoder_batch(self.tokenizer, [DECODER_PROMPT.format(query=q, doc="\x00") for q in queries],
                               docs, max_length)
 
-    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        h = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, encoder: nn.Module | None = None) -> torch.Tensor:
+        h = (encoder or self.model)(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         m = attention_mask.unsqueeze(-1).to(h.dtype)
         return nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
+
+    def map_documents(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Document-tower vectors → the vectors queries are compared with (the learned map, if any)."""
+        if self.doc_map is None:
+            return vectors
+        v = vectors.to(self.doc_map.dtype)
+        return nn.functional.normalize(v + v @ self.doc_map, dim=-1)
+
+    def embed_documents(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The document tower's vectors, before :meth:`map_documents`."""
+        if self.doc_model is None:
+            return self.embed(input_ids, attention_mask)
+        with torch.no_grad():
+            return self.embed(input_ids, attention_mask, encoder=self.doc_model)
 
     def forward(self, enc: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.kind == "bi_encoder":
             q = self.embed(enc["q_input_ids"], enc["q_attention_mask"])
-            d = self.embed(enc["d_input_ids"], enc["d_attention_mask"])
+            if "d_vectors" in enc:  # query-tower training: every query against every document given
+                return self.scale * q @ self.map_documents(enc["d_vectors"]).T + self.bias
+            d = self.map_documents(self.embed_documents(enc["d_input_ids"], enc["d_attention_mask"]))
             return self.scale * (q * d).sum(-1) + self.bias
         if self.kind == "cross_encoder":
             return self.model(**enc).logits.squeeze(-1)
         return last_token_logits(self.model, enc)[:, self.yes_id]
+
+    def seed_document_vectors(self, texts: list[str], vectors) -> int:
+        """Remember the frozen document tower's vectors of ``texts`` (e.g. the index's, computed by
+        the same model at the same token budget); returns how many were taken (0 without a frozen
+        document tower, whose vectors would change as it trains)."""
+        if self.doc_model is None:
+            return 0
+        vectors = torch.as_tensor(np.asarray(vectors, np.float32))
+        self._doc_cache.update(zip(texts, vectors))
+        return len(texts)
+
+    def document_vectors(self, docs: list[str], *, max_length: int, batch_size: int = 64,
+                         device: str | torch.device = "cpu") -> torch.Tensor:
+        """Document-tower vectors of ``docs`` (each distinct text encoded once; with a frozen
+        tower, remembered across calls)."""
+        keep = self.doc_model is not None
+        known = self._doc_cache if keep else {}
+        todo = list(dict.fromkeys(d for d in docs if d not in known))
+        fresh = {}
+        for s in range(0, len(todo), batch_size):
+            t = self.tokenizer(todo[s:s + batch_size], truncation=True, max_length=max_length, padding=True,
+                               return_tensors="pt")
+            v = self.embed_documents(t["input_ids"].to(device), t["attention_mask"].to(device)).float().cpu()
+            fresh.update(zip(todo[s:s + batch_size], v))
+        if keep:
+            known.update(fresh)
+        got = {**fresh, **{d: known[d] for d in docs if d in known}}
+        return torch.stack([got[d] for d in docs]) if docs else torch.empty(0)
 
     @torch.no_grad()
     def score(self, queries: list[str], docs: list[str], *, max_length: int = 256, batch_size: int = 64,
               device: str | torch.device = "cpu") -> torch.Tensor:
         """Relevance in [0, 1] (sigmoid of the logit), in input order."""
         self.eval()
+        if self.kind == "bi_encoder":
+            return self._score_bi(queries, docs, max_length=max_length, batch_size=batch_size, device=device)
         out = []
         for s in range(0, len(docs), batch_size):
             enc = {k: v.to(device) for k, v in self.tokenize(queries[s:s + batch_size], docs[s:s + batch_size],
                                                              max_length).items()}
             out.append(torch.sigmoid(self(enc).float()).cpu())
         return torch.cat(out) if out else torch.empty(0)
+
+    def _score_bi(self, queries: list[str], docs: list[str], *, max_length: int, batch_size: int,
+                  device) -> torch.Tensor:
+        """Each distinct query and document encoded once (a reranked head repeats its query)."""
+        if not docs:
+            return torch.empty(0)
+        uq = list(dict.fromkeys(queries))
+        qv = []
+        for s in range(0, len(uq), batch_size):
+            t = self.tokenizer(uq[s:s + batch_size], truncation=True, max_length=max_length, padding=True,
+                               return_tensors="pt")
+            qv.append(self.embed(t["input_ids"].to(device), t["attention_mask"].to(device)).float().cpu())
+        qv = torch.cat(qv)
+        row = {q: i for i, q in enumerate(uq)}
+        d = self.map_documents(self.document_vectors(docs, max_length=max_length, batch_size=batch_size,
+                                                     device=device).to(device)).float().cpu()
+        q = qv[torch.tensor([row[x] for x in queries])]
+        return torch.sigmoid(self.scale.detach().float().cpu() * (q * d).sum(-1) + self.bias.detach().float().cpu())
 
 
 def last_token_logits(model: nn.Module, enc: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -171,8 +253,15 @@ def single_token_id(tok, text: str, path: str) -> int:
     return ids[0]
 
 
-def load_reranker(path: str, kind: Kind = "auto", *, dtype: torch.dtype | None = None) -> Reranker:
-    """Load a base or a trained checkpoint; an encoder without a one-logit head gets a fresh one."""
+DOC_ENCODER, DOC_MAP = "document_encoder", "document_map.safetensors"
+
+
+def load_reranker(path: str, kind: Kind = "auto", *, dtype: torch.dtype | None = None,
+                  towers: Literal["both", "query"] | None = None) -> Reranker:
+    """Load a base or a trained checkpoint; an encoder without a one-logit head gets a fresh one.
+
+    ``towers="query"`` loads a bi-encoder base for query-tower training: the base also becomes
+    the frozen document tower (a trained checkpoint says its own towers in its card)."""
     import transformers
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -191,10 +280,16 @@ def load_reranker(path: str, kind: Kind = "auto", *, dtype: torch.dtype | None =
         if kind == "bi_encoder":
             from transformers import AutoModel
 
-            head = {}
-            if (Path(path) / CARD).exists():
-                head = json.loads((Path(path) / CARD).read_text()).get("head", {})
-            return Reranker(AutoModel.from_pretrained(path, dtype=dtype), tok, kind, **head)
+            card = json.loads((Path(path) / CARD).read_text()) if (Path(path) / CARD).exists() else {}
+            extra = dict(card.get("head", {}))
+            if card.get("towers") == "query":
+                from safetensors.torch import load_file
+
+                extra["doc_model"] = AutoModel.from_pretrained(Path(path) / DOC_ENCODER, dtype=dtype)
+                extra["doc_map"] = load_file(str(Path(path) / DOC_MAP))["weight"]
+            elif towers == "query":
+                extra["doc_model"] = AutoModel.from_pretrained(path, dtype=dtype)
+            return Reranker(AutoModel.from_pretrained(path, dtype=dtype), tok, kind, **extra)
         if kind != "decoder_yes":
             raise ValueError(f"unknown model kind {kind!r} (cross_encoder | decoder_yes)")
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
@@ -213,6 +308,8 @@ def save_reranker(model: Reranker, out: str | Path, card: dict) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     inner, state = model.model, None
     if hasattr(inner, "get_base_model"):  # LoRA: save the merged weights, a plain model anyone can load
+        from zelo_ray.train.lora import merged_lora_state
+
         inner, state = inner.get_base_model(), merged_lora_state(inner)
     inner.config.id2label, inner.config.label2id = {0: "relevance"}, {"relevance": 0}
     if model.kind == "cross_encoder":
@@ -224,39 +321,22 @@ def save_reranker(model: Reranker, out: str | Path, card: dict) -> Path:
     if model.kind == "bi_encoder":
         extra["head"] = {"scale": float(model.scale.detach()), "bias": float(model.bias.detach())}
         _sentence_transformers_layout(out, inner.config.hidden_size)
+        if model.doc_model is not None:
+            _save_document_tower(model, out)
+            extra["towers"] = "query"
     (out / CARD).write_text(json.dumps({"kind": model.kind, **extra, **card}, indent=2, default=str))
     return out
 
 
-def apply_lora(model: Reranker, r: int) -> Reranker:
-    """Wrap a decoder scorer's transformer in LoRA adapters of rank ``r`` on every linear layer
-    (``r = 0``: full fine-tuning, the model as it is). Checkpoints save the merged weights."""
-    if not r:
-        return model
-    if model.kind != "decoder_yes":
-        raise ValueError("train.lora_r applies to decoder bases (kind decoder_yes)")
-    try:
-        from peft import LoraConfig, get_peft_model
-    except ImportError as e:
-        raise ImportError("train.lora_r > 0 needs the 'lora' extra: pip install -e '.[lora]'") from e
-    model.model = get_peft_model(model.model, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear"))
-    return model
+def _save_document_tower(model: Reranker, out: Path) -> None:
+    """The frozen document tower (a sentence-transformers folder of its own) and the learned map."""
+    from safetensors.torch import save_file
 
-
-def merged_lora_state(peft_model) -> dict[str, torch.Tensor]:
-    """The base model's state dict with every LoRA adapter's update added to the weight it adapts
-    (W + B·A·scale), under the base model's own parameter names; the model itself is unchanged, so
-    training goes on after a checkpoint."""
-    base = peft_model.get_base_model()
-    state = {name.replace(".base_layer.", "."): t.detach().clone() for name, t in base.state_dict().items()
-             if "lora_" not in name}
-    for name, module in base.named_modules():
-        if hasattr(module, "get_delta_weight") and hasattr(module, "base_layer"):
-            key = f"{name}.weight"
-            for adapter in module.active_adapters:
-                if adapter in getattr(module, "lora_A", {}):
-                    state[key] = state[key] + module.get_delta_weight(adapter).detach().to(state[key].dtype)
-    return state
+    doc = out / DOC_ENCODER
+    model.doc_model.save_pretrained(doc, safe_serialization=True)
+    model.tokenizer.save_pretrained(doc)
+    _sentence_transformers_layout(doc, model.doc_model.config.hidden_size)
+    save_file({"weight": model.doc_map.detach().float().cpu().contiguous()}, str(out / DOC_MAP))
 
 
 def _sentence_transformers_layout(out: Path, dim: int) -> None:

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from zelo_ray.config import ZeloConfig
 from zelo_ray.faults import ErrorLog, FaultInjector, check_failures
 from zelo_ray.train.examples import write_groups
+from zelo_ray.train.query_tower import effective_config
 from zelo_ray.train.splits import split_queries
 from zelo_ray.train.validation import split_validation, validation_grades, validation_scores, validation_set
 from zelo_ray.layout import layout
@@ -87,12 +88,17 @@ def run_train_stage(cfg: ZeloConfig, *, log=print, split: dict | None = None) ->
         log(f"      {len(set(table['query_id'].to_pylist()))} training queries fit the model, "
             f"{len(validation['query_ids'])} held out validate it (against their own zELO scores)")
     out = layout(cfg).train
+    tcfg = effective_config(cfg.train)
     errors = ErrorLog(out / f"examples-{cfg.train.target}.errors.parquet", "examples")
     errors.reset()
-    # written chunk by chunk of queries: the driver never holds every training document's text
-    examples = write_groups(table, col, out / f"examples-{cfg.train.target}.parquet",
-                            group_size=cfg.train.group_size, candidates_per_query=cfg.train.candidates_per_query,
-                            seed=cfg.train.seed, errors=errors, injector=FaultInjector("examples", cfg.errors.inject))
+    injector = FaultInjector("examples", cfg.errors.inject)
+    if tcfg.towers == "query":
+        examples, validation = _query_tower_examples(cfg, tcfg, col, table, validation, errors, injector, log)
+    else:
+        # written chunk by chunk of queries: the driver never holds every training document's text
+        examples = write_groups(table, col, out / f"examples-{cfg.train.target}.parquet",
+                                group_size=tcfg.group_size, candidates_per_query=tcfg.candidates_per_query,
+                                seed=tcfg.seed, errors=errors, injector=injector)
     failed = errors.finish()
     failures = check_failures(failed, len(set(table["query_id"].to_pylist())), cfg.errors.max_fraction,
                               stage="examples", path=errors.path, what="training queries")
@@ -102,13 +108,64 @@ def run_train_stage(cfg: ZeloConfig, *, log=print, split: dict | None = None) ->
     card = {"dataset": col.name, "train_queries": len(split["train"]), "split": split["source"],
             "target": cfg.train.target, "label": "SIMULATION" if _simulated(cfg) else None,
             "failed_training_queries": failures["failed"]}
-    card = train_reranker(cfg.train, examples, out, card=card, log=log, ray_cfg=cfg.ray, validation=validation,
+    card = train_reranker(tcfg, examples, out, card=card, log=log, ray_cfg=cfg.ray, validation=validation,
                           run_cfg=cfg)
     if cfg.train.fusion and validation:
         card["fusion"] = choose_fusion(cfg, col, out / "model", card, validation, log)
+        base = base_checkpoint(tcfg, out / "base")
+        log("      fusion_only (the untrained base, same token budget, its own weight chosen the same way):")
+        choose_fusion(cfg, col, base, json.loads((base / "zelo_card.json").read_text()), validation, log)
     elif cfg.train.fusion:
         log("      fusion with BM25 needs validation queries (train.val_fraction > 0); serving the model alone")
     return card
+
+
+def _query_tower_examples(cfg: ZeloConfig, tcfg, col, table: pa.Table, validation: dict | None, errors, injector,
+                          log) -> tuple[Path, dict | None]:
+    """One row per training query with its candidates' document vectors (the index's when they
+    are the document tower's), and the validation set with its vectors."""
+    from zelo_ray.train.models import load_reranker
+    from zelo_ray.train.query_tower import attach_validation_vectors, seed_from_index, write_query_examples
+
+    model = load_reranker(tcfg.base, "bi_encoder", towers="query")
+    seeded = seed_from_index(model, layout(cfg).dense, col.corpus_path, max_length=tcfg.max_length, log=log)
+    log(f"      query-tower training: documents keep the base model's vectors ({seeded:,} read from the index), "
+        f"the query encoder and a map on the vectors learn ({tcfg.loss}, τ {tcfg.query_tower.temperature})")
+    examples = write_query_examples(table, col, layout(cfg).train / f"examples-query-{cfg.train.target}.parquet",
+                                    model, max_length=tcfg.max_length,
+                                    candidates_per_query=tcfg.candidates_per_query, seed=tcfg.seed,
+                                    errors=errors, injector=injector)
+    if validation:
+        validation = attach_validation_vectors(validation, model, max_length=tcfg.max_length)
+    return examples, validation
+
+
+def base_checkpoint(tcfg, out: Path) -> Path:
+    """The untrained base saved as a checkpoint of the same shape and token budget as the trained
+    model (towers included: a zero map is the identity), so the ``fusion_only`` and
+    ``base_model_only`` rows are scored exactly as the trained model is."""
+    from zelo_ray.train.models import CARD, load_reranker, save_reranker
+
+    card = {"note": "untrained base (the fusion_only and base_model_only rows)",
+            "train_config": {"max_length": tcfg.max_length}, "base": tcfg.base, "towers": tcfg.towers}
+    if (out / CARD).exists() and {k: v for k, v in json.loads((out / CARD).read_text()).items()
+                                  if k in card} == card:
+        return out
+    model = load_reranker(tcfg.base, tcfg.kind, towers="query" if tcfg.towers == "query" else None)
+    save_reranker(model, out, card)
+    return out
+
+
+def scoring_model(cfg: ZeloConfig, col, checkpoint: str | Path, *, log=print):
+    """A checkpoint loaded for scoring; a frozen document tower gets the index's vectors."""
+    from zelo_ray.train.models import load_reranker
+    from zelo_ray.train.query_tower import seed_from_index
+    from zelo_ray.train.rerank import checkpoint_max_length
+
+    model = load_reranker(str(checkpoint))
+    seed_from_index(model, layout(cfg).dense, col.corpus_path,
+                    max_length=checkpoint_max_length(str(checkpoint), cfg.rerank.max_length), log=log)
+    return model
 
 
 def choose_fusion(cfg: ZeloConfig, col, model_dir: Path, card: dict, validation: dict, log=print) -> dict:
@@ -128,7 +185,8 @@ def choose_fusion(cfg: ZeloConfig, col, model_dir: Path, card: dict, validation:
     info = fit_fusion(model_dir, validation,
                       lambda: TermStats.from_corpus(col.corpus_path, cfg.index.bm25_tokenizer, log=log),
                       max_length=checkpoint_max_length(str(model_dir), cfg.rerank.max_length),
-                      batch_size=cfg.rerank.batch_size, log=log, key=key)
+                      batch_size=cfg.rerank.batch_size, log=log, key=key,
+                      model=scoring_model(cfg, col, model_dir, log=log))
     return info
 
 
@@ -137,9 +195,15 @@ def _simulated(cfg: ZeloConfig) -> bool:
 
 
 def evaluate_reranker(cfg: ZeloConfig, col, queries: list[str], checkpoints: dict[str, str], *, log=print,
-                      out: Path | None = None) -> dict:
+                      out: Path | None = None, model_only: dict[str, str] | None = None,
+                      paired: list[tuple[str, str]] = ()) -> dict:
     """BM25, dense, hybrid and each checkpoint's reranking of the hybrid top-``rerank.depth``, on
-    ``queries``, with paired bootstrap CIs and deltas against hybrid."""
+    ``queries``, with paired bootstrap CIs and deltas against hybrid.
+
+    A fused checkpoint also gets a row of its model alone, ``<name>_model_only`` unless
+    ``model_only`` names it (a name there also asks for the row when the checkpoint has no
+    fusion). ``paired``: (a, b) rows whose nDCG@10 difference gets its own paired CI in
+    ``report["paired"]["a-b"]``."""
     from zelo_ray.eval.evaluate import evaluate_runs, rankings_from_candidates
     from zelo_ray.train.fusion import fusion_weight
     from zelo_ray.train.rerank import rankings_from_reranked, rerank_candidates
@@ -160,7 +224,9 @@ def evaluate_reranker(cfg: ZeloConfig, col, queries: list[str], checkpoints: dic
         t = rerank_candidates(col, layout(cfg).candidates, ckpt, todo, depth=cfg.rerank.depth,
                               batch_size=cfg.rerank.batch_size, max_length=cfg.rerank.max_length, log=log,
                               errors=errors, injector=FaultInjector("rerank", cfg.errors.inject),
-                              pool=ScorerPool(cfg) if cfg.rerank.executor == "ray" else None)
+                              pool=ScorerPool(cfg) if cfg.rerank.executor == "ray" else None,
+                              model=scoring_model(cfg, col, ckpt, log=log)
+                              if todo and cfg.rerank.executor != "ray" else None)
         if reused is not None:
             t = pa.concat_tables([reused, t])
         if saved is not None:
@@ -173,16 +239,22 @@ def evaluate_reranker(cfg: ZeloConfig, col, queries: list[str], checkpoints: dic
                 f"every system's metrics (listed in {errors.path}): {failures[name]['most_common']}")
         failed |= set(table["record_id"].to_pylist())
         runs[name] = {q: d[:cfg.evaluate.depth] for q, d in rankings_from_reranked(t).items()}
-        if fusion_weight(ckpt) > 0:
+        if fusion_weight(ckpt) > 0 or name in (model_only or {}):
             # the served function fuses BM25; this row is what the model alone contributes
-            runs[f"{name}_model_only"] = {q: d[:cfg.evaluate.depth]
-                                          for q, d in rankings_from_reranked(t, by="model_score").items()}
+            runs[(model_only or {}).get(name, f"{name}_model_only")] = {
+                q: d[:cfg.evaluate.depth] for q, d in rankings_from_reranked(t, by="model_score").items()}
     # a query a reranker could not score is left out of every system, so the comparison stays paired
     kept = [q for q in queries if q not in failed]
     e = cfg.evaluate
     report = evaluate_runs(qrels, runs, kept, n_boot=e.bootstrap, confidence=e.confidence, seed=e.seed,
                            versus="hybrid", per_query=True)
     report["failed"] = failures
+    report["paired"] = {}
+    for a, b in paired:
+        if a in runs and b in runs:
+            d = evaluate_runs(qrels, {a: runs[a], b: runs[b]}, kept, n_boot=e.bootstrap, confidence=e.confidence,
+                              seed=e.seed, versus=b)
+            report["paired"][f"{a}-{b}"] = d[a][f"delta_vs_{b}"]["ndcg@10"]
     return report
 
 

@@ -22,7 +22,7 @@ from zelo_ray.train.worker import DS_DIR, STATE_FILE, train_loop_per_worker
 __all__ = ["plan_steps", "train_fingerprint", "train_reranker"]
 
 # settings that change what is learned (not where it is written or how often it logs)
-_LEARNING_FIELDS = ("base", "kind", "loss", "target", "max_length", "group_size", "batch_size", "epochs",
+_LEARNING_FIELDS = ("base", "kind", "towers", "query_tower", "loss", "target", "max_length", "group_size", "batch_size", "epochs",
                     "max_steps", "lr", "weight_decay", "warmup_ratio", "grad_clip", "candidates_per_query",
                     "num_workers", "deepspeed_stage", "lora_r", "seed")
 
@@ -91,7 +91,9 @@ def train_reranker(tcfg: TrainConfig, examples: str | Path, out_dir: str | Path,
         loop_cfg["validation"] = validation
     if _test_fail_at_step is not None:
         loop_cfg.update(_fail_at_step=_test_fail_at_step, _fail_marker=str(out_dir / f".fail-{fp}"))
-    log(f"      {n_groups:,} query groups × {tcfg.group_size} docs; {total} steps of {tcfg.batch_size} rows × "
+    rows = (f"{n_groups:,} queries × their candidates" if tcfg.towers == "query" else
+            f"{n_groups:,} query groups × {tcfg.group_size} docs")
+    log(f"      {rows}; {total} steps of {tcfg.batch_size} rows × "
         f"{tcfg.num_workers} worker(s) ({tcfg.loss} loss, {tcfg.deepspeed_stage and f'ZeRO-{tcfg.deepspeed_stage}' or 'DDP'}"
         f", {'GPU' if tcfg.use_gpu else 'CPU'}); checkpoints every {tcfg.checkpoint_every} steps in {out_dir / 'ray'}")
     if tcfg.deepspeed_stage and not tcfg.use_gpu:

@@ -14,7 +14,8 @@ from zelo_ray.relay import say
 from zelo_ray.ticker import duration
 from zelo_ray.train.loop import Meter, StepRunner
 from zelo_ray.train.ds_ops import deepspeed_engine
-from zelo_ray.train.models import apply_lora, load_reranker, save_reranker
+from zelo_ray.train.lora import apply_lora
+from zelo_ray.train.models import load_reranker, save_reranker
 
 __all__ = ["train_loop_per_worker", "STATE_FILE"]
 
@@ -153,7 +154,11 @@ def train_loop_per_worker(cfg: dict) -> None:
             state = torch.load(os.path.join(ckpt_dir, STATE_FILE), weights_only=False)
             start_step = state["step"]
         base = ckpt_dir
-    scorer = apply_lora(load_reranker(base, cfg["kind"]), cfg["lora_r"])
+    scorer = apply_lora(load_reranker(base, cfg["kind"], towers=cfg.get("towers")), cfg["lora_r"])
+    val = cfg.get("validation") or {}
+    if val.get("doc_vectors") is not None:  # validation looks documents up instead of encoding them
+        scorer.seed_document_vectors([d for ds in val["docs"] for d in ds],
+                                     [v for vs in val["doc_vectors"] for v in vs])
     engine = None
     if cfg["deepspeed_stage"]:
         engine = deepspeed_engine(scorer, cfg, total, warmup, precision == "bf16")
@@ -165,7 +170,9 @@ def train_loop_per_worker(cfg: dict) -> None:
         model = ray.train.torch.prepare_model(scorer) if world > 1 or cfg["use_gpu"] else scorer
     runner = StepRunner(model, loss=cfg["loss"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
                         warmup_steps=warmup, total_steps=total, max_length=cfg["max_length"],
-                        grad_clip=cfg["grad_clip"], precision=precision, device=device, engine=engine)
+                        grad_clip=cfg["grad_clip"], precision=precision, device=device, engine=engine,
+                        doc_map_lr=cfg["query_tower"]["document_map_lr"],
+                        temperature=cfg["query_tower"]["temperature"])
     if state is not None:
         runner.load_state(state)
     if rank == 0 and start_step:

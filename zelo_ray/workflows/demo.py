@@ -34,17 +34,26 @@ def _evaluate_step(cfg: ZeloConfig, col, split: dict, ckpt: str, ann: dict, meta
     from zelo_ray.train.stage import evaluate_reranker
 
     log(f"[6/6] evaluate on the {len(split['test'])} held-out test queries (qrels/{cfg.data.split})")
-    metrics = evaluate_reranker(cfg, col, split["test"], {"reranker": ckpt}, log=log,
-                                out=layout(cfg).train)
-    rows = [n for n in ("bm25", "dense", "hybrid", "reranker", "reranker_model_only") if n in metrics]
-    for line in metrics_lines(metrics, rows, digits=3, indent="      ", width=11,
-                              labels={"reranker_model_only": "model only"}):
+    ckpts = {"reranker": ckpt}
+    base = layout(cfg).train / "base"
+    if (base / "zelo_fusion.json").exists():  # the untrained base, prepared by the train stage
+        ckpts["fusion_only"] = str(base)
+    metrics = evaluate_reranker(cfg, col, split["test"], ckpts, log=log, out=layout(cfg).train,
+                                model_only={"fusion_only": "base_model_only"},
+                                paired=[("reranker", "fusion_only"), ("reranker_model_only", "base_model_only")])
+    rows = [n for n in ("bm25", "dense", "hybrid", "fusion_only", "base_model_only", "reranker",
+                        "reranker_model_only") if n in metrics]
+    for line in metrics_lines(metrics, rows, digits=3, indent="      ", width=16,
+                              labels={"reranker_model_only": "model only", "base_model_only": "base model only"}):
         log(line)
     d = metrics["reranker"]["delta_vs_hybrid"]["ndcg@10"]
     log(f"      reranker − hybrid nDCG@10: {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] "
         f"(paired bootstrap, {int(cfg.evaluate.confidence * 100)}%)" + (
             f"  — {ann['label']}: judges simulated from the training queries' qrels" if ann["label"] else ""))
-    return {**{k: metrics[k] for k in rows}, "meta": meta,
+    for pair, d in metrics["paired"].items():
+        log(f"      {pair.replace('-', ' − ')} nDCG@10: {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+            " (what training adds)")
+    return {**{k: metrics[k] for k in rows}, "paired": metrics["paired"], "meta": meta,
             "failed": metrics["failed"]["reranker"],
             "per_query": {"ndcg@10": {k: metrics["per_query"][k] for k in rows}}}
 
