@@ -21,12 +21,12 @@ def index_text(title: str | None, text: str) -> str:
     return f"{title}\n{text}" if title else text
 
 
-def index_vectors(dense_uri: str | Path, corpus_path: str | Path) -> tuple[list[str], np.ndarray]:
-    """(texts, vectors): every indexed document's embedded text and its unit vector, in corpus
-    order. Raises when the index does not cover the corpus (an unfinished or stale index)."""
+def index_vectors(dense_uri: str | Path, corpus_path: str | Path) -> tuple[list[str], list[str], np.ndarray]:
+    """(doc_ids, texts, vectors): every indexed document's id, embedded text and unit vector, in
+    corpus order. Raises when the index does not cover the corpus (an unfinished or stale index)."""
     import lancedb
 
-    corpus = pq.read_table(str(corpus_path), columns=["title", "text"])
+    corpus = pq.read_table(str(corpus_path), columns=["doc_id", "title", "text"])
     db = lancedb.connect(str(dense_uri))
     table = db.open_table("docs").to_arrow().sort_by("row")
     rows = table["row"].to_numpy()
@@ -36,4 +36,4 @@ def index_vectors(dense_uri: str | Path, corpus_path: str | Path) -> tuple[list[
     dim = table.schema.field("vector").type.list_size
     vectors = table["vector"].combine_chunks().flatten().to_numpy().reshape(-1, dim).astype(np.float32)
     texts = [index_text(a, b) for a, b in zip(corpus["title"].to_pylist(), corpus["text"].to_pylist())]
-    return texts, vectors
+    return corpus["doc_id"].to_pylist(), texts, vectors

@@ -196,18 +196,24 @@ class Reranker(nn.Module):
             out.append(torch.sigmoid(self(enc).float()).cpu())
         return torch.cat(out) if out else torch.empty(0)
 
+    @torch.no_grad()
+    def score_queries(self, queries: list[str], *, max_length: int = 256, batch_size: int = 64,
+                      device: str | torch.device = "cpu") -> torch.Tensor:
+        """A bi-encoder's query vectors (unit length), in input order."""
+        out = []
+        for s in range(0, len(queries), batch_size):
+            t = self.tokenizer(queries[s:s + batch_size], truncation=True, max_length=max_length, padding=True,
+                               return_tensors="pt")
+            out.append(self.embed(t["input_ids"].to(device), t["attention_mask"].to(device)).float().cpu())
+        return torch.cat(out) if out else torch.empty(0)
+
     def _score_bi(self, queries: list[str], docs: list[str], *, max_length: int, batch_size: int,
                   device) -> torch.Tensor:
         """Each distinct query and document encoded once (a reranked head repeats its query)."""
         if not docs:
             return torch.empty(0)
         uq = list(dict.fromkeys(queries))
-        qv = []
-        for s in range(0, len(uq), batch_size):
-            t = self.tokenizer(uq[s:s + batch_size], truncation=True, max_length=max_length, padding=True,
-                               return_tensors="pt")
-            qv.append(self.embed(t["input_ids"].to(device), t["attention_mask"].to(device)).float().cpu())
-        qv = torch.cat(qv)
+        qv = self.score_queries(uq, max_length=max_length, batch_size=batch_size, device=device)
         row = {q: i for i, q in enumerate(uq)}
         d = self.map_documents(self.document_vectors(docs, max_length=max_length, batch_size=batch_size,
                                                      device=device).to(device)).float().cpu()

@@ -34,7 +34,7 @@ import torch
 from zelo_ray.faults import ErrorLog, FaultInjector
 
 __all__ = ["VECTOR_SCHEMA", "attach_validation_vectors", "batch_matrix", "effective_config", "resolve_towers",
-           "seed_from_index", "write_query_examples"]
+           "retrieve_with", "seed_from_index", "write_query_examples"]
 
 VECTOR_SCHEMA = pa.schema([
     ("query_id", pa.string()), ("query", pa.string()), ("doc_ids", pa.list_(pa.string())),
@@ -74,7 +74,7 @@ def seed_from_index(model, dense_uri, corpus_path, *, max_length: int, log=print
     if getattr(model, "doc_model", None) is None:
         return 0
     try:
-        texts, vectors = index_vectors(dense_uri, corpus_path)
+        _, texts, vectors = index_vectors(dense_uri, corpus_path)
     except Exception as exc:  # noqa: BLE001 - no usable index: the tower encodes documents itself
         log(f"      document vectors: the index's are not usable ({exc}); encoding documents instead")
         return 0
@@ -147,3 +147,27 @@ def attach_validation_vectors(validation: dict, model, *, max_length: int) -> di
     v = model.document_vectors(flat, max_length=max_length).numpy() if flat else np.zeros((0, 1), np.float32)
     sizes = np.cumsum([0] + [len(ds) for ds in validation["docs"]])
     return {**validation, "doc_vectors": [v[a:b] for a, b in zip(sizes[:-1], sizes[1:])]}
+
+
+def retrieve_with(model, dense_uri, corpus_path, queries: dict[str, str], bm25: dict[str, list[str]], *,
+                  depth: int, rrf_c: float = 60.0, max_length: int = 256) -> dict[str, dict[str, list[str]]]:
+    """First-stage retrieval with a trained query tower (the tuned embedding model): exact search
+    over the index's vectors through the learned map — nothing is re-embedded, since the document
+    tower is the index's model — and its RRF with the BM25 ranking, as the retrieve stage fuses.
+    Returns ``{"dense": runs, "hybrid": runs}`` for ``queries`` (id → text)."""
+    from zelo_ray.retrieval.docvectors import index_vectors
+    from zelo_ray.retrieval.fusion import rrf
+
+    ids, _, vectors = index_vectors(dense_uri, corpus_path)
+    qids = list(queries)
+    with torch.no_grad():
+        d = model.map_documents(torch.from_numpy(vectors)).float()
+        q = model.score_queries([queries[x] for x in qids], max_length=max_length)
+    top = torch.topk(q @ d.T, min(depth, len(ids)), dim=1).indices.numpy()
+    row = {x: i for i, x in enumerate(ids)}
+    dense, hybrid = {}, {}
+    for x, rows in zip(qids, top):
+        dense[x] = [ids[i] for i in rows]
+        fused = rrf([rows, np.array([row[doc] for doc in bm25.get(x, []) if doc in row], np.int64)], c=rrf_c)
+        hybrid[x] = [ids[i] for i in fused.ids[:depth]]
+    return {"dense": dense, "hybrid": hybrid}

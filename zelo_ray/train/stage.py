@@ -196,14 +196,16 @@ def _simulated(cfg: ZeloConfig) -> bool:
 
 def evaluate_reranker(cfg: ZeloConfig, col, queries: list[str], checkpoints: dict[str, str], *, log=print,
                       out: Path | None = None, model_only: dict[str, str] | None = None,
-                      paired: list[tuple[str, str]] = ()) -> dict:
+                      paired: list[tuple[str, str]] = (), embedder: dict[str, str] | None = None) -> dict:
     """BM25, dense, hybrid and each checkpoint's reranking of the hybrid top-``rerank.depth``, on
     ``queries``, with paired bootstrap CIs and deltas against hybrid.
 
     A fused checkpoint also gets a row of its model alone, ``<name>_model_only`` unless
     ``model_only`` names it (a name there also asks for the row when the checkpoint has no
     fusion). ``paired``: (a, b) rows whose nDCG@10 difference gets its own paired CI in
-    ``report["paired"]["a-b"]``."""
+    ``report["paired"]["a-b"]``. ``embedder``: checkpoint name → suffix of ``dense_<suffix>`` and
+    ``hybrid_<suffix>`` rows, first-stage retrieval with that checkpoint's trained query tower
+    (query-tower checkpoints only: the index's vectors are its document tower's)."""
     from zelo_ray.eval.evaluate import evaluate_runs, rankings_from_candidates
     from zelo_ray.train.fusion import fusion_weight
     from zelo_ray.train.rerank import rankings_from_reranked, rerank_candidates
@@ -243,6 +245,8 @@ def evaluate_reranker(cfg: ZeloConfig, col, queries: list[str], checkpoints: dic
             # the served function fuses BM25; this row is what the model alone contributes
             runs[(model_only or {}).get(name, f"{name}_model_only")] = {
                 q: d[:cfg.evaluate.depth] for q, d in rankings_from_reranked(t, by="model_score").items()}
+    for name, suffix in (embedder or {}).items():
+        runs.update(_embedder_runs(cfg, col, checkpoints[name], queries, runs["bm25"], suffix, log))
     # a query a reranker could not score is left out of every system, so the comparison stays paired
     kept = [q for q in queries if q not in failed]
     e = cfg.evaluate
@@ -256,6 +260,25 @@ def evaluate_reranker(cfg: ZeloConfig, col, queries: list[str], checkpoints: dic
                               seed=e.seed, versus=b)
             report["paired"][f"{a}-{b}"] = d[a][f"delta_vs_{b}"]["ndcg@10"]
     return report
+
+
+def _embedder_runs(cfg: ZeloConfig, col, ckpt: str, queries: list[str], bm25: dict, suffix: str, log) -> dict:
+    """``dense_<suffix>`` / ``hybrid_<suffix>``: the checkpoint's query tower as the retriever."""
+    from zelo_ray.train.examples import query_texts
+    from zelo_ray.train.models import CARD
+    from zelo_ray.train.query_tower import retrieve_with
+    from zelo_ray.train.rerank import checkpoint_max_length
+
+    card = Path(ckpt) / CARD
+    if not card.exists() or json.loads(card.read_text()).get("towers") != "query":
+        log(f"      no dense_{suffix} row: {ckpt} has no trained query tower over the index's vectors")
+        return {}
+    qt = query_texts(col)
+    r = retrieve_with(scoring_model(cfg, col, ckpt, log=log), layout(cfg).dense, col.corpus_path,
+                      {q: qt[q] for q in queries}, bm25, depth=cfg.evaluate.depth, rrf_c=cfg.retrieve.rrf_c,
+                      max_length=checkpoint_max_length(ckpt, cfg.rerank.max_length))
+    log(f"      dense retrieval with the trained query tower over the index's vectors: {len(queries)} queries")
+    return {f"dense_{suffix}": r["dense"], f"hybrid_{suffix}": r["hybrid"]}
 
 
 def _rerank_key(cfg: ZeloConfig, checkpoint: str) -> str | None:

@@ -39,10 +39,11 @@ def _evaluate_step(cfg: ZeloConfig, col, split: dict, ckpt: str, ann: dict, meta
     if (base / "zelo_fusion.json").exists():  # the untrained base, prepared by the train stage
         ckpts["fusion_only"] = str(base)
     metrics = evaluate_reranker(cfg, col, split["test"], ckpts, log=log, out=layout(cfg).train,
-                                model_only={"fusion_only": "base_model_only"},
-                                paired=[("reranker", "fusion_only"), ("reranker_model_only", "base_model_only")])
-    rows = [n for n in ("bm25", "dense", "hybrid", "fusion_only", "base_model_only", "reranker",
-                        "reranker_model_only") if n in metrics]
+                                model_only={"fusion_only": "base_model_only"}, embedder={"reranker": "tuned"},
+                                paired=[("reranker", "fusion_only"), ("reranker_model_only", "base_model_only"),
+                                        ("dense_tuned", "dense")])
+    rows = [n for n in ("bm25", "dense", "hybrid", "dense_tuned", "hybrid_tuned", "fusion_only", "base_model_only",
+                        "reranker", "reranker_model_only") if n in metrics]
     for line in metrics_lines(metrics, rows, digits=3, indent="      ", width=16,
                               labels={"reranker_model_only": "model only", "base_model_only": "base model only"}):
         log(line)
@@ -53,6 +54,9 @@ def _evaluate_step(cfg: ZeloConfig, col, split: dict, ckpt: str, ann: dict, meta
     for pair, d in metrics["paired"].items():
         log(f"      {pair.replace('-', ' − ')} nDCG@10: {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
             " (what training adds)")
+    if "dense_tuned" in metrics:
+        log("      dense_tuned / hybrid_tuned: first-stage retrieval with the trained query tower (the tuned "
+            "embedding model) over the index's vectors")
     return {**{k: metrics[k] for k in rows}, "paired": metrics["paired"], "meta": meta,
             "failed": metrics["failed"]["reranker"],
             "per_query": {"ndcg@10": {k: metrics["per_query"][k] for k in rows}}}
@@ -112,8 +116,12 @@ def run_quickstart(cfg: ZeloConfig, *, log=print, after_stage=None) -> dict:
         f"{ann['missing_votes']:,} missing); Elo ({cfg.elo.model}) converged for "
         f"{ann['elo']['converged_queries']}/{ann['elo']['queries']} queries")
     t0 = time.perf_counter()
+    from zelo_ray.train.query_tower import effective_config
+
     base = "all-MiniLM-L6-v2" if cfg.train.base == "default" else cfg.train.base
-    log(f"[5/6] train a reranker on the zELO targets: {base}, {cfg.train.loss} loss, Ray Train "
+    tcfg = effective_config(cfg.train)
+    log(f"[5/6] train a reranker on the zELO targets: {base}"
+        + (" (query tower)" if tcfg.towers == "query" else "") + f", {tcfg.loss} loss, Ray Train "
         f"({cfg.train.num_workers} worker(s))")
     card = run_train_stage(cfg, log=log, split=split)
     timings["train_s"] = round(time.perf_counter() - t0, 1)
