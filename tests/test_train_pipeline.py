@@ -70,6 +70,56 @@ def test_demo_writes_metrics_for_every_system(demo_run):
     assert 0 <= card["validation"]["val_ndcg@10"] <= 1
     assert card["validation"]["criterion"].startswith("val_r") and -1 <= card["validation"]["val_r"] <= 1
     assert (out / "annotate" / "pair_outcomes.parquet").exists()
+    # what training adds: the untrained base at the same token budget, alone and fused by the same rule
+    m = json.loads((out / "metrics.json").read_text())
+    for row in ("fusion_only", "base_model_only"):
+        assert m[row]["n_queries"] == n_test and 0 <= m[row]["ndcg@10"]["mean"] <= 1
+    base_card = json.loads((out / "train" / "base" / "zelo_card.json").read_text())
+    assert base_card["train_config"]["max_length"] == card["train_config"]["max_length"]
+    d = m["paired"]["reranker-fusion_only"]
+    assert d["ci_low"] <= d["mean"] <= d["ci_high"]
+    assert "reranker_model_only-base_model_only" in m["paired"]
+
+
+def test_query_tower_training_reranks_serves_and_retrieves(demo_run, tmp_path):
+    """train.towers=query on the demo run: the query encoder and the map learn over the frozen
+    document tower's vectors; the checkpoint carries that tower, serves through the engine, and
+    its query tower retrieves (dense_tuned / hybrid_tuned rows)."""
+    import torch
+
+    from zelo_ray.data import open_collection
+    from zelo_ray.serve.engine import ScoringEngine
+    from zelo_ray.train.models import load_reranker
+    from zelo_ray.train.stage import evaluate_reranker
+
+    root, src, out, sets = demo_run
+    qt_out = tmp_path / "qt"
+    extra = ["train.kind=bi_encoder", "train.towers=query", f"train.output={qt_out}", "train.query_tower.max_length=32",
+             "train.query_tower.queries_per_step=4", "train.query_tower.epochs=3", "train.checkpoint_every=3"]
+    args = ["train", "--dataset", str(src), "--workdir", str(out)]
+    for x in sets + extra:
+        args += ["--set", x]
+    assert main(args) == 0
+    card = json.loads((qt_out / "model" / "zelo_card.json").read_text())
+    assert card["towers"] == "query" and card["train_config"]["loss"] == "inbatch_listwise"
+    assert (qt_out / "model" / "document_encoder" / "config.json").exists()
+    n_train = len(json.loads((out / "report.json").read_text())["split"]["train"])
+    assert card["training_groups"] == n_train - card["validation"]["queries"]  # one row per fitting query
+    model = load_reranker(str(qt_out / "model"))
+    engine = ScoringEngine.load(str(qt_out / "model"), device="cpu")
+    pairs = engine.encode("wing lift question 0", ["wing lift study 0 flow", "heat transfer study 1"], max_doc_tokens=30)
+    served = engine.score(pairs)
+    assert np.isfinite(served).all()
+    direct = model.score(["wing lift question 0"] * 2, ["wing lift study 0 flow", "heat transfer study 1"], max_length=32)
+    assert np.allclose(served, direct.numpy(), atol=1e-4)
+    cfg = load_config(None, [f"data.dataset={src}", f"data.workdir={out}", *sets, *extra])
+    col = open_collection(out / "data")
+    test = json.loads((out / "report.json").read_text())["split"]["test"]
+    m = evaluate_reranker(cfg, col, test, {"qt": str(qt_out / "model")}, log=lambda *_: None,
+                          embedder={"qt": "tuned"}, paired=[("dense_tuned", "dense")])
+    for row in ("qt", "dense_tuned", "hybrid_tuned"):
+        assert m[row]["n_queries"] == len(test) and 0 <= m[row]["ndcg@10"]["mean"] <= 1
+    assert torch.is_tensor(model.doc_map) and "dense_tuned-dense" in m["paired"]
 
 
 def test_demo_writes_a_self_contained_html_report(demo_run):

@@ -11,6 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from zelo_ray.config.annotate import CalibrationConfig
+from zelo_ray.config.train import QueryTowerConfig
 from zelo_ray.config.core import SimulateConfig
 from zelo_ray.config.judges import (JUDGE_KINDS, OpenAIJudgeConfig, SimulatedJudgeConfig,
                                     VLLMPairwiseJudgeConfig, judge_kinds_with)
@@ -115,6 +116,7 @@ def reference_markdown() -> str:
                                      ("simulated", SimulatedJudgeConfig))]
     sections += [("`simulate.ensemble`", "Simulated ensemble.", SimulateConfig.model_fields["ensemble"].annotation),
                  ("`annotate.calibration`", "Calibration.", CalibrationConfig),
+                 ("`train.query_tower`", "Query-tower training.", QueryTowerConfig),
                  ("`serve.autoscaling`", "Autoscaling.", AutoscalingSettings)]
     for title, description, model in sections:
         lines += [f"## {title}", "", f"{description} {' '.join(model.__doc__.split())}", "",
@@ -122,7 +124,7 @@ def reference_markdown() -> str:
         for fname, f in model.model_fields.items():
             ann = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
             if f.default_factory is not None:
-                default = ("(see below)" if fname in ("judges", "calibration", "ensemble")
+                default = ("(see below)" if fname in ("judges", "calibration", "ensemble", "query_tower")
                            else repr(f.default_factory()))
             else:
                 default = "required" if f.is_required() else repr(f.default)

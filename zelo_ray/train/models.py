@@ -310,7 +310,17 @@ def load_reranker(path: str, kind: Kind = "auto", *, dtype: torch.dtype | None =
 
 def save_reranker(model: Reranker, out: str | Path, card: dict) -> Path:
     """A standard Hugging Face folder (weights + tokenizer) plus ``zelo_card.json``."""
-    out = Path(out)
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a per-save shards bar is noise in stage logs
+    try:
+        return _save(model, Path(out), card)
+    finally:
+        bar and hf_logging.enable_progress_bar()
+
+
+def _save(model: Reranker, out: Path, card: dict) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     inner, state = model.model, None
     if hasattr(inner, "get_base_model"):  # LoRA: save the merged weights, a plain model anyone can load
