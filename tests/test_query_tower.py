@@ -101,3 +101,35 @@ def test_the_vector_step_learns_which_documents_a_query_prefers(tiny):
     s = model.score(["alpha topic"] * 8, docs, max_length=32).numpy()
     assert s[0] > s[4] and s[:4].mean() > s[4:].mean()
     assert float(model.doc_map.detach().abs().sum()) > 0  # the map learned too
+
+
+def test_the_index_vectors_seed_the_tower_and_the_tuned_query_tower_retrieves(tiny, tmp_path):
+    """An index built by the document tower's own model: its vectors are taken (checked by
+    re-encoding a few), and retrieval through the map finds each query's document."""
+    import lancedb
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from zelo_ray.train.query_tower import retrieve_with, seed_from_index
+
+    model = load_reranker(tiny, "bi_encoder", towers="query")
+    titles = ["", "wing", "", "heat"]
+    texts = ["lift of a wing", "flutter of panels", "heat flux in jets", "boundary layer heat"]
+    pq.write_table(pa.table({"doc_id": [f"d{i}" for i in range(4)], "title": titles, "text": texts}),
+                   tmp_path / "corpus.parquet")
+    embedded = [f"{t}\n{x}" if t else x for t, x in zip(titles, texts)]  # what the indexer embeds
+    vecs = model.document_vectors(embedded, max_length=32).numpy()
+    lancedb.connect(str(tmp_path / "dense")).create_table("docs", pa.table({
+        "row": pa.array(range(4), pa.int64()), "vector": pa.array(vecs.tolist(), pa.list_(pa.float32(), vecs.shape[1]))}))
+    fresh = load_reranker(tiny, "bi_encoder", towers="query")
+    assert seed_from_index(fresh, tmp_path / "dense", tmp_path / "corpus.parquet", max_length=32, log=print) == 4
+    assert torch.allclose(fresh.document_vectors([embedded[3]], max_length=32), torch.from_numpy(vecs[3:]))
+    # another token budget or model is refused: the tower then encodes documents itself
+    said = []
+    other = load_reranker(tiny_encoder(tmp_path / "other", hidden=32, layers=2), "bi_encoder", towers="query")
+    assert seed_from_index(other, tmp_path / "dense", tmp_path / "corpus.parquet", max_length=32, log=said.append) == 0
+    assert "another model" in said[0]
+    runs = retrieve_with(fresh, tmp_path / "dense", tmp_path / "corpus.parquet", {"q": embedded[2]},
+                         {"q": ["d3", "d2"]}, depth=4)
+    assert runs["dense"]["q"][0] == "d2" and sorted(runs["dense"]["q"]) == ["d0", "d1", "d2", "d3"]
+    assert runs["hybrid"]["q"][0] == "d2"  # first in both lists

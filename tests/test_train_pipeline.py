@@ -115,11 +115,13 @@ def test_query_tower_training_reranks_serves_and_retrieves(demo_run, tmp_path):
     cfg = load_config(None, [f"data.dataset={src}", f"data.workdir={out}", *sets, *extra])
     col = open_collection(out / "data")
     test = json.loads((out / "report.json").read_text())["split"]["test"]
-    m = evaluate_reranker(cfg, col, test, {"qt": str(qt_out / "model")}, log=lambda *_: None,
+    said = []
+    m = evaluate_reranker(cfg, col, test, {"qt": str(qt_out / "model")}, log=said.append,
                           embedder={"qt": "tuned"}, paired=[("dense_tuned", "dense")])
-    for row in ("qt", "dense_tuned", "hybrid_tuned"):
-        assert m[row]["n_queries"] == len(test) and 0 <= m[row]["ndcg@10"]["mean"] <= 1
-    assert torch.is_tensor(model.doc_map) and "dense_tuned-dense" in m["paired"]
+    assert m["qt"]["n_queries"] == len(test) and 0 <= m["qt"]["ndcg@10"]["mean"] <= 1
+    # this run's index was built by MiniLM, not by the tiny base: its vectors are not the tower's
+    assert "dense_tuned" not in m and any("no dense_tuned row" in x for x in said), said
+    assert torch.is_tensor(model.doc_map) and m["paired"] == {}
 
 
 def test_demo_writes_a_self_contained_html_report(demo_run):

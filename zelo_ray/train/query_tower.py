@@ -81,7 +81,7 @@ def seed_from_index(model, dense_uri, corpus_path, *, max_length: int, log=print
     probe = [i for i in range(min(len(texts), 64)) if texts[i].strip()][:3]
     if probe:
         mine = model.document_vectors([texts[i] for i in probe], max_length=max_length).numpy()
-        if np.abs(mine - vectors[probe]).max() > 1e-3:
+        if mine.shape != vectors[probe].shape or np.abs(mine - vectors[probe]).max() > 1e-3:
             log("      document vectors: the index was built with another model or token budget than the "
                 "document tower; encoding documents instead")
             return 0

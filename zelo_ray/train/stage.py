@@ -273,8 +273,16 @@ def _embedder_runs(cfg: ZeloConfig, col, ckpt: str, queries: list[str], bm25: di
     if not card.exists() or json.loads(card.read_text()).get("towers") != "query":
         log(f"      no dense_{suffix} row: {ckpt} has no trained query tower over the index's vectors")
         return {}
+    from zelo_ray.train.models import load_reranker
+    from zelo_ray.train.query_tower import seed_from_index
+
+    model = load_reranker(ckpt)
+    if not seed_from_index(model, layout(cfg).dense, col.corpus_path, log=log,
+                           max_length=checkpoint_max_length(ckpt, cfg.rerank.max_length)):
+        log(f"      no dense_{suffix} row: the index's vectors are not {ckpt}'s document tower's")
+        return {}
     qt = query_texts(col)
-    r = retrieve_with(scoring_model(cfg, col, ckpt, log=log), layout(cfg).dense, col.corpus_path,
+    r = retrieve_with(model, layout(cfg).dense, col.corpus_path,
                       {q: qt[q] for q in queries}, bm25, depth=cfg.evaluate.depth, rrf_c=cfg.retrieve.rrf_c,
                       max_length=checkpoint_max_length(ckpt, cfg.rerank.max_length))
     log(f"      dense retrieval with the trained query tower over the index's vectors: {len(queries)} queries")
