@@ -133,3 +133,16 @@ def test_the_index_vectors_seed_the_tower_and_the_tuned_query_tower_retrieves(ti
                          {"q": ["d3", "d2"]}, depth=4)
     assert runs["dense"]["q"][0] == "d2" and sorted(runs["dense"]["q"]) == ["d0", "d1", "d2", "d3"]
     assert runs["hybrid"]["q"][0] == "d2"  # first in both lists
+
+
+def test_fewer_fitting_queries_than_a_step_holds_still_train():
+    from zelo_ray.config import TrainConfig
+    from zelo_ray.train.query_tower import effective_config
+    from zelo_ray.train.trainer import plan_steps
+
+    tcfg = effective_config(TrainConfig())  # the default base is a bi-encoder: query towers
+    assert tcfg.towers == "query" and tcfg.batch_size == 32
+    assert plan_steps(27, tcfg) == (27, 1, 10)  # cisi: 27 fitting queries, ten epochs of one step
+    assert plan_steps(2054, tcfg)[:2] == (32, 64)
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        plan_steps(1, tcfg.model_copy(update={"num_workers": 2}))

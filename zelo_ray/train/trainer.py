@@ -50,6 +50,9 @@ def train_fingerprint(tcfg: TrainConfig, examples: Path, validation: dict | None
 def plan_steps(n_groups: int, tcfg: TrainConfig) -> tuple[int, int, int]:
     """(groups per batch, steps per epoch per worker, total steps)."""
     gpb = tcfg.batch_size // tcfg.group_size
+    if getattr(tcfg, "towers", "both") == "query":
+        # one row per query: a collection with fewer fitting queries than a step holds still trains
+        gpb = max(1, min(gpb, n_groups // tcfg.num_workers))
     spe = n_groups // (gpb * tcfg.num_workers)
     if spe == 0:
         raise ValueError(f"{n_groups} training groups are fewer than one batch per worker "
