@@ -96,7 +96,7 @@ def train_reranker(tcfg: TrainConfig, examples: str | Path, out_dir: str | Path,
         loop_cfg.update(_fail_at_step=_test_fail_at_step, _fail_marker=str(out_dir / f".fail-{fp}"))
     rows = (f"{n_groups:,} queries × their candidates" if tcfg.towers == "query" else
             f"{n_groups:,} query groups × {tcfg.group_size} docs")
-    log(f"      {rows}; {total} steps of {tcfg.batch_size} rows × "
+    log(f"      {rows}; {total} steps of {gpb * tcfg.group_size} rows × "
         f"{tcfg.num_workers} worker(s) ({tcfg.loss} loss, {tcfg.deepspeed_stage and f'ZeRO-{tcfg.deepspeed_stage}' or 'DDP'}"
         f", {'GPU' if tcfg.use_gpu else 'CPU'}); checkpoints every {tcfg.checkpoint_every} steps in {out_dir / 'ray'}")
     if tcfg.deepspeed_stage and not tcfg.use_gpu:
