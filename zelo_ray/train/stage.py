@@ -156,15 +156,18 @@ def base_checkpoint(tcfg, out: Path) -> Path:
     return out
 
 
-def scoring_model(cfg: ZeloConfig, col, checkpoint: str | Path, *, log=print):
-    """A checkpoint loaded for scoring; a frozen document tower gets the index's vectors."""
+def scoring_model(cfg: ZeloConfig, col, checkpoint: str | Path, *, log=print, seeded: list | None = None):
+    """A checkpoint loaded for scoring; a frozen document tower gets the index's vectors
+    (``seeded``, if given, receives how many)."""
     from zelo_ray.train.models import load_reranker
     from zelo_ray.train.query_tower import seed_from_index
     from zelo_ray.train.rerank import checkpoint_max_length
 
     model = load_reranker(str(checkpoint))
-    seed_from_index(model, layout(cfg).dense, col.corpus_path,
-                    max_length=checkpoint_max_length(str(checkpoint), cfg.rerank.max_length), log=log)
+    n = seed_from_index(model, layout(cfg).dense, col.corpus_path,
+                        max_length=checkpoint_max_length(str(checkpoint), cfg.rerank.max_length), log=log)
+    if seeded is not None:
+        seeded.append(n)
     return model
 
 
@@ -253,13 +256,21 @@ def evaluate_reranker(cfg: ZeloConfig, col, queries: list[str], checkpoints: dic
     report = evaluate_runs(qrels, runs, kept, n_boot=e.bootstrap, confidence=e.confidence, seed=e.seed,
                            versus="hybrid", per_query=True)
     report["failed"] = failures
-    report["paired"] = {}
-    for a, b in paired:
-        if a in runs and b in runs:
-            d = evaluate_runs(qrels, {a: runs[a], b: runs[b]}, kept, n_boot=e.bootstrap, confidence=e.confidence,
-                              seed=e.seed, versus=b)
-            report["paired"][f"{a}-{b}"] = d[a][f"delta_vs_{b}"]["ndcg@10"]
+    report["paired"] = _paired_deltas(cfg, qrels, runs, kept, paired)
     return report
+
+
+def _paired_deltas(cfg: ZeloConfig, qrels, runs: dict, queries: list[str], pairs) -> dict:
+    """``{"a-b": nDCG@10 difference with its paired bootstrap CI}`` for the pairs whose rows exist."""
+    from zelo_ray.eval.evaluate import evaluate_runs
+
+    e, out = cfg.evaluate, {}
+    for a, b in pairs:
+        if a in runs and b in runs:
+            d = evaluate_runs(qrels, {a: runs[a], b: runs[b]}, queries, n_boot=e.bootstrap, confidence=e.confidence,
+                              seed=e.seed, versus=b)
+            out[f"{a}-{b}"] = d[a][f"delta_vs_{b}"]["ndcg@10"]
+    return out
 
 
 def _embedder_runs(cfg: ZeloConfig, col, ckpt: str, queries: list[str], bm25: dict, suffix: str, log) -> dict:
@@ -273,12 +284,9 @@ def _embedder_runs(cfg: ZeloConfig, col, ckpt: str, queries: list[str], bm25: di
     if not card.exists() or json.loads(card.read_text()).get("towers") != "query":
         log(f"      no dense_{suffix} row: {ckpt} has no trained query tower over the index's vectors")
         return {}
-    from zelo_ray.train.models import load_reranker
-    from zelo_ray.train.query_tower import seed_from_index
-
-    model = load_reranker(ckpt)
-    if not seed_from_index(model, layout(cfg).dense, col.corpus_path, log=log,
-                           max_length=checkpoint_max_length(ckpt, cfg.rerank.max_length)):
+    seeded: list[int] = []
+    model = scoring_model(cfg, col, ckpt, log=log, seeded=seeded)
+    if not seeded[0]:
         log(f"      no dense_{suffix} row: the index's vectors are not {ckpt}'s document tower's")
         return {}
     qt = query_texts(col)
