@@ -124,6 +124,39 @@ def test_query_tower_training_reranks_serves_and_retrieves(demo_run, tmp_path):
     assert torch.is_tensor(model.doc_map) and m["paired"] == {}
 
 
+def test_one_pooled_model_trains_on_every_collection_and_serves_each(demo_run, tmp_path):
+    """Two collections (the demo run under two names) pool their training queries into one query
+    tower; each gets the same weights with its own BM25 weight, and evaluates like its own model."""
+    import pyarrow.parquet as pq
+
+    from zelo_ray.data import open_collection
+    from zelo_ray.train.stage import evaluate_reranker
+    from zelo_ray.workflows.pooled import pooled_for, train_pooled
+
+    root, src, out, sets = demo_run
+    extra = ["train.kind=bi_encoder", "train.towers=query", "train.query_tower.max_length=32",
+             "train.query_tower.queries_per_step=4", "train.query_tower.epochs=2"]
+    cfg = load_config(None, [f"data.dataset={src}", f"data.workdir={out}", *sets, *extra])
+    pooled = train_pooled({"a": cfg, "b": cfg}, tmp_path / "pooled", log=lambda *_: None)
+    t = pq.read_table(tmp_path / "pooled" / "examples-pooled.parquet")
+    one = pq.read_table(tmp_path / "pooled" / "a" / "examples-query-zelo.parquet")
+    assert pooled["card"]["training_groups"] == t.num_rows == 2 * one.num_rows > 0
+    qids = t["query_id"].to_pylist()
+    assert {q.split("/")[0] for q in qids} == {"a", "b"} and len(set(qids)) == len(qids)
+    assert all(d.startswith(q.split("/")[0] + "/") for q, ds in zip(qids, t["doc_ids"].to_pylist()) for d in ds)
+    n_val = len(pooled["validation"]["a"]["query_ids"])
+    assert pooled["card"]["validation"]["queries"] == 2 * n_val > 0
+    col = open_collection(out / "data")
+    test = json.loads((out / "report.json").read_text())["split"]["test"]
+    for name in ("a", "b"):
+        served = pooled_for(cfg, pooled, name, log=lambda *_: None)
+        weights = [p for p in served.iterdir() if p.suffix == ".safetensors"]
+        assert weights and all(os.path.samefile(p, pooled["checkpoint"] / p.name) for p in weights)
+        assert (served / "zelo_fusion.json").exists() and not (pooled["checkpoint"] / "zelo_fusion.json").exists()
+        m = evaluate_reranker(cfg, col, test, {"pooled": str(served)}, log=lambda *_: None)
+        assert m["pooled"]["n_queries"] == len(test) and 0 <= m["pooled"]["ndcg@10"]["mean"] <= 1
+
+
 def test_demo_writes_a_self_contained_html_report(demo_run):
     """`zelo demo` ends with report.html: every section drawn from the run, every figure inline
     SVG, nothing fetched from anywhere (no scripts, no external links or sources)."""

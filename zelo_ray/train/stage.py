@@ -21,7 +21,7 @@ from zelo_ray.train.validation import split_validation, validation_grades, valid
 from zelo_ray.layout import layout
 
 __all__ = ["binary_qrels_table", "choose_fusion", "evaluate_reranker", "query_split", "run_train_stage",
-           "split_training_table"]
+           "split_training_table", "training_examples"]
 
 
 def query_split(cfg: ZeloConfig, col) -> dict:
@@ -83,28 +83,9 @@ def run_train_stage(cfg: ZeloConfig, *, log=print, split: dict | None = None) ->
 
     col = open_collection(layout(cfg).data)
     split = split or query_split(cfg, col)
-    table, validation = split_training_table(cfg, col, training_table(cfg, col, split["train"]))
-    if validation:
-        log(f"      {len(set(table['query_id'].to_pylist()))} training queries fit the model, "
-            f"{len(validation['query_ids'])} held out validate it (against their own zELO scores)")
     out = layout(cfg).train
     tcfg = effective_config(cfg.train)
-    errors = ErrorLog(out / f"examples-{cfg.train.target}.errors.parquet", "examples")
-    errors.reset()
-    injector = FaultInjector("examples", cfg.errors.inject)
-    if tcfg.towers == "query":
-        examples, validation = _query_tower_examples(cfg, tcfg, col, table, validation, errors, injector, log)
-    else:
-        # written chunk by chunk of queries: the driver never holds every training document's text
-        examples = write_groups(table, col, out / f"examples-{cfg.train.target}.parquet",
-                                group_size=tcfg.group_size, candidates_per_query=tcfg.candidates_per_query,
-                                seed=tcfg.seed, errors=errors, injector=injector)
-    failed = errors.finish()
-    failures = check_failures(failed, len(set(table["query_id"].to_pylist())), cfg.errors.max_fraction,
-                              stage="examples", path=errors.path, what="training queries")
-    if failed.num_rows:
-        log(f"      {failed.num_rows:,} training queries left out (listed in {errors.path}): "
-            f"{failures['most_common']}")
+    examples, validation, failures = training_examples(cfg, col, split, log=log)
     card = {"dataset": col.name, "train_queries": len(split["train"]), "split": split["source"],
             "target": cfg.train.target, "label": "SIMULATION" if _simulated(cfg) else None,
             "failed_training_queries": failures["failed"]}
@@ -120,8 +101,38 @@ def run_train_stage(cfg: ZeloConfig, *, log=print, split: dict | None = None) ->
     return card
 
 
+def training_examples(cfg: ZeloConfig, col, split: dict, *, log=print,
+                      out: Path | None = None) -> tuple[Path, dict | None, dict]:
+    """The training queries' examples file (under ``out``, default the run's train directory),
+    the validation set of the held-out training queries (None without), and the failure summary
+    of the queries that could not become examples (listed in the errors table beside them)."""
+    table, validation = split_training_table(cfg, col, training_table(cfg, col, split["train"]))
+    if validation:
+        log(f"      {len(set(table['query_id'].to_pylist()))} training queries fit the model, "
+            f"{len(validation['query_ids'])} held out validate it (against their own zELO scores)")
+    out = out or layout(cfg).train
+    tcfg = effective_config(cfg.train)
+    errors = ErrorLog(out / f"examples-{cfg.train.target}.errors.parquet", "examples")
+    errors.reset()
+    injector = FaultInjector("examples", cfg.errors.inject)
+    if tcfg.towers == "query":
+        examples, validation = _query_tower_examples(cfg, tcfg, col, table, validation, errors, injector, out, log)
+    else:
+        # written chunk by chunk of queries: the driver never holds every training document's text
+        examples = write_groups(table, col, out / f"examples-{cfg.train.target}.parquet",
+                                group_size=tcfg.group_size, candidates_per_query=tcfg.candidates_per_query,
+                                seed=tcfg.seed, errors=errors, injector=injector)
+    failed = errors.finish()
+    failures = check_failures(failed, len(set(table["query_id"].to_pylist())), cfg.errors.max_fraction,
+                              stage="examples", path=errors.path, what="training queries")
+    if failed.num_rows:
+        log(f"      {failed.num_rows:,} training queries left out (listed in {errors.path}): "
+            f"{failures['most_common']}")
+    return examples, validation, failures
+
+
 def _query_tower_examples(cfg: ZeloConfig, tcfg, col, table: pa.Table, validation: dict | None, errors, injector,
-                          log) -> tuple[Path, dict | None]:
+                          out: Path, log) -> tuple[Path, dict | None]:
     """One row per training query with its candidates' document vectors (the index's when they
     are the document tower's), and the validation set with its vectors."""
     from zelo_ray.train.models import load_reranker
@@ -131,7 +142,7 @@ def _query_tower_examples(cfg: ZeloConfig, tcfg, col, table: pa.Table, validatio
     seeded = seed_from_index(model, layout(cfg).dense, col.corpus_path, max_length=tcfg.max_length, log=log)
     log(f"      query-tower training: documents keep the base model's vectors ({seeded:,} read from the index), "
         f"the query encoder and a map on the vectors learn ({tcfg.loss}, τ {tcfg.query_tower.temperature})")
-    examples = write_query_examples(table, col, layout(cfg).train / f"examples-query-{cfg.train.target}.parquet",
+    examples = write_query_examples(table, col, out / f"examples-query-{cfg.train.target}.parquet",
                                     model, max_length=tcfg.max_length,
                                     candidates_per_query=tcfg.candidates_per_query, seed=tcfg.seed,
                                     errors=errors, injector=injector)
