@@ -157,6 +157,32 @@ def test_one_pooled_model_trains_on_every_collection_and_serves_each(demo_run, t
         assert m["pooled"]["n_queries"] == len(test) and 0 <= m["pooled"]["ndcg@10"]["mean"] <= 1
 
 
+def test_the_gpu_query_tower_script_trains_from_a_bundle_without_ray(demo_run, tmp_path):
+    """`gpu_train.py --query-tower`'s code path on CPU: the bundle holds no vectors and no Ray
+    object; training from it validates every epoch, keeps the best, and reports test nDCG@10."""
+    from zelo_ray.bench.query_tower_gpu import prepare, train
+    from zelo_ray.data import open_collection
+    from zelo_ray.train.stage import query_split, training_examples
+
+    root, src, out, sets = demo_run
+    extra = ["train.kind=bi_encoder", "train.towers=query", f"train.output={tmp_path / 'qt'}",
+             "train.query_tower.max_length=32"]
+    cfg = load_config(None, [f"data.dataset={src}", f"data.workdir={out}", *sets, *extra])
+    col = open_collection(out / "data")
+    training_examples(cfg, col, query_split(cfg, col), log=lambda *_: None)
+    bundle = prepare({"tiny": cfg}, tmp_path / "bundle", log=lambda *_: None)["tiny"]
+    assert sum(f.stat().st_size for f in bundle.iterdir()) < 1 << 20
+    r = train([bundle], str(root / "tiny"), device="cpu", epochs=2, max_length=32, queries_per_step=4,
+              precision="fp32", log=lambda *_: None)
+    assert r["rows"] > 0 and [h["epoch"] for h in r["history"]] == [0, 1, 2]
+    assert all(np.isfinite(h["loss"]) for h in r["history"][1:]) and "val_r" in r["history"][0]
+    assert 0 <= r["best_epoch"] <= 2
+    for phase in ("base", "trained"):
+        assert set(r[phase]["tiny"]) == {"hybrid", "model_only", "dense"}
+        assert all(0 <= v <= 1 for v in r[phase]["tiny"].values())
+    assert r["base"]["tiny"]["hybrid"] == r["trained"]["tiny"]["hybrid"]
+
+
 def test_demo_writes_a_self_contained_html_report(demo_run):
     """`zelo demo` ends with report.html: every section drawn from the run, every figure inline
     SVG, nothing fetched from anywhere (no scripts, no external links or sources)."""

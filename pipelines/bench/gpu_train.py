@@ -8,6 +8,12 @@ For the GPU machine: PyTorch + transformers, no Ray, no vLLM, no network. Inputs
 
     python pipelines/bench/gpu_train.py --out $OUT/gpu_train.json [--proof-scores $OUT/scores]
 
+The query-tower recipe (issue #29; `zelo_ray/bench/query_tower_gpu.py`): prepare bundles here on
+CPU from runs that `zelo bench rerank` (or `zelo demo`) made, then train on the GPU — NFCorpus alone,
+then every collection pooled — at 512 tokens:
+    python pipelines/bench/gpu_train.py --prepare-query-tower runs/bench-ablation   # here
+    python pipelines/bench/gpu_train.py --out $OUT/qt.json --query-tower runs/gpu/qt
+
 MFU = achieved model FLOP/s ÷ the chip's dense bf16 peak (H100/H200 SXM: 989 TFLOP/s). Model
 FLOPs per trained sample = 6 · N · T + 12 · layers · d · T² (matmul parameters N without the
 embedding table, T tokens; the second term is attention scores and values, fwd + bwd).
@@ -117,7 +123,16 @@ def main():
     ap.add_argument("--proof-bundle", default="runs/proof/bundle")
     ap.add_argument("--proof-scores")
     ap.add_argument("--proof-epochs", type=float, default=2.0)
+    ap.add_argument("--prepare-query-tower", metavar="WORKDIR",
+                    help="(CPU) write query-tower bundles of every run under WORKDIR to runs/gpu/qt, then exit")
+    ap.add_argument("--query-tower", metavar="BUNDLES", help="train the query tower on these bundles (GPU)")
+    ap.add_argument("--qt-max-length", type=int, default=512)
+    ap.add_argument("--qt-epochs", type=int, default=10)
     args = ap.parse_args()
+    if args.prepare_query_tower:
+        return prepare_query_tower(Path(args.prepare_query_tower))
+    if args.query_tower:
+        return query_tower(args)
     torch.backends.cuda.matmul.allow_tf32 = True
     out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "peak_bf16_flops": peak_flops()}
     mini = load_reranker(args.model, "cross_encoder").cuda()
@@ -141,6 +156,32 @@ def main():
         out["proof_wall_s"] = round(time.perf_counter() - t0, 1)
     Path(args.out).write_text(json.dumps(out, indent=2))
     print(json.dumps({k: v for k, v in out.items() if k != "proof_training"}, indent=1))
+
+
+def prepare_query_tower(workdir: Path) -> None:
+    from zelo_ray.bench.query_tower_gpu import prepare
+    from zelo_ray.config import load_config
+
+    names = sorted(d.name for d in workdir.iterdir() if (d / "train" / "examples-query-zelo.parquet").exists())
+    prepare({n: load_config(None, [f"data.dataset={n}", f"data.workdir={workdir / n}"]) for n in names},
+            Path("runs/gpu/qt"))
+
+
+def query_tower(args) -> None:
+    """NFCorpus alone, then every bundle pooled; each result is written as soon as it exists."""
+    from zelo_ray.bench.query_tower_gpu import train
+
+    bundles = sorted(p for p in Path(args.query_tower).iterdir() if (p / "rows.parquet").exists())
+    out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+    runs = {"nfcorpus": [b for b in bundles if b.name == "nfcorpus"], "pooled": bundles}
+    for name, which in runs.items():
+        if not which:
+            continue
+        t0 = time.perf_counter()
+        out[name] = train(which, args.model, device="cuda", epochs=args.qt_epochs, max_length=args.qt_max_length)
+        out[name]["wall_s"] = round(time.perf_counter() - t0, 1)
+        Path(args.out).write_text(json.dumps(out, indent=2))
+        print(name, json.dumps({k: out[name][k] for k in ("wall_s", "best_epoch", "base", "trained")}), flush=True)
 
 
 if __name__ == "__main__":
