@@ -15,7 +15,7 @@ import pytest
 
 from tests.test_train import _toy_groups
 from zelo_ray.config import RayConfig, TrainConfig
-from zelo_ray.train.models import load_reranker, tiny_decoder, tiny_encoder
+from zelo_ray.scoring.models import load_reranker, tiny_decoder, tiny_encoder
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -165,8 +165,8 @@ def test_a_lora_model_exports_its_merged_weights_and_keeps_training(tmp_path):
     whose scores are the live adapted model's; the live model keeps its adapters."""
     import torch
 
-    from zelo_ray.train.lora import apply_lora
-    from zelo_ray.train.models import save_reranker
+    from zelo_ray.scoring.lora import apply_lora
+    from zelo_ray.scoring.models import save_reranker
 
     base = tiny_decoder(tmp_path / "dec", hidden=32, intermediate=64, layers=1, heads=2)
     model = apply_lora(load_reranker(base), 4)

@@ -20,7 +20,7 @@ import yaml
 
 from tests.test_data import write_beir
 from zelo_ray.bench.common import free_port
-from zelo_ray.train.models import tiny_encoder
+from zelo_ray.scoring.models import tiny_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")

@@ -66,7 +66,7 @@ def test_run_paths_come_from_the_layout():
     assert not offenders, "join run paths through zelo_ray.layout.layout(cfg):\n" + "\n".join(offenders)
 
 
-STAGES = ("data", "retrieval", "judges", "annotate", "train", "eval", "serve")
+STAGES = ("data", "retrieval", "scoring", "judges", "annotate", "train", "eval", "serve")
 
 
 def test_stages_never_import_workflows_benchmarks_or_the_cli():
@@ -88,7 +88,9 @@ LAYERS = [
     ("layout", "raysession", "relay", "ticker"),  # run paths; joining Ray; workers' lines to the driver; progress cadence
     ("runlog",),                                # a command's log file, and the link to Ray's session logs
     ("reach",),                                 # where workers on any node find the run's files
-    ("data",), ("eval",), ("retrieval",), ("judges",), ("annotate",), ("train",), ("serve",),  # stages
+    ("data",), ("retrieval",),                  # stages: the collection, first-stage retrieval
+    ("scoring",),                               # scoring a (query, document) with a checkpoint
+    ("eval",), ("judges",), ("annotate",), ("train",), ("serve",),  # stages
     ("workflows",),                             # multi-stage flows
     ("bench",),                                 # benchmarks
     ("cli",),                                   # the command line
@@ -105,6 +107,17 @@ def _module_name(f: Path) -> str:
     return ".".join(f.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
 
 
+def test_serving_and_evaluation_never_import_training():
+    """Scoring a pair is :mod:`zelo_ray.scoring`'s; `serve/` and `eval/` use it, never `train/`
+    (which only trains), whatever their ranks allow."""
+    bad = []
+    for unit in ("serve", "eval"):
+        for f in sorted((PACKAGE / unit).rglob("*.py")):
+            bad += [f"{f.relative_to(PACKAGE)}:{line} imports {name}" for line, name in imports(f)
+                    if name.startswith("zelo_ray.train")]
+    assert not bad, "\n".join(bad)
+
+
 def test_every_unit_has_a_layer():
     units = {f.stem if f.suffix == ".py" else f.name for f in PACKAGE.iterdir()
              if (f.suffix == ".py" and f.stem != "__init__") or (f / "__init__.py").exists()}
@@ -118,7 +131,7 @@ def test_no_import_runs_uphill():
         if src is not None:
             bad += [f"{f.relative_to(PACKAGE)}:{v}" for v in _uphill(src, imports(f))]
     assert not bad, ("imports must run down the layers (core → config → storage/faults → layout → data → "
-                     "eval → retrieval → judges → annotate → train → serve → workflows → bench → cli):\n"
+                     "retrieval → scoring → eval → judges → annotate → train → serve → workflows → bench → cli):\n"
                      + "\n".join(bad))
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from tests.test_bm25_dense import corpus  # noqa: F401 - the shared 300-document fixture
 from zelo_ray.retrieval.bm25 import BM25Searcher, build_bm25
 from zelo_ray.retrieval.lexical import TermStats
-from zelo_ray.train.fusion import Fusion, choose_weight, fuse, load_fusion, write_fusion
+from zelo_ray.scoring.fusion import Fusion, choose_weight, fuse, load_fusion, write_fusion
 
 
 def test_bm25_by_hand():

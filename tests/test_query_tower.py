@@ -8,7 +8,7 @@ import torch
 
 from zelo_ray.train.losses import inbatch_listwise_loss, listwise_loss
 from zelo_ray.train.loop import StepRunner
-from zelo_ray.train.models import load_reranker, save_reranker, tiny_encoder
+from zelo_ray.scoring.models import load_reranker, save_reranker, tiny_encoder
 from zelo_ray.train.query_tower import batch_matrix
 
 NAN = float("nan")
@@ -110,7 +110,7 @@ def test_the_index_vectors_seed_the_tower_and_the_tuned_query_tower_retrieves(ti
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from zelo_ray.train.query_tower import retrieve_with, seed_from_index
+    from zelo_ray.scoring.vectors import retrieve_with, seed_from_index
 
     model = load_reranker(tiny, "bi_encoder", towers="query")
     titles = ["", "wing", "", "heat"]

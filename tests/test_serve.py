@@ -23,7 +23,7 @@ from zelo_ray.serve.schemas import (CohereRerankResponse, TEIRerankResult, V1Rer
                                     ZeroEntropyRerankResponse)
 from zelo_ray.serve.service import RerankService
 from zelo_ray.config.serve import ServeConfig
-from zelo_ray.train.models import load_reranker, save_reranker, tiny_decoder, tiny_encoder
+from zelo_ray.scoring.models import load_reranker, save_reranker, tiny_decoder, tiny_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "test-key-0123456789"

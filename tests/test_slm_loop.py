@@ -111,7 +111,7 @@ def test_slm_config_errors_name_the_field(workdir):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def tiny_slm(tmp_path_factory):
-    from zelo_ray.train.models import tiny_decoder
+    from zelo_ray.scoring.models import tiny_decoder
 
     return tiny_decoder(tmp_path_factory.mktemp("slm") / "base", hidden=32, layers=1, intermediate=64)
 

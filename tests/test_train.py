@@ -16,9 +16,9 @@ from zelo_ray.config import RayConfig, TrainConfig
 from zelo_ray.eval.evaluate import evaluate_runs
 from zelo_ray.train.examples import build_groups
 from zelo_ray.train.losses import LOSSES, bce_loss, listwise_loss, mse_loss, ranknet_loss
-from zelo_ray.train.models import load_reranker, tiny_decoder, tiny_encoder
+from zelo_ray.scoring.models import load_reranker, tiny_decoder, tiny_encoder
 from zelo_ray.train.plain import train_plain
-from zelo_ray.train.splits import seeded_split
+from zelo_ray.eval.splits import seeded_split
 from zelo_ray.train.stage import binary_qrels_table
 
 
@@ -105,7 +105,8 @@ def test_written_groups_are_the_one_pass_groups_chunk_by_chunk(tmp_path):
     from tests.test_data import write_beir
     from zelo_ray.data import prepare
     from zelo_ray.faults import ErrorLog, FaultInjector
-    from zelo_ray.train.examples import doc_texts, query_texts, write_groups
+    from zelo_ray.data.texts import doc_texts, query_texts
+    from zelo_ray.train.examples import write_groups
 
     rng = np.random.default_rng(5)
     docs = [{"_id": f"d{i}", "title": f"t{i}" if i % 3 else "", "text": f"doc {i} ∂ü"} for i in range(60)]
@@ -285,7 +286,7 @@ def test_killed_worker_resumes_from_last_checkpoint(tiny, tmp_path, ray_local):
 def test_rerank_orders_by_score_and_keeps_the_tail(tiny, tmp_path):
     from tests.test_data import write_beir
     from zelo_ray.data import prepare
-    from zelo_ray.train.rerank import rankings_from_reranked, rerank_candidates
+    from zelo_ray.scoring.rerank import rankings_from_reranked, rerank_candidates
 
     docs = [{"_id": f"d{i}", "title": "", "text": f"document {i}"} for i in range(6)]
     src = write_beir(tmp_path / "beir", docs, [{"_id": "q1", "text": "query"}], [("q1", "d1", 1)])
@@ -309,8 +310,8 @@ def test_rerank_in_an_actor_pool_matches_the_driver(tiny, tmp_path, ray_tmp, mon
     from zelo_ray.config import load_config
     from zelo_ray.data import prepare
     from zelo_ray.faults import ErrorLog, FaultInjector
-    from zelo_ray.train.rerank import rerank_candidates
-    from zelo_ray.train.scorer import ScorerPool
+    from zelo_ray.scoring.rerank import rerank_candidates
+    from zelo_ray.scoring.scorer import ScorerPool
 
     monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
     docs = [{"_id": f"d{i}", "title": "", "text": f"document {i} about {'wings' if i % 2 else 'heat'}"}
@@ -424,7 +425,7 @@ def test_a_collection_without_qrels_trains_on_every_query(tmp_path, monkeypatch)
     from zelo_ray.config import load_config
     from zelo_ray.data import prepare
     from zelo_ray.workflows.demo import run_quickstart
-    from zelo_ray.train.splits import split_queries
+    from zelo_ray.eval.splits import split_queries
 
     src = write_beir(tmp_path / "beir", [{"_id": "d1", "text": "lift"}, {"_id": "d2", "text": "drag"}],
                      [{"_id": "q2", "text": "drag?"}, {"_id": "q1", "text": "lift?"}])

@@ -11,7 +11,7 @@ import pytest
 from tests.test_data import write_beir
 from zelo_ray.cli import main
 from zelo_ray.config import load_config
-from zelo_ray.train.models import tiny_encoder
+from zelo_ray.scoring.models import tiny_encoder
 from zelo_ray.workflows.refine import failing_queries
 from zelo_ray.layout import layout
 
@@ -89,8 +89,8 @@ def test_query_tower_training_reranks_serves_and_retrieves(demo_run, tmp_path):
 
     from zelo_ray.data import open_collection
     from zelo_ray.serve.engine import ScoringEngine
-    from zelo_ray.train.models import load_reranker
-    from zelo_ray.train.stage import evaluate_reranker
+    from zelo_ray.scoring.models import load_reranker
+    from zelo_ray.eval.rerank import evaluate_reranker
 
     root, src, out, sets = demo_run
     qt_out = tmp_path / "qt"
@@ -130,7 +130,7 @@ def test_one_pooled_model_trains_on_every_collection_and_serves_each(demo_run, t
     import pyarrow.parquet as pq
 
     from zelo_ray.data import open_collection
-    from zelo_ray.train.stage import evaluate_reranker
+    from zelo_ray.eval.rerank import evaluate_reranker
     from zelo_ray.workflows.pooled import pooled_for, train_pooled
 
     root, src, out, sets = demo_run
@@ -162,7 +162,8 @@ def test_the_gpu_query_tower_script_trains_from_a_bundle_without_ray(demo_run, t
     object; training from it validates every epoch, keeps the best, and reports test nDCG@10."""
     from zelo_ray.bench.query_tower_gpu import prepare, train
     from zelo_ray.data import open_collection
-    from zelo_ray.train.stage import query_split, training_examples
+    from zelo_ray.eval.splits import query_split
+    from zelo_ray.train.stage import training_examples
 
     root, src, out, sets = demo_run
     extra = ["train.kind=bi_encoder", "train.towers=query", f"train.output={tmp_path / 'qt'}",
@@ -265,7 +266,9 @@ def test_one_failing_record_per_stage_is_listed_and_a_rerun_retries_only_it(demo
     from zelo_ray.annotate.run import run_annotate
     from zelo_ray.data import open_collection
     from zelo_ray.retrieval.pipeline import run_retrieve
-    from zelo_ray.train.stage import evaluate_reranker, query_split, run_train_stage
+    from zelo_ray.eval.rerank import evaluate_reranker
+    from zelo_ray.eval.splits import query_split
+    from zelo_ray.train.stage import run_train_stage
 
     root, src, out, sets = demo_run
     work = tmp_path / "run"
@@ -338,9 +341,9 @@ def test_served_function_is_the_evaluated_one(demo_run, tmp_path):
     from zelo_ray.serve.engine import ScoringEngine
     from zelo_ray.serve.service import RerankService
     from zelo_ray.config.serve import ServeConfig
-    from zelo_ray.train.examples import doc_texts, query_texts
-    from zelo_ray.train.fusion import load_fusion, write_fusion
-    from zelo_ray.train.rerank import rerank_candidates
+    from zelo_ray.data.texts import doc_texts, query_texts
+    from zelo_ray.scoring.fusion import load_fusion, write_fusion
+    from zelo_ray.scoring.rerank import rerank_candidates
 
     root, src, out, sets = demo_run
     card = json.loads((out / "train" / "model" / "zelo_card.json").read_text())

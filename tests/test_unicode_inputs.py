@@ -20,7 +20,7 @@ from zelo_ray.retrieval.dense import DenseSearcher, DenseStore
 from zelo_ray.serve.engine import ScoringEngine
 from zelo_ray.serve.service import RerankService
 from zelo_ray.config.serve import ServeConfig
-from zelo_ray.train.models import load_reranker, save_reranker, tiny_encoder
+from zelo_ray.scoring.models import load_reranker, save_reranker, tiny_encoder
 
 WORDS = "wing lift drag flow shock boundary layer heat plate cone jet nozzle crf01 1b2k".split()
 SPECIALS = ['"', '""', '"wing lift"', "'", ":", "_", "-", "+", "^", "~", "*", "\\", "(", ")", "[", "]", "{", "}",
@@ -161,7 +161,7 @@ def test_judge_prompt_carries_any_text_verbatim(query, first, second):
 
 @pytest.fixture(scope="module")
 def pairwise_lm(tmp_path_factory):
-    from zelo_ray.train.models import tiny_decoder
+    from zelo_ray.scoring.models import tiny_decoder
     from zelo_ray.train.pairwise import PairwiseLM
 
     return PairwiseLM.load(tiny_decoder(tmp_path_factory.mktemp("plm") / "m", hidden=16, layers=1, intermediate=32))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["RunSync", "local_copy", "pull", "push", "push_file"]
+__all__ = ["RunSync", "local_copy", "pull", "push", "push_file", "write_json"]
 
 def _fs(uri: str):
     from pyarrow import fs
@@ -151,3 +151,13 @@ class RunSync:
     def __exit__(self, *exc) -> None:
         self.push()
 
+
+
+def write_json(path: Path, obj) -> None:
+    """Write ``obj`` as JSON atomically (a crash leaves the old file or the new, never half)."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    tmp.replace(path)

@@ -33,7 +33,7 @@ from zelo_ray.eval.audit import score_systems
 from zelo_ray.eval.evaluate import rankings_from_candidates
 from zelo_ray.eval.labelfree import graded_qrels
 from zelo_ray.eval.metrics import bootstrap_ci, per_query_metrics
-from zelo_ray.train.rerank import rankings_from_reranked
+from zelo_ray.scoring.rerank import rankings_from_reranked
 
 DATASETS = ("cranfield", "cisi", "med", "cacm", "vaswani")
 SHARES = {"default 5/10/15%": (0.05, 0.10, 0.15), "10/15/25%": (0.10, 0.15, 0.25), "top 10%": (0.10,)}

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from zelo_ray.bench.commands import write_result  # noqa: E402
 from zelo_ray.data import open_collection  # noqa: E402
-from zelo_ray.train.examples import doc_texts, query_texts  # noqa: E402
+from zelo_ray.data.texts import doc_texts, query_texts  # noqa: E402
 from zelo_ray.train.pairwise import PairwiseLM, pair_rows, train_pairwise  # noqa: E402
 
 

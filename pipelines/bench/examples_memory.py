@@ -87,7 +87,8 @@ def _child(mode: str, root: Path, out: Path) -> None:
     import pyarrow.parquet as pq
 
     from zelo_ray.data import open_collection
-    from zelo_ray.train.examples import build_groups, doc_texts, query_texts, write_groups
+    from zelo_ray.train.examples import build_groups, write_groups
+    from zelo_ray.data.texts import doc_texts, query_texts
 
     col = open_collection(root / "data")
     z = pq.read_table(root / "zelo.parquet")

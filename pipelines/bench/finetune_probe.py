@@ -32,9 +32,9 @@ import torch
 
 from zelo_ray.data import open_collection
 from zelo_ray.eval.metrics import per_query_metrics
-from zelo_ray.train.examples import doc_texts, query_texts
-from zelo_ray.train.models import load_reranker
-from zelo_ray.train.splits import split_queries
+from zelo_ray.data.texts import doc_texts, query_texts
+from zelo_ray.scoring.models import load_reranker
+from zelo_ray.eval.splits import split_queries
 from zelo_ray.train.validation import split_validation, validation_grades
 
 

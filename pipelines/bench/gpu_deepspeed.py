@@ -77,7 +77,7 @@ def one_rank_group(cuda: bool) -> None:
 def build(shape: dict, tokenizer, device: torch.device, dtype: torch.dtype):
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from zelo_ray.train.models import Reranker
+    from zelo_ray.scoring.models import Reranker
 
     cfg = Qwen3Config(**shape, max_position_embeddings=4096, tie_word_embeddings=True, attn_implementation="sdpa")
     torch.manual_seed(0)
@@ -95,7 +95,7 @@ def measure(name: str, shape: dict, stage: int, lora_r: int, *, tokenizer, devic
             steps: int, warmup: int, torch_adam: bool = False) -> dict:
     from zelo_ray.train.ds_ops import deepspeed_engine
     from zelo_ray.train.loop import StepRunner
-    from zelo_ray.train.lora import apply_lora
+    from zelo_ray.scoring.lora import apply_lora
 
     cuda = device.type == "cuda"
     scorer = build(shape, tokenizer, device, torch.bfloat16 if cuda else torch.float32)
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
         ensure_installed(Path(args.wheels))
     from transformers import AutoTokenizer
 
-    from zelo_ray.train.models import resolve_base
+    from zelo_ray.scoring.kinds import resolve_base
 
     cuda = torch.cuda.is_available() and not args.dry
     device = torch.device("cuda" if cuda else "cpu")

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from zelo_ray.bench.payloads import payload, percentiles  # noqa: E402
 from zelo_ray.serve.engine import ScoringEngine  # noqa: E402
-from zelo_ray.train.models import Reranker, load_reranker  # noqa: E402
+from zelo_ray.scoring.models import Reranker, load_reranker  # noqa: E402
 
 
 def timed(engine: ScoringEngine, query: str, docs: list[str], budget: int) -> tuple[float, float]:
@@ -124,7 +124,7 @@ def main():
     if args.dry:
         import tempfile
 
-        from zelo_ray.train.models import save_reranker, tiny_decoder, tiny_encoder
+        from zelo_ray.scoring.models import save_reranker, tiny_decoder, tiny_encoder
 
         tmp = Path(tempfile.mkdtemp(prefix="gpu-serve-dry-"))
         args.model = str(tmp / "model")

@@ -3,7 +3,7 @@ with the distilled small model, the number the cost model's "SLM judges the bulk
 
 vLLM does not run on the GPU machine here (no Ray, no vLLM, no network), so this times the same
 forward pass vLLM serves — one prefill of the pairwise prompt, the next-token logits of " A" and
-" B" at the last real token (`zelo_ray.train.models.last_token_logits`, as `PairwiseLM` does) —
+" B" at the last real token (`zelo_ray.scoring.models.last_token_logits`, as `PairwiseLM` does) —
 in bf16 with transformers, length-sorted batches right-padded. vLLM packs prompts without padding
 and schedules continuously, so these rates are a floor for it, not a ceiling.
 
@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from zelo_ray.train.models import last_token_logits, pad_right  # noqa: E402
+from zelo_ray.scoring.models import last_token_logits, pad_right  # noqa: E402
 
 SHAPES = {  # (transformers class name, config): the public configs' dimensions
     "smollm2-135m": ("Llama", dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,

@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from zelo_ray.train.loop import StepRunner  # noqa: E402
-from zelo_ray.train.models import Reranker, load_reranker  # noqa: E402
+from zelo_ray.scoring.models import Reranker, load_reranker  # noqa: E402
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12}
 

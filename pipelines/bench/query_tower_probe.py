@@ -30,13 +30,14 @@ import torch
 from zelo_ray.config import load_config
 from zelo_ray.data import open_collection
 from zelo_ray.eval.evaluate import rankings_from_candidates
-from zelo_ray.eval.labelfree import graded_qrels, score_agreement
+from zelo_ray.eval.labelfree import graded_qrels
+from zelo_ray.core.stats import score_agreement
 from zelo_ray.eval.metrics import per_query_metrics
 from zelo_ray.layout import layout
 from zelo_ray.retrieval.docvectors import index_vectors
-from zelo_ray.train.examples import query_texts
-from zelo_ray.train.models import load_reranker
-from zelo_ray.train.stage import query_split
+from zelo_ray.data.texts import query_texts
+from zelo_ray.scoring.models import load_reranker
+from zelo_ray.eval.splits import query_split
 from zelo_ray.train.validation import split_validation
 
 

@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from zelo_ray.config import load_config
     from zelo_ray.data import open_collection
-    from zelo_ray.train.rerank import rerank_candidates
-    from zelo_ray.train.scorer import ScorerPool
+    from zelo_ray.scoring.rerank import rerank_candidates
+    from zelo_ray.scoring.scorer import ScorerPool
 
     run = Path(a.run)
     ckpt = str(run / "train" / "model")

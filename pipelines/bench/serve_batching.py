@@ -216,7 +216,7 @@ def int8_quality(run: Path, depth: int, log) -> dict:
     from zelo_ray.data import open_collection
     from zelo_ray.eval.evaluate import evaluate_runs
     from zelo_ray.serve.engine import ScoringEngine
-    from zelo_ray.train.examples import doc_texts
+    from zelo_ray.data.texts import doc_texts
 
     col = open_collection(run / "data")
     test = json.loads((run / "report.json").read_text())["split"]["test"]
@@ -273,7 +273,7 @@ def main() -> None:
     from zelo_ray.config.serve import ServeConfig
     from zelo_ray.serve.engine import ScoringEngine
     from zelo_ray.serve.service import RerankService
-    from zelo_ray.train.models import load_reranker, save_reranker
+    from zelo_ray.scoring.models import load_reranker, save_reranker
 
     def log(m):
         print(m, file=sys.stderr, flush=True)

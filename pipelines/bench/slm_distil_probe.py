@@ -41,7 +41,7 @@ def main() -> int:
     import pyarrow.compute as pc
 
     from zelo_ray.data import open_collection
-    from zelo_ray.train.examples import doc_texts, query_texts
+    from zelo_ray.data.texts import doc_texts, query_texts
     from zelo_ray.train.pairwise import pair_rows, train_pairwise
     from zelo_ray.workflows.slm_loop import served_docs, teacher_pairs
 

@@ -51,7 +51,7 @@ def _cfg(args, name: str, extra: list[str] = ()):
 def _split(cfg):
     from zelo_ray.data import open_collection
     from zelo_ray.layout import layout
-    from zelo_ray.train.stage import query_split
+    from zelo_ray.eval.splits import query_split
 
     col = open_collection(layout(cfg).data)
     return col, query_split(cfg, col)
@@ -106,7 +106,8 @@ def train(args) -> None:
 
     from zelo_ray.bench.commands import write_result
     from zelo_ray.layout import layout
-    from zelo_ray.train.stage import evaluate_reranker, run_train_stage
+    from zelo_ray.eval.rerank import evaluate_reranker
+    from zelo_ray.train.stage import run_train_stage
     from zelo_ray.workflows.slm_loop import elo_tau
 
     out = Path(args.out)

@@ -46,7 +46,8 @@ def prepare(ds: str, *, workdir: str, overrides: list[str] = (), log=print) -> d
     """`zelo demo` on ``ds`` (its zELO model and the untrained base's fusion), then the same recipe
     trained on binary qrels."""
     from zelo_ray.data import open_collection
-    from zelo_ray.train.stage import query_split, run_train_stage
+    from zelo_ray.eval.splits import query_split
+    from zelo_ray.train.stage import run_train_stage
     from zelo_ray.workflows.demo import run_quickstart
 
     quiet = lambda *_: None  # noqa: E731 - the stages' own lines go nowhere; this bench prints its own
@@ -68,7 +69,7 @@ def prepare(ds: str, *, workdir: str, overrides: list[str] = (), log=print) -> d
 
 def evaluate(prep: dict, *, workdir: str, pooled: Path | None, log=print) -> dict:
     """Every row on ``prep``'s test queries, through `evaluate_reranker` (what `zelo demo` reports)."""
-    from zelo_ray.train.stage import evaluate_reranker
+    from zelo_ray.eval.rerank import evaluate_reranker
 
     quiet = lambda *_: None  # noqa: E731
     ds, cfg, col, split, card = prep["dataset"], prep["cfg"], prep["col"], prep["split"], prep["card"]

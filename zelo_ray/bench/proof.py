@@ -41,8 +41,10 @@ def prepare(datasets, *, bundle: str, workdir: str = "runs/bench-quality", depth
     from zelo_ray.data import open_collection
     from zelo_ray.retrieval.indexing import run_index
     from zelo_ray.retrieval.pipeline import run_retrieve
-    from zelo_ray.train.examples import build_groups, doc_texts, query_texts
-    from zelo_ray.train.stage import binary_qrels_table, query_split
+    from zelo_ray.train.examples import build_groups
+    from zelo_ray.data.texts import doc_texts, query_texts
+    from zelo_ray.train.stage import binary_qrels_table
+    from zelo_ray.eval.splits import query_split
 
     out = {}
     for ds in datasets:

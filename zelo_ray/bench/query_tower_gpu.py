@@ -40,8 +40,9 @@ def prepare(cfgs: dict, out: Path, *, log=print) -> dict[str, Path]:
     from zelo_ray.data import open_collection
     from zelo_ray.eval.evaluate import rankings_from_candidates
     from zelo_ray.layout import layout
-    from zelo_ray.train.examples import doc_texts, query_texts
-    from zelo_ray.train.stage import query_split, split_training_table, training_table
+    from zelo_ray.data.texts import doc_texts, query_texts
+    from zelo_ray.eval.splits import query_split
+    from zelo_ray.train.stage import split_training_table, training_table
 
     made = {}
     for name, cfg in cfgs.items():
@@ -100,10 +101,8 @@ def train(bundles: list[Path], model: str, *, device: str = "cuda", epochs: int 
           precision: str = "bf16", log=print) -> dict:
     """Train one query tower on every bundle's rows; returns timings, validation per epoch and
     each collection's test nDCG@10 (base and trained, reranking and dense retrieval)."""
-    import torch
-
     from zelo_ray.train.loop import StepRunner
-    from zelo_ray.train.models import load_reranker
+    from zelo_ray.scoring.models import load_reranker
     from zelo_ray.train.worker import validate
 
     rows, docs, val, tests = _prefixed(bundles)

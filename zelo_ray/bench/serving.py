@@ -43,7 +43,7 @@ def _checkpoint(path: str | None) -> tuple[str, str]:
     demo = Path("runs/cranfield/train/model")
     if (demo / "config.json").exists():
         return str(demo), "demo checkpoint (MiniLM cross-encoder)"
-    from zelo_ray.train.models import load_reranker, save_reranker
+    from zelo_ray.scoring.models import load_reranker, save_reranker
 
     out = Path(tempfile.mkdtemp(prefix="zelo-bench-serve-")) / "model"
     save_reranker(load_reranker("default", "cross_encoder"), out, {"note": "fresh head, benchmark only"})

@@ -64,7 +64,7 @@ class RerankServer:
         from zelo_ray.serve.metrics import ServeMetrics
         from zelo_ray.serve.service import RerankService
         from zelo_ray.storage import local_copy
-        from zelo_ray.train.fusion import load_fusion
+        from zelo_ray.scoring.fusion import load_fusion
 
         self.cfg = ServeConfig(**settings)
         log.addFilter(_TokenBatchWarning())

@@ -6,7 +6,7 @@ No Ray here: the Serve deployment, the benchmarks and the GPU check all call thi
 Example::
 
     >>> import tempfile
-    >>> from zelo_ray.train.models import tiny_encoder
+    >>> from zelo_ray.scoring.models import tiny_encoder
     >>> engine = ScoringEngine.load(tiny_encoder(tempfile.mkdtemp()), device="cpu")
     >>> pairs = engine.encode("what is lift", ["lift is a force", "a recipe"], max_doc_tokens=64)
     >>> [p.n_tokens for p in pairs]
@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zelo_ray.train.models import CARD, DECODER_PROMPT, Reranker, load_reranker, resolve_base
+from zelo_ray.scoring.kinds import CARD, detect_kind, resolve_base
+from zelo_ray.scoring.models import DECODER_PROMPT, Reranker, load_reranker
 
 __all__ = ["Pair", "ScoringEngine", "check_servable", "chunk_pairs", "pick_device", "plan_batches"]
 
@@ -45,29 +46,9 @@ class Pair:
 
 
 def check_servable(path: str) -> str:
-    """The model kind of a folder, or a ValueError saying why it cannot be served as it is.
-
-    A bare encoder (no one-logit head) would get a freshly initialised head, i.e. random scores:
-    serving refuses it instead of answering with noise.
-    """
-    path = resolve_base(path)
-    card = Path(path) / CARD
-    if card.exists():
-        return json.loads(card.read_text()).get("kind", "cross_encoder")
-    cfg = json.loads((Path(path) / "config.json").read_text())
-    archs = " ".join(cfg.get("architectures") or [])
-    if "CausalLM" in archs:
-        return "decoder_yes"
-    if "SequenceClassification" not in archs:
-        raise ValueError(f"{path}: config.json architectures {cfg.get('architectures')} has no "
-                         "sequence-classification head; serving it would score with a random head. "
-                         "Serve a trained checkpoint (zelo train) or a cross-encoder folder.")
-    labels = cfg.get("id2label") or {}
-    n = cfg.get("num_labels", len(labels) or 1)
-    if n != 1:
-        raise ValueError(f"{path}: the classification head has {n} labels; a reranker needs exactly "
-                         "one relevance logit")
-    return "cross_encoder"
+    """The model kind of a folder, or a ValueError saying why it cannot be served as it is
+    (:func:`~zelo_ray.scoring.models.detect_kind` with ``serving=True``)."""
+    return detect_kind(resolve_base(path), serving=True)
 
 
 def plan_batches(lengths: list[int], max_tokens: int, max_rows: int) -> list[list[int]]:

@@ -15,39 +15,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from zelo_ray.data.texts import doc_texts, query_texts
 from zelo_ray.faults import ErrorLog, FaultInjector
 
-__all__ = ["EXAMPLES_SCHEMA", "build_groups", "doc_texts", "query_texts", "write_groups"]
+__all__ = ["EXAMPLES_SCHEMA", "build_groups", "write_groups"]
 
 EXAMPLES_SCHEMA = pa.schema([
     ("query_id", pa.string()), ("query", pa.string()),
     ("doc_ids", pa.list_(pa.string())), ("docs", pa.list_(pa.string())),
     ("targets", pa.list_(pa.float32())), ("elo", pa.list_(pa.float32())),
 ])
-
-
-def doc_texts(col, doc_ids: list[str]) -> dict[str, str]:
-    """``doc_id → "title. text"`` for the given documents (the text a reranker reads)."""
-    if not doc_ids:
-        return {}
-    wanted = pa.array(sorted(set(doc_ids)), pa.string())
-    out: dict[str, str] = {}
-    # batch by batch, keeping only the rows asked for: memory is the answer plus one batch, not
-    # the whole corpus
-    f = pq.ParquetFile(col.corpus_path, pre_buffer=False)
-    for batch in f.iter_batches(batch_size=16_384, columns=["doc_id", "title", "text"]):
-        hit = pc.is_in(batch.column(0), value_set=wanted)
-        if not pc.any(hit).as_py():
-            continue
-        t = batch.filter(hit)
-        out.update((d, f"{ti}. {tx}" if ti else tx)
-                   for d, ti, tx in zip(t.column(0).to_pylist(), t.column(1).to_pylist(), t.column(2).to_pylist()))
-    return out
-
-
-def query_texts(col) -> dict[str, str]:
-    q = col.queries()
-    return dict(zip(q["query_id"].to_pylist(), q["text"].to_pylist()))
 
 
 def build_groups(zelo: pa.Table, queries: dict[str, str], docs: dict[str, str], *, group_size: int,

@@ -10,7 +10,7 @@ causal LM + tokenizer, which is what vLLM loads: use it as a ``kind: vllm_pairwi
 Example (tiny random model, offline)::
 
     >>> import tempfile
-    >>> from zelo_ray.train.models import tiny_decoder
+    >>> from zelo_ray.scoring.models import tiny_decoder
     >>> from zelo_ray.train.pairwise import PairwiseLM
     >>> m = PairwiseLM.load(tiny_decoder(tempfile.mkdtemp(), hidden=32, intermediate=64, layers=1, heads=2))
     >>> float(m.prob_first(["q"], ["doc one"], ["doc two"])[0]) > 0
@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 from zelo_ray.judges.vllm_pairwise import ANSWERS, SLM_PROMPT_VERSION, slm_prompt
 from zelo_ray.train.loop import lr_lambda
-from zelo_ray.train.models import last_token_logits, pad_right, resolve_base, single_token_id
+from zelo_ray.scoring.models import last_token_logits, pad_right, single_token_id
+from zelo_ray.scoring.kinds import resolve_base
 
 __all__ = ["PairwiseLM", "agreement", "pair_rows", "train_pairwise"]
 

@@ -12,7 +12,7 @@ import pyarrow as pa
 import torch
 
 from zelo_ray.train.loop import Meter, StepRunner, group_batches
-from zelo_ray.train.models import load_reranker, save_reranker
+from zelo_ray.scoring.models import load_reranker, save_reranker
 
 __all__ = ["train_plain"]
 

@@ -1,7 +1,7 @@
 """Query-tower training of a bi-encoder (``train.towers: query``).
 
 The query encoder learns; documents keep the base model's vectors — the ones the dense index
-already holds — under a learned linear map (:class:`~zelo_ray.train.models.Reranker`'s
+already holds — under a learned linear map (:class:`~zelo_ray.scoring.models.Reranker`'s
 ``doc_map``). A training row is one query with *all* its judged candidates and their vectors,
 so a step encodes only queries (a few tokens each) and compares each with every document of the
 batch: its own candidates against softmax(elo / τ), the other queries' as negatives
@@ -34,7 +34,7 @@ import torch
 from zelo_ray.faults import ErrorLog, FaultInjector
 
 __all__ = ["VECTOR_SCHEMA", "attach_validation_vectors", "batch_matrix", "effective_config", "resolve_towers",
-           "retrieve_with", "seed_from_index", "write_query_examples"]
+           "write_query_examples"]
 
 VECTOR_SCHEMA = pa.schema([
     ("query_id", pa.string()), ("query", pa.string()), ("doc_ids", pa.list_(pa.string())),
@@ -45,9 +45,9 @@ VECTOR_SCHEMA = pa.schema([
 
 def resolve_towers(tcfg) -> str:
     """'query' or 'both' for ``train.towers`` (auto: query for a bi-encoder)."""
-    from zelo_ray.train.models import _detect_kind, resolve_base
+    from zelo_ray.scoring.kinds import detect_kind, resolve_base
 
-    kind = tcfg.kind if tcfg.kind != "auto" else _detect_kind(resolve_base(tcfg.base))
+    kind = tcfg.kind if tcfg.kind != "auto" else detect_kind(resolve_base(tcfg.base))
     if tcfg.towers == "query" and kind != "bi_encoder":
         raise ValueError(f"train.towers=query needs a bi_encoder; {tcfg.base!r} is a {kind} "
                          "(set train.kind=bi_encoder, or train.towers=both)")
@@ -64,28 +64,6 @@ def effective_config(tcfg):
         "towers": "query", "kind": "bi_encoder", "loss": q.loss, "lr": q.lr, "epochs": q.epochs,
         "max_length": q.max_length, "candidates_per_query": q.candidates_per_query,
         "group_size": 1, "batch_size": q.queries_per_step})
-
-
-def seed_from_index(model, dense_uri, corpus_path, *, max_length: int, log=print) -> int:
-    """Give ``model``'s frozen document tower the index's vectors when they are its own (checked
-    by encoding a few documents: same model, same token budget); returns how many were taken."""
-    from zelo_ray.retrieval.docvectors import index_vectors
-
-    if getattr(model, "doc_model", None) is None:
-        return 0
-    try:
-        _, texts, vectors = index_vectors(dense_uri, corpus_path)
-    except Exception as exc:  # noqa: BLE001 - no usable index: the tower encodes documents itself
-        log(f"      document vectors: the index's are not usable ({exc}); encoding documents instead")
-        return 0
-    probe = [i for i in range(min(len(texts), 64)) if texts[i].strip()][:3]
-    if probe:
-        mine = model.document_vectors([texts[i] for i in probe], max_length=max_length).numpy()
-        if mine.shape != vectors[probe].shape or np.abs(mine - vectors[probe]).max() > 1e-3:
-            log("      document vectors: the index was built with another model or token budget than the "
-                "document tower; encoding documents instead")
-            return 0
-    return model.seed_document_vectors(texts, vectors)
 
 
 def batch_matrix(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -114,7 +92,8 @@ def write_query_examples(zelo: pa.Table, col, path: str | Path, model, *, max_le
                          chunk_queries: int = 500) -> Path:
     """One row per training query (:data:`VECTOR_SCHEMA`): its judged candidates with targets,
     calibrated Elo and document-tower vectors, rows in a seeded order; written chunk by chunk."""
-    from zelo_ray.train.examples import build_groups, doc_texts, query_texts
+    from zelo_ray.train.examples import build_groups
+    from zelo_ray.data.texts import doc_texts, query_texts
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,27 +126,3 @@ def attach_validation_vectors(validation: dict, model, *, max_length: int) -> di
     v = model.document_vectors(flat, max_length=max_length).numpy() if flat else np.zeros((0, 1), np.float32)
     sizes = np.cumsum([0] + [len(ds) for ds in validation["docs"]])
     return {**validation, "doc_vectors": [v[a:b] for a, b in zip(sizes[:-1], sizes[1:])]}
-
-
-def retrieve_with(model, dense_uri, corpus_path, queries: dict[str, str], bm25: dict[str, list[str]], *,
-                  depth: int, rrf_c: float = 60.0, max_length: int = 256) -> dict[str, dict[str, list[str]]]:
-    """First-stage retrieval with a trained query tower (the tuned embedding model): exact search
-    over the index's vectors through the learned map — nothing is re-embedded, since the document
-    tower is the index's model — and its RRF with the BM25 ranking, as the retrieve stage fuses.
-    Returns ``{"dense": runs, "hybrid": runs}`` for ``queries`` (id → text)."""
-    from zelo_ray.retrieval.docvectors import index_vectors
-    from zelo_ray.retrieval.fusion import rrf
-
-    ids, _, vectors = index_vectors(dense_uri, corpus_path)
-    qids = list(queries)
-    with torch.no_grad():
-        d = model.map_documents(torch.from_numpy(vectors)).float()
-        q = model.score_queries([queries[x] for x in qids], max_length=max_length)
-    top = torch.topk(q @ d.T, min(depth, len(ids)), dim=1).indices.numpy()
-    row = {x: i for i, x in enumerate(ids)}
-    dense, hybrid = {}, {}
-    for x, rows in zip(qids, top):
-        dense[x] = [ids[i] for i in rows]
-        fused = rrf([rows, np.array([row[doc] for doc in bm25.get(x, []) if doc in row], np.int64)], c=rrf_c)
-        hybrid[x] = [ids[i] for i in fused.ids[:depth]]
-    return {"dense": dense, "hybrid": hybrid}

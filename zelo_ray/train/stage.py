@@ -1,9 +1,9 @@
-"""The training and reranking stages on a run directory (what `zelo train`, `zelo evaluate
---reranker` and `zelo demo` call)."""
+"""The training stage on a run directory (what `zelo train` and `zelo demo` call): the training
+queries' rows, the held-out validation queries, training, and the served function's BM25 weight.
+Reranking and evaluation live in :mod:`zelo_ray.eval.rerank`."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -16,18 +16,12 @@ from zelo_ray.config import ZeloConfig
 from zelo_ray.faults import ErrorLog, FaultInjector, check_failures
 from zelo_ray.train.examples import write_groups
 from zelo_ray.train.query_tower import effective_config
-from zelo_ray.train.splits import split_queries
+from zelo_ray.eval.splits import query_split
 from zelo_ray.train.validation import split_validation, validation_grades, validation_scores, validation_set
 from zelo_ray.layout import layout
 
-__all__ = ["binary_qrels_table", "choose_fusion", "evaluate_reranker", "query_split", "run_train_stage",
-           "split_training_table", "training_examples"]
-
-
-def query_split(cfg: ZeloConfig, col) -> dict:
-    s = cfg.split
-    return split_queries(col, test_split=cfg.data.split, train_split=s.train_split, test_fraction=s.test_fraction,
-                         seed=s.seed, max_train_queries=s.max_train_queries)
+__all__ = ["base_checkpoint", "binary_qrels_table", "choose_fusion", "run_train_stage", "split_training_table",
+           "training_examples"]
 
 
 def binary_qrels_table(candidates: str | Path, qrels: dict, queries: list[str], top_n: int) -> pa.Table:
@@ -135,8 +129,9 @@ def _query_tower_examples(cfg: ZeloConfig, tcfg, col, table: pa.Table, validatio
                           out: Path, log) -> tuple[Path, dict | None]:
     """One row per training query with its candidates' document vectors (the index's when they
     are the document tower's), and the validation set with its vectors."""
-    from zelo_ray.train.models import load_reranker
-    from zelo_ray.train.query_tower import attach_validation_vectors, seed_from_index, write_query_examples
+    from zelo_ray.scoring.models import load_reranker
+    from zelo_ray.train.query_tower import attach_validation_vectors, write_query_examples
+    from zelo_ray.scoring.vectors import seed_from_index
 
     model = load_reranker(tcfg.base, "bi_encoder", towers="query")
     seeded = seed_from_index(model, layout(cfg).dense, col.corpus_path, max_length=tcfg.max_length, log=log)
@@ -155,7 +150,8 @@ def base_checkpoint(tcfg, out: Path) -> Path:
     """The untrained base saved as a checkpoint of the same shape and token budget as the trained
     model (towers included: a zero map is the identity), so the ``fusion_only`` and
     ``base_model_only`` rows are scored exactly as the trained model is."""
-    from zelo_ray.train.models import CARD, load_reranker, save_reranker
+    from zelo_ray.scoring.kinds import CARD
+    from zelo_ray.scoring.models import load_reranker, save_reranker
 
     card = {"note": "untrained base (the fusion_only and base_model_only rows)",
             "train_config": {"max_length": tcfg.max_length}, "base": tcfg.base, "towers": tcfg.towers}
@@ -167,26 +163,12 @@ def base_checkpoint(tcfg, out: Path) -> Path:
     return out
 
 
-def scoring_model(cfg: ZeloConfig, col, checkpoint: str | Path, *, log=print, seeded: list | None = None):
-    """A checkpoint loaded for scoring; a frozen document tower gets the index's vectors
-    (``seeded``, if given, receives how many)."""
-    from zelo_ray.train.models import load_reranker
-    from zelo_ray.train.query_tower import seed_from_index
-    from zelo_ray.train.rerank import checkpoint_max_length
-
-    model = load_reranker(str(checkpoint))
-    n = seed_from_index(model, layout(cfg).dense, col.corpus_path,
-                        max_length=checkpoint_max_length(str(checkpoint), cfg.rerank.max_length), log=log)
-    if seeded is not None:
-        seeded.append(n)
-    return model
-
-
 def choose_fusion(cfg: ZeloConfig, col, model_dir: Path, card: dict, validation: dict, log=print) -> dict:
     """Choose the BM25 weight of the served function once per trained model (kept on a re-run)."""
     from zelo_ray.retrieval.lexical import TermStats
-    from zelo_ray.train.fusion import FUSION_FILE, fit_fusion
-    from zelo_ray.train.rerank import checkpoint_max_length
+    from zelo_ray.scoring.fusion import FUSION_FILE, fit_fusion
+    from zelo_ray.scoring.rerank import checkpoint_max_length
+    from zelo_ray.scoring.vectors import scoring_model
 
     path = model_dir / FUSION_FILE
     key = ["pearson-v1", card.get("fingerprint"), card.get("step"), cfg.index.bm25_tokenizer, cfg.rerank.depth,
@@ -206,148 +188,3 @@ def choose_fusion(cfg: ZeloConfig, col, model_dir: Path, card: dict, validation:
 
 def _simulated(cfg: ZeloConfig) -> bool:
     return cfg.train.target == "zelo" and any(j.simulated for j in cfg.annotate.judges)
-
-
-def evaluate_reranker(cfg: ZeloConfig, col, queries: list[str], checkpoints: dict[str, str], *, log=print,
-                      out: Path | None = None, model_only: dict[str, str] | None = None,
-                      paired: list[tuple[str, str]] = (), embedder: dict[str, str] | None = None) -> dict:
-    """BM25, dense, hybrid and each checkpoint's reranking of the hybrid top-``rerank.depth``, on
-    ``queries``, with paired bootstrap CIs and deltas against hybrid.
-
-    A fused checkpoint also gets a row of its model alone, ``<name>_model_only`` unless
-    ``model_only`` names it (a name there also asks for the row when the checkpoint has no
-    fusion). ``paired``: (a, b) rows whose nDCG@10 difference gets its own paired CI in
-    ``report["paired"]["a-b"]``. ``embedder``: checkpoint name → suffix of ``dense_<suffix>`` and
-    ``hybrid_<suffix>`` rows, first-stage retrieval with that checkpoint's trained query tower
-    (query-tower checkpoints only: the index's vectors are its document tower's)."""
-    from zelo_ray.eval.evaluate import evaluate_runs, rankings_from_candidates
-    from zelo_ray.train.fusion import fusion_weight
-    from zelo_ray.train.rerank import rankings_from_reranked, rerank_candidates
-    from zelo_ray.train.scorer import ScorerPool
-
-    qrels = col.qrels(cfg.data.split)
-    runs = rankings_from_candidates(layout(cfg).candidates, queries, cfg.evaluate.depth)
-    failures, failed = {}, set()
-    for name, ckpt in checkpoints.items():
-        errors = ErrorLog((out or layout(cfg).train) / f"reranked-{name}.errors.parquet", "rerank")
-        errors.reset()
-        saved = (out / f"reranked-{name}.parquet") if out else None
-        key = _rerank_key(cfg, ckpt)
-        reused = _reusable_rerank(saved, key, queries)
-        todo = [q for q in queries if q not in set(reused["query_id"].to_pylist())] if reused is not None else queries
-        log(f"      rerank the top-{cfg.rerank.depth} of {len(todo)} queries with {name} ({ckpt})"
-            + (f"; {len(queries) - len(todo)} reranked by an earlier run are reused" if reused is not None else ""))
-        t = rerank_candidates(col, layout(cfg).candidates, ckpt, todo, depth=cfg.rerank.depth,
-                              batch_size=cfg.rerank.batch_size, max_length=cfg.rerank.max_length, log=log,
-                              errors=errors, injector=FaultInjector("rerank", cfg.errors.inject),
-                              pool=ScorerPool(cfg) if cfg.rerank.executor == "ray" else None,
-                              model=scoring_model(cfg, col, ckpt, log=log)
-                              if todo and cfg.rerank.executor != "ray" else None)
-        if reused is not None:
-            t = pa.concat_tables([reused, t])
-        if saved is not None:
-            _save_rerank(t, saved, key)
-        table = errors.finish()
-        failures[name] = check_failures(table, len(queries), cfg.errors.max_fraction, stage="rerank",
-                                        path=errors.path, what="test queries")
-        if table.num_rows:
-            log(f"      {table.num_rows:,} test queries could not be reranked by {name} and are left out of "
-                f"every system's metrics (listed in {errors.path}): {failures[name]['most_common']}")
-        failed |= set(table["record_id"].to_pylist())
-        runs[name] = {q: d[:cfg.evaluate.depth] for q, d in rankings_from_reranked(t).items()}
-        if fusion_weight(ckpt) > 0 or name in (model_only or {}):
-            # the served function fuses BM25; this row is what the model alone contributes
-            runs[(model_only or {}).get(name, f"{name}_model_only")] = {
-                q: d[:cfg.evaluate.depth] for q, d in rankings_from_reranked(t, by="model_score").items()}
-    for name, suffix in (embedder or {}).items():
-        runs.update(_embedder_runs(cfg, col, checkpoints[name], queries, runs["bm25"], suffix, log))
-    # a query a reranker could not score is left out of every system, so the comparison stays paired
-    kept = [q for q in queries if q not in failed]
-    e = cfg.evaluate
-    report = evaluate_runs(qrels, runs, kept, n_boot=e.bootstrap, confidence=e.confidence, seed=e.seed,
-                           versus="hybrid", per_query=True)
-    report["failed"] = failures
-    report["paired"] = _paired_deltas(cfg, qrels, runs, kept, paired)
-    return report
-
-
-def _paired_deltas(cfg: ZeloConfig, qrels, runs: dict, queries: list[str], pairs) -> dict:
-    """``{"a-b": nDCG@10 difference with its paired bootstrap CI}`` for the pairs whose rows exist."""
-    from zelo_ray.eval.evaluate import evaluate_runs
-
-    e, out = cfg.evaluate, {}
-    for a, b in pairs:
-        if a in runs and b in runs:
-            d = evaluate_runs(qrels, {a: runs[a], b: runs[b]}, queries, n_boot=e.bootstrap, confidence=e.confidence,
-                              seed=e.seed, versus=b)
-            out[f"{a}-{b}"] = d[a][f"delta_vs_{b}"]["ndcg@10"]
-    return out
-
-
-def _embedder_runs(cfg: ZeloConfig, col, ckpt: str, queries: list[str], bm25: dict, suffix: str, log) -> dict:
-    """``dense_<suffix>`` / ``hybrid_<suffix>``: the checkpoint's query tower as the retriever."""
-    from zelo_ray.train.examples import query_texts
-    from zelo_ray.train.models import CARD
-    from zelo_ray.train.query_tower import retrieve_with
-    from zelo_ray.train.rerank import checkpoint_max_length
-
-    card = Path(ckpt) / CARD
-    if not card.exists() or json.loads(card.read_text()).get("towers") != "query":
-        log(f"      no dense_{suffix} row: {ckpt} has no trained query tower over the index's vectors")
-        return {}
-    seeded: list[int] = []
-    model = scoring_model(cfg, col, ckpt, log=log, seeded=seeded)
-    if not seeded[0]:
-        log(f"      no dense_{suffix} row: the index's vectors are not {ckpt}'s document tower's")
-        return {}
-    qt = query_texts(col)
-    r = retrieve_with(model, layout(cfg).dense, col.corpus_path,
-                      {q: qt[q] for q in queries}, bm25, depth=cfg.evaluate.depth, rrf_c=cfg.retrieve.rrf_c,
-                      max_length=checkpoint_max_length(ckpt, cfg.rerank.max_length))
-    log(f"      dense retrieval with the trained query tower over the index's vectors: {len(queries)} queries")
-    return {f"dense_{suffix}": r["dense"], f"hybrid_{suffix}": r["hybrid"]}
-
-
-def _rerank_key(cfg: ZeloConfig, checkpoint: str) -> str | None:
-    """What a saved reranking depends on: the candidates (their retrieve fingerprint), the model
-    (its card, written once per trained model) and the rerank settings; None when either is unknown."""
-    from zelo_ray.train.fusion import FUSION_FILE
-    from zelo_ray.train.models import CARD
-
-    cand_state = layout(cfg).candidates / "_zelo_retrieve.json"
-    card = Path(checkpoint) / CARD
-    if not cand_state.exists() or not card.exists():
-        return None
-    fusion = Path(checkpoint) / FUSION_FILE
-    blob = json.dumps([json.loads(cand_state.read_text()).get("fingerprint"), card.read_text(),
-                       fusion.read_text() if fusion.exists() else None, cfg.rerank.depth, cfg.rerank.max_length])
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _reusable_rerank(saved: Path | None, key: str | None, queries: list[str]) -> pa.Table | None:
-    """The queries of ``queries`` an earlier run reranked with the same key (None: nothing reusable)."""
-    state = saved.with_suffix(".json") if saved is not None else None
-    if key is None or state is None or not saved.exists() or not state.exists():
-        return None
-    if json.loads(state.read_text()).get("key") != key:
-        return None
-    t = pq.read_table(saved)
-    return t.filter(pc.is_in(t["query_id"], value_set=pa.array(queries, pa.string())))
-
-
-def _save_rerank(table: pa.Table, saved: Path, key: str | None) -> None:
-    saved.parent.mkdir(parents=True, exist_ok=True)
-    state = saved.with_suffix(".json")
-    state.unlink(missing_ok=True)  # the table and its key change together, never one alone
-    tmp = saved.with_name(saved.name + ".tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(saved)
-    if key is not None:
-        state.write_text(json.dumps({"key": key}))
-
-
-def write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    tmp.replace(path)

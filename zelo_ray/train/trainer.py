@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from zelo_ray.config import TrainConfig
-from zelo_ray.train.models import CARD
+from zelo_ray.scoring.kinds import CARD
 from zelo_ray.train.worker import DS_DIR, STATE_FILE, train_loop_per_worker
 
 __all__ = ["plan_steps", "train_fingerprint", "train_reranker"]

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from zelo_ray.eval.labelfree import graded_qrels
-from zelo_ray.train.splits import seeded_split
+from zelo_ray.eval.splits import seeded_split
 
 __all__ = ["split_validation", "validation_grades", "validation_scores", "validation_set"]
 
@@ -63,7 +63,7 @@ def validation_set(col, candidates, queries: list[str], qrels: dict, depth: int)
     """Candidates (hybrid top-``depth``) and texts of the validation queries, shipped to the
     rank-0 worker, with their grades."""
     from zelo_ray.eval.evaluate import rankings_from_candidates
-    from zelo_ray.train.examples import doc_texts, query_texts
+    from zelo_ray.data.texts import doc_texts, query_texts
 
     runs = rankings_from_candidates(candidates, queries, depth)["hybrid"]
     qt = query_texts(col)

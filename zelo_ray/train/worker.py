@@ -14,8 +14,8 @@ from zelo_ray.relay import say
 from zelo_ray.ticker import duration
 from zelo_ray.train.loop import Meter, StepRunner
 from zelo_ray.train.ds_ops import deepspeed_engine
-from zelo_ray.train.lora import apply_lora
-from zelo_ray.train.models import load_reranker, save_reranker
+from zelo_ray.scoring.lora import apply_lora
+from zelo_ray.scoring.models import load_reranker, save_reranker
 
 __all__ = ["train_loop_per_worker", "STATE_FILE"]
 
@@ -76,9 +76,9 @@ def validate(scorer, val: dict, max_length: int, device) -> dict[str, float]:
     while r preferred the base (0.184 vs 0.159), and the test queries agreed with r (0.401 vs 0.392)."""
     import numpy as np
 
-    from zelo_ray.eval.labelfree import score_agreement
+    from zelo_ray.core.stats import score_agreement
     from zelo_ray.eval.metrics import per_query_metrics
-    from zelo_ray.train.fusion import logit
+    from zelo_ray.scoring.fusion import logit
 
     was_training = scorer.training
     runs, scores = {}, {}

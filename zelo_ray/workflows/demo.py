@@ -31,7 +31,7 @@ __all__ = ["run_quickstart"]
 
 
 def _evaluate_step(cfg: ZeloConfig, col, split: dict, ckpt: str, ann: dict, meta: dict, log) -> dict:
-    from zelo_ray.train.stage import evaluate_reranker
+    from zelo_ray.eval.rerank import evaluate_reranker
 
     log(f"[6/6] evaluate on the {len(split['test'])} held-out test queries (qrels/{cfg.data.split})")
     ckpts = {"reranker": ckpt}
@@ -76,7 +76,9 @@ def run_quickstart(cfg: ZeloConfig, *, log=print, after_stage=None) -> dict:
     ``after_stage(name)`` runs after each stage (the full pipeline pushes the run directory to
     ``data.output_uri`` there, so a crash later loses no finished stage)."""
     after_stage = after_stage or (lambda name: None)
-    from zelo_ray.train.stage import query_split, run_train_stage, write_json
+    from zelo_ray.eval.splits import query_split
+    from zelo_ray.train.stage import run_train_stage
+    from zelo_ray.storage import write_json
 
     timings = {}
     t0 = time.perf_counter()

@@ -17,7 +17,7 @@ def run_distill(cfg: ZeloConfig, *, base: str, output: str | None = None, epochs
     """Train ``base`` (a local causal-LM folder) on ``<annotate>/pair_outcomes.parquet``; the
     model lands in ``output`` (default ``<workdir>/pairwise-slm``)."""
     from zelo_ray.data import open_collection
-    from zelo_ray.train.examples import doc_texts, query_texts
+    from zelo_ray.data.texts import doc_texts, query_texts
     from zelo_ray.train.pairwise import pair_rows, train_pairwise
 
     run = layout(cfg)

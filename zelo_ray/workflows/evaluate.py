@@ -27,7 +27,8 @@ def run_evaluate(cfg: ZeloConfig, *, run: str | Path | None = None, rerankers: l
                  f"({meta['excluded_queries_without_judgments']} without judgments excluded); "
                  f"{int(meta['confidence'] * 100)}% bootstrap CIs over {meta['bootstrap']} resamples")
         return report, title, ["bm25", "dense", "hybrid"]
-    from zelo_ray.train.stage import evaluate_reranker, query_split
+    from zelo_ray.eval.rerank import evaluate_reranker
+    from zelo_ray.eval.splits import query_split
 
     split = query_split(cfg, col)
     ids = split["test"] if queries == "test" else sorted(set(split["train"]) | set(split["test"]))

@@ -91,7 +91,8 @@ def train_pooled(cfgs: dict[str, ZeloConfig], out: Path, *, log=print) -> dict:
     annotated its training queries, as ``zelo demo`` does). The training settings are the first
     collection's. Returns ``{"checkpoint", "card", "validation": {name: that collection's set}}``."""
     from zelo_ray.train.query_tower import effective_config
-    from zelo_ray.train.stage import query_split, training_examples
+    from zelo_ray.eval.splits import query_split
+    from zelo_ray.train.stage import training_examples
     from zelo_ray.train.trainer import train_reranker
 
     first = next(iter(cfgs.values()))

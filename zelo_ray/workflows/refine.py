@@ -39,7 +39,7 @@ def failing_queries(ranked: dict[str, list[str]], qrels: dict[str, dict[str, int
 
 
 def _ranked(cfg, col, ckpt: str, queries: list[str]) -> dict[str, list[str]]:
-    from zelo_ray.train.rerank import rankings_from_reranked, rerank_candidates
+    from zelo_ray.scoring.rerank import rankings_from_reranked, rerank_candidates
 
     t = rerank_candidates(col, layout(cfg).candidates, ckpt, queries, depth=cfg.annotate.top_n,
                           batch_size=cfg.rerank.batch_size, max_length=cfg.rerank.max_length, log=lambda *_: None)
@@ -49,7 +49,9 @@ def _ranked(cfg, col, ckpt: str, queries: list[str]) -> dict[str, list[str]]:
 def run_refine(cfg: ZeloConfig, *, log=print) -> dict:
     from zelo_ray.annotate.run import run_annotate
     from zelo_ray.data import open_collection
-    from zelo_ray.train.stage import evaluate_reranker, query_split, run_train_stage
+    from zelo_ray.eval.rerank import evaluate_reranker
+    from zelo_ray.eval.splits import query_split
+    from zelo_ray.train.stage import run_train_stage
 
     col = open_collection(layout(cfg).data)
     split = query_split(cfg, col)

@@ -154,7 +154,7 @@ def _distil(cfg: ZeloConfig, teacher: Path, log_fn) -> dict:
     Each distillation gets its own folder (named by its inputs): the vote store keys votes by the
     model's path, so a re-distilled model never inherits the votes of an earlier one."""
     from zelo_ray.data import open_collection
-    from zelo_ray.train.examples import query_texts
+    from zelo_ray.data.texts import query_texts
     from zelo_ray.train.pairwise import pair_rows, train_pairwise
 
     s = cfg.annotate.slm
@@ -190,7 +190,7 @@ def _distil(cfg: ZeloConfig, teacher: Path, log_fn) -> dict:
 
 def _check_base(base: str) -> None:
     from zelo_ray.judges.vllm_pairwise import answer_token_ids
-    from zelo_ray.train.models import resolve_base
+    from zelo_ray.scoring.kinds import resolve_base
 
     try:
         path = resolve_base(base)

@@ -28,7 +28,8 @@ def _trial(config: dict) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from zelo_ray.annotate.run import run_annotate
-    from zelo_ray.train.examples import build_groups, doc_texts, query_texts, write_examples
+    from zelo_ray.train.examples import build_groups, write_examples
+    from zelo_ray.data.texts import doc_texts, query_texts
     from zelo_ray.train.trainer import train_reranker
 
     cfg = ZeloConfig.model_validate(config["base_cfg"])
@@ -61,8 +62,8 @@ def run_tune(cfg: ZeloConfig, *, log=print) -> dict:
 
     from zelo_ray.data import open_collection
     from zelo_ray.raysession import ensure_ray
-    from zelo_ray.train.splits import seeded_split
-    from zelo_ray.train.stage import query_split
+    from zelo_ray.eval.splits import seeded_split
+    from zelo_ray.eval.splits import query_split
 
     tc = cfg.tune
     for k in tc.graph_k:

@@ -16,9 +16,10 @@ import pyarrow.dataset as pads
 
 from zelo_ray.faults import ErrorLog, FaultInjector
 from zelo_ray.ticker import Ticker
-from zelo_ray.train.examples import doc_texts, query_texts
-from zelo_ray.train.models import CARD, load_reranker
-from zelo_ray.train.scorer import QueryScorer, query_rows
+from zelo_ray.data.texts import doc_texts, query_texts
+from zelo_ray.scoring.kinds import CARD
+from zelo_ray.scoring.models import load_reranker
+from zelo_ray.scoring.scorer import QueryScorer, query_rows
 
 __all__ = ["checkpoint_max_length", "rankings_from_reranked", "rerank_candidates"]
 

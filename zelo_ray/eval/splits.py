@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["seeded_split", "split_queries"]
+__all__ = ["query_split", "seeded_split", "split_queries"]
 
 
 def seeded_split(query_ids: list[str], test_fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -56,3 +56,10 @@ def split_queries(col, *, test_split: str, train_split: str | None, test_fractio
         raise ValueError(f"{col.root}: the query split leaves {len(train)} training and {len(test)} test "
                          "queries; both need at least one")
     return {"train": train, "test": test, "source": source}
+
+
+def query_split(cfg, col) -> dict:
+    """The run's train/test queries, as ``split.*`` and ``data.split`` say (:func:`split_queries`)."""
+    s = cfg.split
+    return split_queries(col, test_split=cfg.data.split, train_split=s.train_split, test_fraction=s.test_fraction,
+                         seed=s.seed, max_train_queries=s.max_train_queries)

@@ -21,7 +21,7 @@ calls (the model-only score is).
 Example::
 
     >>> import numpy as np
-    >>> from zelo_ray.train.fusion import fuse
+    >>> from zelo_ray.scoring.fusion import fuse
     >>> p = np.array([0.9, 0.5, 0.1])
     >>> bool((fuse(p, np.zeros(3), 0.0) == p).all())      # w = 0: the model's score
     True
@@ -81,7 +81,7 @@ def choose_weight(groups: list[tuple[str, list[str], np.ndarray, np.ndarray]], e
     sets are small: on Cranfield's 19 validation queries nDCG@10 swung by ±0.01 between
     neighbouring weights (it picked 0.9; test 0.397) while the correlation rose and fell once
     (it picked 0.5; test 0.419). Returns the weight and every weight's score."""
-    from zelo_ray.eval.labelfree import score_agreement
+    from zelo_ray.core.stats import score_agreement
 
     table = {w: score_agreement({q: (ids, _combined(p, b, w)) for q, ids, p, b in groups}, elo) for w in weights}
     best = max(weights, key=lambda w: (round(table[w], 6), -w))
@@ -141,7 +141,7 @@ def fit_fusion(checkpoint: str | Path, validation: dict, stats_fn: Callable[[], 
     already loaded), pick the BM25 weight and write it into the checkpoint; returns what was written."""
     import torch
 
-    from zelo_ray.train.models import load_reranker
+    from zelo_ray.scoring.models import load_reranker
 
     model = model or load_reranker(str(checkpoint))
     stats = stats_fn()

