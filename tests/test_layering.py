@@ -3,6 +3,7 @@ core (`zelo_ray/core/`) imports only itself and numeric libraries — no Ray, no
 layer, no other package module — so any stage can use it anywhere."""
 
 import ast
+import re
 from pathlib import Path
 
 import zelo_ray
@@ -64,6 +65,17 @@ def test_run_paths_come_from_the_layout():
             if ".workdir()" in line:
                 offenders.append(f"{f.relative_to(PACKAGE)}:{i}: {line.strip()}")
     assert not offenders, "join run paths through zelo_ray.layout.layout(cfg):\n" + "\n".join(offenders)
+
+
+LAYOUT_NAMES = re.compile(r'/\s*"(data|index|annotate|train|tune|candidates\.parquet|metrics\.json|pairwise-slm)"')
+
+
+def test_run_directory_folders_are_named_only_by_the_layout():
+    """`<dir> / "annotate"` written by hand ignores ``annotate.output`` (the report once did):
+    every run-directory folder comes from :func:`zelo_ray.layout.layout` or ``layout_at``."""
+    bad = [f"{f.relative_to(PACKAGE)}:{i}: {line.strip()}" for f in sorted(PACKAGE.rglob("*.py")) if f.name != "layout.py"
+           for i, line in enumerate(f.read_text().splitlines(), 1) if LAYOUT_NAMES.search(line)]
+    assert not bad, "name run folders through zelo_ray.layout:\n" + "\n".join(bad)
 
 
 STAGES = ("data", "retrieval", "scoring", "judges", "annotate", "train", "eval", "serve")

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from zelo_ray.config import ZeloConfig
 
-__all__ = ["RunLayout", "layout"]
+__all__ = ["RunLayout", "layout", "layout_at"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,30 @@ class RunLayout:
     annotate: Path
     train: Path
     tune: Path
+
+    @property
+    def index(self) -> Path:
+        """The folder of the run's own indexes (BM25 and, unless ``index.uri`` moves it, dense)."""
+        return self.bm25.parent
+
+    @property
+    def zelo(self) -> Path:
+        """The annotation stage's zELO table (one row per judged candidate)."""
+        return self.annotate / "zelo.parquet"
+
+    @property
+    def annotate_report(self) -> Path:
+        return self.annotate / "report.json"
+
+    @property
+    def slm(self) -> Path:
+        """The pairwise-SLM loop's outputs inside the annotation folder."""
+        return self.annotate / "slm"
+
+    @property
+    def model(self) -> Path:
+        """The trained checkpoint (what `zelo serve` and the evaluation load)."""
+        return self.train / "model"
 
     @property
     def pairwise(self) -> Path:
@@ -65,12 +89,21 @@ class RunLayout:
         return self.candidates.with_name(self.candidates.name.removesuffix(".parquet") + ".errors.parquet")
 
 
+def layout_at(workdir: str | Path) -> RunLayout:
+    """The default layout of a run directory (no stage ``output`` overrides): what a reader
+    given only a folder — `zelo report DIR`, an audit's or a Tune trial's own folder — uses."""
+    work = Path(workdir)
+    return RunLayout(workdir=work, data=work / "data", bm25=work / "index" / "bm25", dense=str(work / "index" / "dense"),
+                     candidates=work / "candidates.parquet", annotate=work / "annotate", train=work / "train",
+                     tune=work / "tune")
+
+
 def layout(cfg: "ZeloConfig") -> RunLayout:
     """The run directory of ``cfg``, with each stage's ``output`` override applied."""
-    work = Path(cfg.workdir())
-    return RunLayout(workdir=work, data=work / "data", bm25=work / "index" / "bm25",
-                     dense=cfg.index.uri or str(work / "index" / "dense"),
-                     candidates=Path(cfg.retrieve.output or work / "candidates.parquet"),
-                     annotate=Path(cfg.annotate.output or work / "annotate"),
-                     train=Path(cfg.train.output or work / "train"),
-                     tune=Path(cfg.tune.output or work / "tune"))
+    from dataclasses import replace
+
+    base = layout_at(cfg.workdir())
+    return replace(base, dense=cfg.index.uri or base.dense,
+                   candidates=Path(cfg.retrieve.output or base.candidates),
+                   annotate=Path(cfg.annotate.output or base.annotate),
+                   train=Path(cfg.train.output or base.train), tune=Path(cfg.tune.output or base.tune))

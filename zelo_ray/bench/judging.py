@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zelo_ray.config import OpenAIJudgeConfig, SimulatedJudgeConfig, load_config
+from zelo_ray.layout import layout_at
 
 __all__ = ["throughput", "scale"]
 
@@ -123,7 +124,7 @@ def _synthetic_run(tmp: Path, queries: int, docs: int, chunk: int = 2000) -> tup
     """Candidates (written in chunks, so the benchmark's own data never weighs on the driver's
     peak memory) and sparse graded qrels: ten judged documents per query, as real qrels are."""
     rng = np.random.default_rng(0)
-    cand, qrels_path = tmp / "candidates.parquet", tmp / "qrels.parquet"
+    cand, qrels_path = layout_at(tmp).candidates, tmp / "qrels.parquet"
     if cand.exists() and qrels_path.exists():  # the same run again (e.g. a re-run with nothing to ask)
         return cand, pq.read_table(qrels_path)
     schema = pa.schema([("query_id", pa.string()), ("doc_id", pa.string()), ("rank", pa.int32())])

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from zelo_ray.bench.common import machine, peak_rss_mb, peak_rss_of
-from zelo_ray.layout import layout
+from zelo_ray.layout import layout, layout_at
 
 __all__ = ["quality", "run", "synth_collection"]
 
@@ -136,7 +136,7 @@ def _phase_ray_embed(sample_dir: str, workdir: str) -> dict:
 
     cfg = load_config(None, [f"data.dataset={sample_dir}", f"data.workdir={workdir}"])
     shutil.rmtree(workdir, ignore_errors=True)
-    col = prepare(sample_dir, Path(workdir) / "data")
+    col = prepare(sample_dir, layout_at(workdir).data)
     ensure_ray(cfg.ray)
     r = build_dense(col, str(Path(workdir) / "dense"), cfg, progress=False)
     actors = peak_rss_of("DocEmbedder")
@@ -253,7 +253,7 @@ def run(*, n_docs: int = 100_000, n_queries: int = 2000, workdir: str = "runs/be
     wd.mkdir(parents=True, exist_ok=True)
     docs = _source_docs()
     src = synth_collection(wd / "synth", n_docs, n_queries, seed, docs)
-    col = prepare(str(wd / "synth"), wd / "data", force=True)
+    col = prepare(str(wd / "synth"), layout_at(wd).data, force=True)
     rng = np.random.default_rng(seed)
     pool_idx = rng.choice(len(docs), size=min(embed_sample, len(docs)), replace=False)
     pool_texts = [f"{docs[i][0]}\n{docs[i][1]}" if docs[i][0] else docs[i][1] for i in pool_idx]
@@ -267,7 +267,7 @@ def run(*, n_docs: int = 100_000, n_queries: int = 2000, workdir: str = "runs/be
 
     result: dict = {"machine": machine(), "n_docs": n_docs, "n_queries": n_queries, "k": k,
                     "embed_sample": len(pool_idx), "threads": threads}
-    bm25_path, dense_path = wd / "index" / "bm25", wd / "index" / "dense"
+    bm25_path, dense_path = layout_at(wd).bm25, Path(layout_at(wd).dense)
     result["bm25_index"] = _in_subprocess(_phase_bm25, str(col.corpus_path), str(bm25_path))
     emb = _in_subprocess(_phase_embed, pool_texts, texts)
     result["dense_encode"] = {k_: v for k_, v in emb.items() if k_ not in ("pool", "queries")}
@@ -305,7 +305,7 @@ def bm25_variants(datasets: list[str], *, workdir: str = "runs/bench-bm25",
 
     out: dict = {}
     for name in datasets:
-        col = prepare(name, Path(workdir) / name / "data")
+        col = prepare(name, layout_at(Path(workdir) / name).data)
         qrels = col.qrels("test")
         judged = judged_queries(qrels)
         q = col.queries()

@@ -23,6 +23,7 @@ import numpy as np
 
 from zelo_ray.bench.common import free_port, machine
 from zelo_ray.bench.payloads import make_docs, payload, percentiles
+from zelo_ray.layout import layout_at
 
 __all__ = ["run"]
 
@@ -32,7 +33,7 @@ def _texts(dataset: str, n: int = 5000) -> list[str]:
 
     from zelo_ray.data import prepare
 
-    col = prepare(dataset, Path("runs/bench-serve") / Path(dataset).name / "data")
+    col = prepare(dataset, layout_at(Path("runs/bench-serve") / Path(dataset).name).data)
     t = pq.read_table(col.corpus_path, columns=["text"]).slice(0, n)
     return [s for s in t["text"].to_pylist() if s]
 

@@ -117,5 +117,5 @@ def run_index(cfg: ZeloConfig, *, progress: bool = True) -> dict:
     if "error" in bm25_result:
         raise bm25_result["error"]
     report["bm25"] = bm25_result
-    report["index_dir"] = str(paths.workdir / "index")
+    report["index_dir"] = str(paths.index)
     return report

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from zelo_ray.config import ZeloConfig
 from zelo_ray.data.schema import DataError
 from zelo_ray.faults import ErrorLog, StageFailed
-from zelo_ray.layout import layout
+from zelo_ray.layout import layout, layout_at
 
 __all__ = ["add_audit_arguments", "audit_dir", "cmd_audit", "run_audit"]
 
@@ -138,7 +138,7 @@ def run_audit(cfg: ZeloConfig, *, queries: str | None = None, runs: dict[str, st
         raise DataError("no sampled query has two or more pooled documents: nothing to judge")
     write_pool(out, pool)
     acfg2 = cfg.model_copy(deep=True)
-    acfg2.annotate.output, acfg2.annotate.top_n = str(out / "annotate"), max(sizes)
+    acfg2.annotate.output, acfg2.annotate.top_n = str(layout_at(out).annotate), max(sizes)
     acfg2.annotate.query_split = acfg2.annotate.max_queries = None
     kwargs = dict(qrels=qrels, candidates=str(out / "pool.parquet"), collection=audit_col)
     est = estimate_annotate(acfg2, **kwargs)
@@ -152,7 +152,7 @@ def run_audit(cfg: ZeloConfig, *, queries: str | None = None, runs: dict[str, st
                           "nothing was asked. Sample fewer queries, lower audit.pool_depth, or raise the cap "
                           "(--set audit.max_usd=…)")
     ann = run_annotate(acfg2, log_fn=log, **kwargs)
-    z = pq.read_table(out / "annotate" / "zelo.parquet")
+    z = pq.read_table(layout(acfg2).zelo)
     graded = graded_qrels(z, shares=tuple(acfg.grades))
     judged = [q for q in ids if any(g > 0 for g in graded.get(q, {}).values())]
     scores = score_systems(graded, systems.runs, judged, k=acfg.pool_depth, n_boot=acfg.bootstrap,

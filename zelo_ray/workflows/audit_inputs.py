@@ -22,6 +22,7 @@ from zelo_ray.config import ZeloConfig
 from zelo_ray.data.querylog import LoggedQuery, read_query_log, sample_queries
 from zelo_ray.data.schema import QRELS, QUERIES, DataError
 from zelo_ray.data.trec import read_run
+from zelo_ray.layout import layout_at
 from zelo_ray.faults import ErrorLog
 
 __all__ = ["AuditSystems", "doc_texts", "load_sample", "load_systems", "our_retrieval", "write_collection", "write_pool"]
@@ -164,7 +165,7 @@ def write_collection(out: Path, col, sample: list[LoggedQuery], qrels: pa.Table 
     copied), which the judging stage (and our own retrieval) read. Returns it."""
     from zelo_ray.data import open_collection
 
-    data = out / "data"
+    data = layout_at(out).data
     (data / "qrels").mkdir(parents=True, exist_ok=True)
     link = data / "corpus.parquet"
     target = Path(col.corpus_path).resolve()
@@ -212,7 +213,7 @@ def our_retrieval(cfg: ZeloConfig, out: Path, log) -> Path:
     mirror.data.workdir, mirror.data.output_uri = str(out), None
     mirror.index.uri = str(run.dense)
     mirror.retrieve.output = str(out / "retrieval.parquet")
-    link = out / "index"
+    link = layout_at(out).index
     if not link.is_symlink() or link.resolve() != run.bm25.parent.resolve():
         link.unlink(missing_ok=True)
         link.symlink_to(run.bm25.parent.resolve(), target_is_directory=True)

@@ -161,5 +161,5 @@ def run_quickstart(cfg: ZeloConfig, *, log=print, after_stage=None) -> dict:
     ray_link = link_ray_logs(run.workdir)
     log(f"wrote {run.metrics} and {run.report.name}; logs: {run.workdir / 'logs'} (zelo.log"
         + (", ray/ = Ray's worker logs" if ray_link else "") + ("" if verbose() else "; zelo --verbose shows them here") + ")")
-    log(f"report: {write_report(run.workdir)}")
+    log(f"report: {write_report(run.workdir, paths=run)}")
     return report

@@ -28,6 +28,8 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from zelo_ray.layout import RunLayout, layout_at
+from zelo_ray.scoring.kinds import CARD
 from zelo_ray.workflows.report_html import CSS, ci as _ci, figure as _figure
 from zelo_ray.workflows.report_slm import slm_section
 
@@ -85,12 +87,12 @@ def _wins_section(reranker: dict, hybrid: dict) -> list[str]:
     return out
 
 
-def _elo_section(run: Path) -> list[str]:
+def _elo_section(run: RunLayout) -> list[str]:
     import matplotlib.pyplot as plt
     import numpy as np
     import pyarrow.parquet as pq
 
-    path = run / "annotate" / "zelo.parquet"
+    path = run.zelo
     if not path.exists():
         return ["<h2>Elo scores</h2><p class=note>No annotation in this run.</p>"]
     t = pq.read_table(path, columns=["query_id", "elo", "calibrated", "target"])
@@ -162,10 +164,10 @@ def _judges_section(report: dict) -> list[str]:
     return out
 
 
-def _training_section(run: Path) -> list[str]:
+def _training_section(run: RunLayout) -> list[str]:
     import matplotlib.pyplot as plt
 
-    card_path = run / "train" / "model" / "zelo_card.json"
+    card_path = run.model / CARD
     if not card_path.exists():
         return ["<h2>Training</h2><p class=note>No trained model in this run.</p>"]
     card = json.loads(card_path.read_text())
@@ -198,19 +200,19 @@ def _training_section(run: Path) -> list[str]:
     return out
 
 
-def build_report(run_dir: str | Path) -> str:
-    """The HTML text of a run's report."""
+def build_report(run_dir: str | Path, paths: RunLayout | None = None) -> str:
+    """The HTML text of a run's report. ``paths``: the run's layout when its stages wrote
+    elsewhere (``*.output`` overrides); by default the folder's own."""
     import matplotlib
 
     matplotlib.use("Agg")
     run = Path(run_dir)
-    metrics_path = run / "metrics.json"
-    if not any((run / p).exists() for p in ("metrics.json", "annotate/report.json", "audit.json")):
+    paths = paths or layout_at(run)
+    if not any(p.exists() for p in (paths.metrics, paths.annotate_report, run / "audit.json")):
         raise FileNotFoundError(f"{run}: no metrics.json, audit.json or annotate/report.json: not a run or "
                                 "audit directory (run `zelo demo`, `zelo audit` or a stage first)")
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-    ann_path = run / "annotate" / "report.json"
-    ann = json.loads(ann_path.read_text()) if ann_path.exists() else {}
+    metrics = json.loads(paths.metrics.read_text()) if paths.metrics.exists() else {}
+    ann = json.loads(paths.annotate_report.read_text()) if paths.annotate_report.exists() else {}
     label = metrics.get("meta", {}).get("label") or ann.get("label")
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>zelo-ray run {html.escape(run.name)}</title>"
              f"<style>{CSS}</style></head><body>",
@@ -225,18 +227,18 @@ def build_report(run_dir: str | Path) -> str:
         parts += audit_section(run)
     else:
         parts += _metrics_section(metrics)
-    parts += _elo_section(run)
+    parts += _elo_section(paths)
     parts += _judges_section(ann) if ann else ["<h2>Judges</h2><p class=note>No annotation report.</p>"]
-    parts += slm_section(run)
-    parts += _training_section(run)
+    parts += slm_section(paths.slm)
+    parts += _training_section(paths)
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+def write_report(run_dir: str | Path, out: str | Path | None = None, paths: RunLayout | None = None) -> Path:
     """Write the report (default ``<run_dir>/report.html``); returns its path."""
     path = Path(out) if out else Path(run_dir) / "report.html"
-    text = build_report(run_dir)
+    text = build_report(run_dir, paths)
     tmp = path.with_suffix(".html.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)

@@ -266,7 +266,7 @@ def run_slm_loop(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
     _check_base(s.base)  # before the teacher pass spends anything
     run = layout(cfg)
     out = run.annotate
-    loop = out / "slm"
+    loop = run.slm
     ensemble = [j.name for j in cfg.annotate.judges if j.name != s.judge]
     log_fn(f"[slm 1/3] the ensemble ({', '.join(ensemble)}) judges {s.teacher_share:.0%} of the pairs")
     first = run_annotate(cfg, log_fn=log_fn, qrels=qrels, queries=queries, teacher_only=True)
@@ -307,8 +307,9 @@ def _write_report(cfg: ZeloConfig, first: dict, bulk: dict | None, distilled: di
     """``<annotate>/slm/report.json`` (and ``elo_tau.parquet`` when the SLM judged); ``bulk`` is
     None when the loop stopped after distillation (``require_agreement``)."""
     s = cfg.annotate.slm
-    out = layout(cfg).annotate
-    loop = out / "slm"
+    run = layout(cfg)
+    out = run.annotate
+    loop = run.slm
     by_source = {src: {"pairs": 0, "with_outcome": 0} for src in ("ensemble", "slm")}
     for b in pq.ParquetFile(out / "pair_outcomes.parquet").iter_batches(batch_size=262_144, columns=["p_a", "source"]):
         decided = pc.is_valid(b["p_a"])

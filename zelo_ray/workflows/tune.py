@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from zelo_ray.config import ZeloConfig
 from zelo_ray.train.validation import validation_set
-from zelo_ray.layout import layout
+from zelo_ray.layout import layout, layout_at
 
 __all__ = ["run_tune"]
 
@@ -36,8 +36,9 @@ def _trial(config: dict) -> None:
     trial_dir = Path(config["tune_dir"]) / f"trial-{tune.get_context().get_trial_id()}"
     cfg.elo.model, cfg.graph.k, cfg.annotate.top_n = config["elo_model"], config["k"], config["top_n"]
     cfg.train.loss, cfg.train.lr = config["loss"], config["lr"]
-    cfg.annotate.output = str(trial_dir / "annotate")
-    votes = trial_dir / "annotate" / "votes"
+    trial = layout_at(trial_dir)
+    cfg.annotate.output = str(trial.annotate)
+    votes = trial.annotate / "votes"
     if not votes.exists() and Path(config["votes"]).exists():  # reuse paid-for votes, copy nothing
         shutil.copytree(config["votes"], votes, copy_function=os.link)
     from zelo_ray.data import open_collection
@@ -52,7 +53,7 @@ def _trial(config: dict) -> None:
                           group_size=cfg.train.group_size, candidates_per_query=cfg.train.candidates_per_query,
                           seed=cfg.train.seed)
     ex = write_examples(groups, trial_dir / "examples.parquet")
-    train_reranker(cfg.train, ex, trial_dir / "train", log=lambda *_: None, validation=config["validation"],
+    train_reranker(cfg.train, ex, trial.train, log=lambda *_: None, validation=config["validation"],
                    callbacks=[TuneReportCallback()])
 
 
