@@ -5,7 +5,6 @@ paired bootstrap CIs of the differences asked for."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pyarrow.parquet as pq
 from zelo_ray.config import ZeloConfig
 from zelo_ray.faults import ErrorLog, FaultInjector, check_failures
 from zelo_ray.layout import layout
+from zelo_ray.reuse import fingerprint, saved_if_unchanged
 from zelo_ray.scoring.vectors import scoring_model
 
 __all__ = ["evaluate_reranker"]
@@ -132,17 +132,13 @@ def _rerank_key(cfg: ZeloConfig, checkpoint: str) -> str | None:
     if not cand_state.exists() or not card.exists():
         return None
     fusion = Path(checkpoint) / FUSION_FILE
-    blob = json.dumps([json.loads(cand_state.read_text()).get("fingerprint"), card.read_text(),
-                       fusion.read_text() if fusion.exists() else None, cfg.rerank.depth, cfg.rerank.max_length])
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return fingerprint(json.loads(cand_state.read_text()).get("fingerprint"), card.read_text(),
+                       fusion.read_text() if fusion.exists() else None, cfg.rerank.depth, cfg.rerank.max_length)
 
 
 def _reusable_rerank(saved: Path | None, key: str | None, queries: list[str]) -> pa.Table | None:
     """The queries of ``queries`` an earlier run reranked with the same key (None: nothing reusable)."""
-    state = saved.with_suffix(".json") if saved is not None else None
-    if key is None or state is None or not saved.exists() or not state.exists():
-        return None
-    if json.loads(state.read_text()).get("key") != key:
+    if saved is None or not saved.exists() or saved_if_unchanged(saved.with_suffix(".json"), key) is None:
         return None
     t = pq.read_table(saved)
     return t.filter(pc.is_in(t["query_id"], value_set=pa.array(queries, pa.string())))

@@ -24,6 +24,7 @@ from zelo_ray.data import open_collection
 from zelo_ray.faults import ErrorLog, IsolatedBatches, StageFailed, check_failures
 from zelo_ray.retrieval.search import CANDIDATES
 from zelo_ray.layout import layout
+from zelo_ray.reuse import saved_if_unchanged
 from zelo_ray.reach import alive_nodes, for_workers
 
 __all__ = ["run_retrieve"]
@@ -42,13 +43,6 @@ def _fingerprint(cfg: ZeloConfig, col, paths) -> str:
     blob = json.dumps([col.manifest.get("counts"), os.path.getsize(col.queries_path), states, settings,
                        cfg.index.model, cfg.index.max_seq_length], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _read_state(out: Path) -> dict:
-    try:
-        return json.loads((out / _STATE).read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def run_retrieve(cfg: ZeloConfig) -> dict:
@@ -74,7 +68,7 @@ def run_retrieve(cfg: ZeloConfig) -> dict:
     errors = ErrorLog(layout(cfg).retrieve_errors, "retrieve")
     fingerprint = _fingerprint(cfg, col, paths)
     n_queries = col.manifest["counts"]["queries"]
-    retry = out.is_dir() and _read_state(out).get("fingerprint") == fingerprint
+    retry = out.is_dir() and saved_if_unchanged(out / _STATE, fingerprint, field="fingerprint") is not None
     failed_before = errors.failed_ids() if retry else []
     if retry and not failed_before:
         return _report(out, n_queries, 0.0, {"failed": 0, "total": n_queries, "errors": None}, reused=True)

@@ -19,6 +19,7 @@ from zelo_ray.train.query_tower import effective_config
 from zelo_ray.eval.splits import query_split
 from zelo_ray.train.validation import split_validation, validation_grades, validation_scores, validation_set
 from zelo_ray.layout import layout
+from zelo_ray.reuse import saved_if_unchanged
 
 __all__ = ["base_checkpoint", "binary_qrels_table", "choose_fusion", "run_train_stage", "split_training_table",
            "training_examples"]
@@ -173,11 +174,10 @@ def choose_fusion(cfg: ZeloConfig, col, model_dir: Path, card: dict, validation:
     path = model_dir / FUSION_FILE
     key = ["pearson-v1", card.get("fingerprint"), card.get("step"), cfg.index.bm25_tokenizer, cfg.rerank.depth,
            cfg.rerank.max_length, validation["query_ids"]]
-    if path.exists():
-        info = json.loads(path.read_text())
-        if info.get("key") == key:
-            log(f"      fusion: BM25 weight {info['bm25_weight']} (chosen by an earlier run)")
-            return info
+    info = saved_if_unchanged(path, key)
+    if info is not None:
+        log(f"      fusion: BM25 weight {info['bm25_weight']} (chosen by an earlier run)")
+        return info
     info = fit_fusion(model_dir, validation,
                       lambda: TermStats.from_corpus(col.corpus_path, cfg.index.bm25_tokenizer, log=log),
                       max_length=checkpoint_max_length(str(model_dir), cfg.rerank.max_length),

@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from zelo_ray.config import TrainConfig
+from zelo_ray.reuse import saved_if_unchanged
 from zelo_ray.scoring.kinds import CARD
 from zelo_ray.train.worker import DS_DIR, STATE_FILE, train_loop_per_worker
 
@@ -80,10 +81,10 @@ def train_reranker(tcfg: TrainConfig, examples: str | Path, out_dir: str | Path,
     examples, out_dir = Path(examples), Path(out_dir).resolve()
     model_dir = out_dir / "model"
     fp = train_fingerprint(tcfg, examples, validation)
-    card_path = model_dir / CARD
-    if card_path.exists() and json.loads(card_path.read_text()).get("fingerprint") == fp:
+    done = saved_if_unchanged(model_dir / CARD, fp, field="fingerprint")
+    if done is not None:
         log(f"      {model_dir} was trained with this config and data already (fingerprint {fp}); reusing it")
-        return json.loads(card_path.read_text())
+        return done
     n_groups = pq.ParquetFile(examples).metadata.num_rows
     gpb, spe, total = plan_steps(n_groups, tcfg)
     card = {"fingerprint": fp, "train_config": tcfg.model_dump(), "examples": str(examples),

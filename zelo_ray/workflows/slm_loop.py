@@ -36,6 +36,8 @@ import pyarrow.parquet as pq
 
 from zelo_ray.config import ZeloConfig
 from zelo_ray.layout import layout
+from zelo_ray.reuse import saved_if_unchanged
+from zelo_ray.scoring.kinds import CARD
 
 __all__ = ["distillation_concern", "elo_tau", "elo_tau_files", "run_slm_loop", "served_docs", "teacher_pairs"]
 
@@ -160,12 +162,10 @@ def _distil(cfg: ZeloConfig, teacher: Path, log_fn) -> dict:
     s = cfg.annotate.slm
     key = _distil_key(cfg, teacher)
     model_dir = layout(cfg).pairwise / f"loop-{key[:12]}"
-    card_path = model_dir / "zelo_card.json"
-    if card_path.exists():
-        card = json.loads(card_path.read_text())
-        if card.get("loop_key") == key:
-            log_fn(f"      reusing the distilled SLM in {model_dir} (same teacher outcomes and settings)")
-            return {**card, "model": str(model_dir), "reused": True}
+    card = saved_if_unchanged(model_dir / CARD, key, field="loop_key")
+    if card is not None:
+        log_fn(f"      reusing the distilled SLM in {model_dir} (same teacher outcomes and settings)")
+        return {**card, "model": str(model_dir), "reused": True}
     t = teacher_pairs(teacher, s.max_pairs, cfg.annotate.seed)
     if t.num_rows == 0:
         raise ValueError(f"{teacher}: the ensemble decided no teacher pair; raise annotate.slm.teacher_share")
