@@ -120,7 +120,7 @@ def train(bundles: list[Path], model: str, *, device: str = "cuda", epochs: int 
     history = [{"epoch": 0, **(validate(scorer, val, max_length, device) if val else {})}]
     result = {"device": device, "rows": rows.num_rows, "documents": len(ids), "max_length": max_length,
               "encode_docs_s": round(encode_s, 1), "docs_per_s": round(len(ids) / max(encode_s, 1e-9), 1),
-              "base": _test_metrics(scorer, tests, docs, vectors, row_of, max_length, device)}
+              "base": _held_out_metrics(scorer, tests, docs, vectors, row_of, max_length, device)}
     best, best_state = history[0].get("val_score", float("-inf")), copy.deepcopy(scorer.state_dict())
     t0 = time.perf_counter()
     for epoch in range(1, epochs + 1):
@@ -137,7 +137,7 @@ def train(bundles: list[Path], model: str, *, device: str = "cuda", epochs: int 
     scorer.load_state_dict(best_state)
     chosen = max(history, key=lambda h: h.get("val_score", float("-inf"))) if val else history[-1]
     result.update(history=history, best_epoch=chosen["epoch"],
-                  trained=_test_metrics(scorer, tests, docs, vectors, row_of, max_length, device))
+                  trained=_held_out_metrics(scorer, tests, docs, vectors, row_of, max_length, device))
     return result
 
 
@@ -152,7 +152,7 @@ def _batch(rows: pa.Table, idx: np.ndarray, vectors, row_of: dict[str, int]) -> 
     return t
 
 
-def _test_metrics(scorer, tests: dict, docs: dict[str, str], vectors, row_of: dict[str, int], max_length: int,
+def _held_out_metrics(scorer, tests: dict, docs: dict[str, str], vectors, row_of: dict[str, int], max_length: int,
                   device) -> dict:
     """Per collection: nDCG@10 of the hybrid candidates, of the model alone reranking them, and of
     the model as a dense retriever over every document of that collection."""

@@ -85,7 +85,7 @@ def run_train_stage(cfg: ZeloConfig, *, log=print, split: dict | None = None) ->
             "target": cfg.train.target, "label": "SIMULATION" if _simulated(cfg) else None,
             "failed_training_queries": failures["failed"]}
     card = train_reranker(tcfg, examples, out, card=card, log=log, ray_cfg=cfg.ray, validation=validation,
-                          run_cfg=cfg)
+                          run_cfg=cfg, inject=cfg.errors.inject)
     if cfg.train.fusion and validation:
         card["fusion"] = choose_fusion(cfg, col, out / "model", card, validation, log)
         base = base_checkpoint(tcfg, out / "base")

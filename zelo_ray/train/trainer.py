@@ -66,18 +66,11 @@ def plan_steps(n_groups: int, tcfg: TrainConfig) -> tuple[int, int, int]:
 
 def train_reranker(tcfg: TrainConfig, examples: str | Path, out_dir: str | Path, *, card: dict | None = None,
                    log=print, ray_cfg=None, validation: dict | None = None, callbacks: list | None = None,
-                   run_cfg=None, _test_fail_at_step: int | None = None) -> dict:
+                   run_cfg=None, inject: list[str] = ()) -> dict:
     """Train on ``examples`` (query groups, see examples.py); the model lands in ``out_dir/model``.
     ``run_cfg``: the run's :class:`~zelo_ray.config.ZeloConfig`, which says where workers on other
     nodes read the examples and where checkpoints go (:mod:`zelo_ray.reach`); without it, local
-    paths (one machine)."""
-    import ray.data
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from zelo_ray.raysession import ensure_ray
-    from zelo_ray.relay import LineRelay
-
+    paths (one machine). ``inject``: ``errors.inject`` (``"train:step-N"`` fails a worker at step N)."""
     examples, out_dir = Path(examples), Path(out_dir).resolve()
     model_dir = out_dir / "model"
     fp = train_fingerprint(tcfg, examples, validation)
@@ -85,29 +78,53 @@ def train_reranker(tcfg: TrainConfig, examples: str | Path, out_dir: str | Path,
     if done is not None:
         log(f"      {model_dir} was trained with this config and data already (fingerprint {fp}); reusing it")
         return done
+    loop_cfg, total = _loop_config(tcfg, examples, fp, card, validation, inject, log, out_dir)
+    if tcfg.deepspeed_stage and not tcfg.use_gpu:
+        _prepare_deepspeed_cpu(log)
+    result, history, elapsed = _fit(tcfg, examples, out_dir, loop_cfg, fp, validation, callbacks, ray_cfg,
+                                    run_cfg, log)
+    chosen, chosen_metrics = _chosen(result, validation)
+    final = _write_model(chosen, out_dir, {"fingerprint": fp, "final_metrics": result.metrics,
+                                           "wall_s": round(elapsed, 1), "total_steps": total, "history": history,
+                                           **_validation_card(validation, chosen_metrics, result.metrics)})
+    log(f"      trained {total} steps in {elapsed:.0f}s (loss {result.metrics.get('loss', float('nan')):.4f})"
+        f"{_choice_line(validation, chosen_metrics)}; model → {model_dir}")
+    return final
+
+
+def _loop_config(tcfg: TrainConfig, examples: Path, fp: str, card: dict | None, validation: dict | None,
+                 inject, log, out_dir: Path) -> tuple[dict, int]:
+    """What every worker gets (the settings, the step plan, the card to save), and the step count."""
     n_groups = pq.ParquetFile(examples).metadata.num_rows
     gpb, spe, total = plan_steps(n_groups, tcfg)
     card = {"fingerprint": fp, "train_config": tcfg.model_dump(), "examples": str(examples),
             "training_groups": n_groups, **(card or {})}
     loop_cfg = {**tcfg.model_dump(), "groups_per_batch": gpb, "steps_per_epoch": spe, "total_steps": total,
-                "card": card}
+                "card": card, "inject": [x for x in inject if x.startswith("train:")]}
     if validation is not None:
         loop_cfg["validation"] = validation
-    if _test_fail_at_step is not None:
-        loop_cfg.update(_fail_at_step=_test_fail_at_step, _fail_marker=str(out_dir / f".fail-{fp}"))
     rows = (f"{n_groups:,} queries × their candidates" if tcfg.towers == "query" else
             f"{n_groups:,} query groups × {tcfg.group_size} docs")
     log(f"      {rows}; {total} steps of {gpb * tcfg.group_size} rows × "
         f"{tcfg.num_workers} worker(s) ({tcfg.loss} loss, {tcfg.deepspeed_stage and f'ZeRO-{tcfg.deepspeed_stage}' or 'DDP'}"
         f", {'GPU' if tcfg.use_gpu else 'CPU'}); checkpoints every {tcfg.checkpoint_every} steps in {out_dir / 'ray'}")
-    if tcfg.deepspeed_stage and not tcfg.use_gpu:
-        _prepare_deepspeed_cpu(log)
+    return loop_cfg, total
+
+
+def _fit(tcfg: TrainConfig, examples: Path, out_dir: Path, loop_cfg: dict, fp: str, validation, callbacks,
+         ray_cfg, run_cfg, log):
+    """Ray Train's run: (its result, the workers' progress records, wall seconds)."""
+    import ray.data
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from zelo_ray.raysession import ensure_ray
+    from zelo_ray.relay import LineRelay
+
     ensure_ray(ray_cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # a resumed worker skips the batches it already saw
-    # Read before the workers start: once they hold every CPU, a read task could never be
-    # scheduled (Ray Data gets no budget); the groups then stream from the object store.
     source, storage = str(examples), str(out_dir / "ray")
     if run_cfg is not None:
         from zelo_ray.reach import checkpoint_storage, for_workers
@@ -116,6 +133,8 @@ def train_reranker(tcfg: TrainConfig, examples: str | Path, out_dir: str | Path,
         storage = checkpoint_storage(run_cfg, out_dir / "ray")
         if storage != str(out_dir / "ray"):
             log(f"      several nodes: examples read from {source}, checkpoints kept in {storage}")
+    # Read before the workers start: once they hold every CPU, a read task could never be
+    # scheduled (Ray Data gets no budget); the groups then stream from the object store.
     ds = ray.data.read_parquet(source).materialize()
     # the workers' progress lines reach this console through the relay (their output is not copied)
     with LineRelay(log) as relay:
@@ -138,42 +157,53 @@ def train_reranker(tcfg: TrainConfig, examples: str | Path, out_dir: str | Path,
         raise RuntimeError(f"training failed: {result.error}") from result.error
     if result.checkpoint is None:
         raise RuntimeError("training finished without a checkpoint")
+    return result, relay.records, elapsed
+
+
+def _chosen(result, validation: dict | None):
+    """The checkpoint to keep: the best validated one (step 0, the base, included), else the last."""
     chosen, chosen_metrics = result.checkpoint, result.metrics
     if validation:
         best = max(((c, m) for c, m in (result.best_checkpoints or []) if m.get("val_score") == m.get("val_score")),
                    key=lambda cm: cm[1]["val_score"], default=None)
         if best is not None:
             chosen, chosen_metrics = best
-    chose = ""
-    if validation:
-        what = "r with zELO scores" if "val_r" in chosen_metrics else "nDCG@10"
-        chose = (f"; validation ({len(validation['query_ids'])} held-out queries) keeps step {chosen_metrics.get('step')} "
-                 f"({what} {chosen_metrics.get('val_score', float('nan')):.4f})"
-                 + (": the base model, fitting did not help" if chosen_metrics.get("step") == 0 else ""))
-    tmp = out_dir / "model.tmp"
+    return chosen, chosen_metrics
+
+
+def _choice_line(validation: dict | None, chosen: dict) -> str:
+    if not validation:
+        return ""
+    what = "r with zELO scores" if "val_r" in chosen else "nDCG@10"
+    return (f"; validation ({len(validation['query_ids'])} held-out queries) keeps step {chosen.get('step')} "
+            f"({what} {chosen.get('val_score', float('nan')):.4f})"
+            + (": the base model, fitting did not help" if chosen.get("step") == 0 else ""))
+
+
+def _validation_card(validation: dict | None, chosen: dict, last: dict) -> dict:
+    if not validation:
+        return {}
+    return {"validation": {"queries": len(validation["query_ids"]), "grades": "zELO (labelfree.graded_qrels)",
+                           "criterion": "val_r (mean Pearson r of the model's logits with the zELO scores)"
+                           if "val_r" in chosen else "val_ndcg@10",
+                           "best_step": chosen.get("step"), "val_ndcg@10": chosen.get("val_ndcg@10"),
+                           "val_r": chosen.get("val_r"), "last_step": last.get("step"),
+                           "last_val_ndcg@10": last.get("val_ndcg@10"), "last_val_r": last.get("val_r")}}
+
+
+def _write_model(chosen, out_dir: Path, card: dict) -> dict:
+    """The chosen checkpoint as ``out_dir/model`` (optimiser state dropped), its card completed;
+    swapped in whole, so a crash leaves the old model or the new."""
+    tmp, model_dir = out_dir / "model.tmp", out_dir / "model"
     shutil.rmtree(tmp, ignore_errors=True)
     # to_directory: the checkpoint may be on object storage (several nodes), not on this disk
     chosen.to_directory(str(tmp))
     (tmp / STATE_FILE).unlink(missing_ok=True)
     shutil.rmtree(tmp / DS_DIR, ignore_errors=True)
-    final = json.loads((tmp / CARD).read_text())
-    final.update(fingerprint=fp, final_metrics=result.metrics, wall_s=round(elapsed, 1), total_steps=total,
-                 history=relay.records)
-    if validation:
-        final["validation"] = {"queries": len(validation["query_ids"]), "grades": "zELO (labelfree.graded_qrels)",
-                               "criterion": "val_r (mean Pearson r of the model's logits with the zELO scores)"
-                               if "val_r" in chosen_metrics else "val_ndcg@10",
-                               "best_step": chosen_metrics.get("step"),
-                               "val_ndcg@10": chosen_metrics.get("val_ndcg@10"),
-                               "val_r": chosen_metrics.get("val_r"),
-                               "last_step": result.metrics.get("step"),
-                               "last_val_ndcg@10": result.metrics.get("val_ndcg@10"),
-                               "last_val_r": result.metrics.get("val_r")}
+    final = {**json.loads((tmp / CARD).read_text()), **card}
     (tmp / CARD).write_text(json.dumps(final, indent=2, default=str))
     shutil.rmtree(model_dir, ignore_errors=True)
     tmp.replace(model_dir)
-    log(f"      trained {total} steps in {elapsed:.0f}s (loss {result.metrics.get('loss', float('nan')):.4f}){chose}; "
-        f"model → {model_dir}")
     return final
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import torch
 
+from zelo_ray.faults import FaultInjector, InjectedFault
 from zelo_ray.relay import say
 from zelo_ray.ticker import duration
 from zelo_ray.train.loop import Meter, StepRunner
@@ -132,22 +133,61 @@ def _no_gain(stopper: dict, value, cfg: dict, world: int, device=None) -> bool:
     return stop
 
 
+@dataclass
+class _Run:
+    """One worker's training state, shared by the named steps of :func:`train_loop_per_worker`."""
+
+    cfg: dict
+    rank: int
+    world: int
+    device: torch.device
+    scorer: object
+    model: object
+    engine: object
+    runner: StepRunner
+    step: int
+    total: int
+    meter: Meter = field(default_factory=Meter)
+    stopper: dict = field(default_factory=lambda: {"best": float("-inf"), "since": 0})  # a restart counts anew
+    last: dict = field(default_factory=lambda: {"loss": float("nan"), "samples_per_s": 0.0})
+    t_start: float = field(default_factory=time.perf_counter)
+
+    def say(self, line: str, **point) -> None:
+        if self.rank == 0:
+            say(self.cfg.get("relay"), line, **point)
+
+
 def train_loop_per_worker(cfg: dict) -> None:
+    """Ray Train's worker function: restore (from the last checkpoint after a failure), validate
+    the untouched base (step 0 is a candidate), then train epoch by epoch until the planned steps
+    are done or validation stops gaining."""
+    import ray.train
+
+    ctx = ray.train.get_context()
+    run = _restore(cfg, ctx.get_world_rank(), ctx.get_world_size())
+    if cfg.get("validation") and run.step == 0:
+        _checkpoint(run, before_training=True)
+    shard = ray.train.get_dataset_shard("train")
+    crash = FaultInjector("train", cfg.get("inject", ()))
+    resumed = run.step > 0
+    run.model.train()
+    while run.step < run.total:
+        if _epoch(run, shard, crash if not resumed else None) == 0:
+            raise RuntimeError(f"worker {run.rank}: its data shard is empty (fewer training groups than workers)")
+
+
+def _restore(cfg: dict, rank: int, world: int) -> _Run:
+    """The model, optimiser and step to start from: the base, or the last checkpoint."""
     import ray.train
     import ray.train.torch
 
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(_threads(cfg, world))
     torch.manual_seed(cfg["seed"])
     device = ray.train.torch.get_device() if cfg["use_gpu"] else torch.device("cpu")
-    precision = _precision(cfg)
-    total, spe, gpb = cfg["total_steps"], cfg["steps_per_epoch"], cfg["groups_per_batch"]
+    precision, total = _precision(cfg), cfg["total_steps"]
     warmup = int(cfg["warmup_ratio"] * total)
-
-    start_step, state = 0, None
+    start_step, state, base, ckpt_dir = 0, None, cfg["base"], None
     ckpt = ray.train.get_checkpoint()
-    base = cfg["base"]
     if ckpt is not None:
         ckpt_dir = ckpt.to_directory()
         if os.path.exists(os.path.join(ckpt_dir, STATE_FILE)):
@@ -162,7 +202,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     engine = None
     if cfg["deepspeed_stage"]:
         engine = deepspeed_engine(scorer, cfg, total, warmup, precision == "bf16")
-        if ckpt is not None and os.path.isdir(os.path.join(ckpt_dir, DS_DIR)):
+        if ckpt_dir is not None and os.path.isdir(os.path.join(ckpt_dir, DS_DIR)):
             _, client = engine.load_checkpoint(os.path.join(ckpt_dir, DS_DIR), tag="latest_step")
             start_step = int((client or {}).get("step", 0))
         model = engine
@@ -175,71 +215,79 @@ def train_loop_per_worker(cfg: dict) -> None:
                         temperature=cfg["query_tower"]["temperature"])
     if state is not None:
         runner.load_state(state)
-    if rank == 0 and start_step:
-        say(cfg.get("relay"), f"[train] resumed from the checkpoint at step {start_step}/{total}")
-        if cfg.get("_fail_marker"):
-            Path(cfg["_fail_marker"] + ".resumed").write_text(str(start_step))
+    run = _Run(cfg, rank, world, device, scorer, model, engine, runner, start_step, total)
+    if start_step:
+        run.say(f"[train] resumed from the checkpoint at step {start_step}/{total}")
+    return run
 
-    shard = ray.train.get_dataset_shard("train")
-    step, meter, t_start = start_step, Meter(), time.perf_counter()
-    stopper = {"best": float("-inf"), "since": 0}  # early stopping; a restart starts counting anew
-    if cfg.get("validation") and start_step == 0:
-        # step 0 is a candidate too: when fitting makes the model worse, the base model is kept
-        metrics = {"step": 0, "loss": float("nan"), "samples_per_s": 0.0, "elapsed_s": 0.0,
-                   **_validation(scorer, cfg["validation"], cfg["max_length"], device, rank)}
-        if rank == 0:
-            say(cfg.get("relay"), f"[train] step 0/{total} {_validation_line(metrics)} (before training)",
-                **_curve_point(metrics))
-        _no_gain(stopper, metrics["val_score"], cfg, world, device)
-        d = _save(runner, scorer, cfg, 0, metrics, engine, rank)
-        _report(metrics, d)
-    last = {"loss": float("nan"), "samples_per_s": 0.0}
-    fail_at = cfg.get("_fail_at_step")  # tests: kill this worker once to exercise recovery
-    model.train()
-    while step < total:
-        skip = step % spe  # batches of this epoch already trained before a restart
-        seen = 0
-        for batch in shard.iter_batches(batch_size=gpb, batch_format="numpy", drop_last=True):
-            if seen < skip:
-                seen += 1
-                continue
+
+def _epoch(run: _Run, shard, crash: FaultInjector | None) -> int:
+    """Train through one epoch of this worker's shard (after a restart, the batches of the epoch
+    trained before it are skipped); returns how many batches the shard gave."""
+    cfg, spe = run.cfg, run.cfg["steps_per_epoch"]
+    skip, seen = run.step % spe, 0
+    for batch in shard.iter_batches(batch_size=cfg["groups_per_batch"], batch_format="numpy", drop_last=True):
+        if seen < skip:
             seen += 1
-            if seen > spe or step >= total:
-                break
-            loss = runner.step(batch)
-            step += 1
-            meter.add(loss, gpb * cfg["group_size"])
-            if fail_at and step == fail_at and rank == 0 and not os.path.exists(cfg["_fail_marker"]):
-                Path(cfg["_fail_marker"]).write_text(str(step))
-                # the controller registers a reported checkpoint when it next polls the workers;
-                # a real failure comes long after, so give it that moment before dying
-                time.sleep(5)
-                os._exit(1)
-            if step % cfg["log_every"] == 0 or step == total:
-                console_every = cfg["log_every"] * max(1, -(-total // (4 * cfg["log_every"])))
-                m = meter.summary()
-                validates = bool(cfg.get("validation")) and (step % cfg["checkpoint_every"] == 0 or step == total)
-                if rank == 0:  # every point goes to the curve; a few lines to the console (a validation line says it too)
-                    left = (total - step) / max(m["samples_per_s"] / (gpb * cfg["group_size"]), 1e-9)  # every worker steps at once
-                    say(cfg.get("relay"), f"[train] step {step}/{total} loss {m['loss']:.4f} lr {runner.lr():.2e} "
-                        f"{m['samples_per_s'] * world:.1f} samples/s, ETA {duration(left)}", step=step, loss=m["loss"],
-                        show=not validates and (step == total or step % console_every == 0))
-                meter.reset()
-                last = m
-            if step % cfg["checkpoint_every"] == 0 or step == total:
-                metrics = {"step": step, "loss": last["loss"], "samples_per_s": last["samples_per_s"] * world,
-                           "elapsed_s": time.perf_counter() - t_start}
-                if cfg.get("validation"):  # picks the checkpoint (and Ray Tune's objective)
-                    metrics.update(_validation(scorer, cfg["validation"], cfg["max_length"], device, rank))
-                    if rank == 0:
-                        say(cfg.get("relay"), f"[train] step {step}/{total} loss {last['loss']:.4f} · "
-                            f"{_validation_line(metrics)}", **_curve_point(metrics))
-                d = _save(runner, scorer, cfg, step, metrics, engine, rank)
-                _report(metrics, d)
-                if cfg.get("validation") and _no_gain(stopper, metrics.get("val_score"), cfg, world, device):
-                    if rank == 0 and step < total:  # at the last step, stopping says nothing
-                        say(cfg.get("relay"), f"[train] stopping at step {step}: {cfg['patience']} validations "
-                            f"without gain (best {stopper['best']:.4f})")
-                    total = step
-        if seen == 0:
-            raise RuntimeError(f"worker {rank}: its data shard is empty (fewer training groups than workers)")
+            continue
+        seen += 1
+        if seen > spe or run.step >= run.total:
+            break
+        loss = run.runner.step(batch)
+        run.step += 1
+        run.meter.add(loss, cfg["groups_per_batch"] * cfg["group_size"])
+        if crash is not None and run.rank == 0:
+            _injected_crash(run, crash)
+        if run.step % cfg["log_every"] == 0 or run.step == run.total:
+            _progress(run)
+        if run.step % cfg["checkpoint_every"] == 0 or run.step == run.total:
+            _checkpoint(run)
+    return seen
+
+
+def _injected_crash(run: _Run, crash: FaultInjector) -> None:
+    """``errors.inject: ["train:step-N"]`` fails this worker at step N of a run that did not
+    resume (so the restarted one gets past it), to exercise recovery from the last checkpoint."""
+    try:
+        crash.check([f"step-{run.step}"])
+    except InjectedFault:
+        run.say(f"[train] injected failure at step {run.step} (errors.inject)")
+        # the controller registers a reported checkpoint when it next polls the workers; a real
+        # failure comes long after, so give it that moment before failing
+        time.sleep(5)
+        raise
+
+
+def _progress(run: _Run) -> None:
+    """A point of the training curve (every ``log_every`` steps), a console line now and then."""
+    cfg, gpb = run.cfg, run.cfg["groups_per_batch"] * run.cfg["group_size"]
+    console_every = cfg["log_every"] * max(1, -(-run.total // (4 * cfg["log_every"])))
+    m = run.meter.summary()
+    validates = bool(cfg.get("validation")) and (run.step % cfg["checkpoint_every"] == 0 or run.step == run.total)
+    left = (run.total - run.step) / max(m["samples_per_s"] / gpb, 1e-9)  # every worker steps at once
+    # every point goes to the curve; a few lines to the console (a validation line says it too)
+    run.say(f"[train] step {run.step}/{run.total} loss {m['loss']:.4f} lr {run.runner.lr():.2e} "
+            f"{m['samples_per_s'] * run.world:.1f} samples/s, ETA {duration(left)}", step=run.step, loss=m["loss"],
+            show=not validates and (run.step == run.total or run.step % console_every == 0))
+    run.meter.reset()
+    run.last = m
+
+
+def _checkpoint(run: _Run, *, before_training: bool = False) -> None:
+    """Validate (when there are validation queries: it picks the checkpoint), save, report to
+    Ray Train, and end training early after ``patience`` validations without gain."""
+    cfg = run.cfg
+    metrics = {"step": run.step, "loss": float("nan") if before_training else run.last["loss"],
+               "samples_per_s": 0.0 if before_training else run.last["samples_per_s"] * run.world,
+               "elapsed_s": 0.0 if before_training else time.perf_counter() - run.t_start}
+    if cfg.get("validation"):  # picks the checkpoint (and Ray Tune's objective)
+        metrics.update(_validation(run.scorer, cfg["validation"], cfg["max_length"], run.device, run.rank))
+        head = "" if before_training else f" loss {run.last['loss']:.4f} ·"
+        run.say(f"[train] step {run.step}/{run.total}{head} {_validation_line(metrics)}"
+                + (" (before training)" if before_training else ""), **_curve_point(metrics))
+    _report(metrics, _save(run.runner, run.scorer, cfg, run.step, metrics, run.engine, run.rank))
+    if cfg.get("validation") and _no_gain(run.stopper, metrics.get("val_score"), cfg, run.world, run.device):
+        if run.step < run.total and not before_training:  # at the last step, stopping says nothing
+            run.say(f"[train] stopping at step {run.step}: {cfg['patience']} validations without gain "
+                    f"(best {run.stopper['best']:.4f})")
+            run.total = run.step
