@@ -15,8 +15,9 @@ last, each with the rate and an ETA.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
-__all__ = ["Ticker", "duration"]
+__all__ = ["Ticker", "duration", "timed"]
 
 
 def duration(seconds: float) -> str:
@@ -54,3 +55,20 @@ class Ticker:
             return f"done in {duration((self._now() if now is None else now) - self.t0)}"
         r = self.rate(done, now=now)
         return f"ETA {duration((self.total - done) / r)}" if r > 0 else "ETA unknown"
+
+
+@contextmanager
+def timed(timings: dict, key: str, digits: int = 2):
+    """Add the seconds the ``with`` block takes to ``timings[key]`` (a stage's timing table).
+
+    >>> t = {}
+    >>> with timed(t, "work_s"):
+    ...     pass
+    >>> t["work_s"] >= 0
+    True
+    """
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[key] = round(timings.get(key, 0.0) + time.perf_counter() - t0, digits)

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +43,7 @@ from zelo_ray.judges.factory import preflight
 from zelo_ray.judges.keys import text_hashes
 from zelo_ray.judges.store import VoteStore
 from zelo_ray.layout import layout
+from zelo_ray.ticker import timed
 
 __all__ = ["run_annotate", "Progress", "qrels_grades", "qrels_relevance", "execute"]
 
@@ -62,7 +61,7 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
     out.mkdir(parents=True, exist_ok=True)
     acfg = cfg.annotate
     timings: dict[str, float] = {}
-    with _timed(timings, "pairs_s"):
+    with timed(timings, "pairs_s"):
         run = _inputs(cfg, qrels, candidates, collection, queries)
     store = VoteStore(out / "votes", flush_rows=acfg.flush_rows, flush_s=acfg.flush_s)
     store.organize()  # answers logged by the callers of a run that was killed
@@ -72,7 +71,7 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
         log_fn(f"      nothing to do: the inputs, the config and {store.path} are as the last run left them "
                f"({done['judge_calls']:,} judge calls, all reused)")
         return done
-    with _timed(timings, "pairs_s"):
+    with timed(timings, "pairs_s"):
         plan = plan_step(cfg, run, out, log_fn)
     errors = ErrorLog(out / "errors.parquet", "annotate")
     errors.reset()
@@ -81,21 +80,21 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
     writers = _Writers(out)
     try:
         for b in range(plan.n_buckets):
-            with _timed(timings, "pairs_s"):
+            with timed(timings, "pairs_s"):
                 graph = pairs_step(cfg, plan, b, out)
                 writers.write("pairs", graph.pairs)
             if plan.n_buckets == 1:
                 log_fn(f"      {graph.n_queries:,} queries × top-{acfg.top_n}: {graph.pairs.num_rows:,} pairs "
                        f"({cfg.graph.strategy}, k={cfg.graph.k}) + {plan.cross.num_rows:,} cross-query pairs")
-            with _timed(timings, "tasks_s"):
+            with timed(timings, "tasks_s"):
                 calls = tasks_step(cfg, run, graph, store, log_fn if plan.n_buckets == 1 else None,
                                    teacher_only=teacher_only)
-            with _timed(timings, "judge_s"):
+            with timed(timings, "judge_s"):
                 judge_step(cfg, calls, graph, store, errors, totals, log_fn, quiet=plan.n_buckets > 1)
-            with _timed(timings, "elo_s"):
+            with timed(timings, "elo_s"):
                 fitted = fit_step(cfg, plan, graph, calls, store, b, totals, writers, out)
             if b == 0:
-                with _timed(timings, "diagnostics_s"):
+                with timed(timings, "diagnostics_s"):
                     totals.first = first_bucket_diagnostics(cfg, run, graph, fitted)
             store.compact(plan.partitions[b])
             if plan.n_buckets > 1:
@@ -104,7 +103,7 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
                        f"{totals.asked:,} asked so far, {totals.asked / max(timings.get('judge_s', 0), 1e-9):,.0f} "
                        f"votes/s · driver memory {_memory()}")
         writers.write("cross_pairs", plan.cross.select(_CROSS_COLUMNS))
-        with _timed(timings, "elo_s"):
+        with timed(timings, "elo_s"):
             table = calibrate_step(cfg, run, plan, totals, writers)
         writers.close()
         if plan.n_buckets > 1:
@@ -206,13 +205,6 @@ def _memory() -> str:
     gib = lambda k: int(fields.get(k, "0 kB").split()[0]) / 2**20  # noqa: E731
     return (f"{gib('VmRSS'):.2f} GiB (private {gib('RssAnon'):.2f}, shared {gib('RssShmem'):.2f}; "
             f"peak {gib('VmHWM'):.2f})")
-
-
-@contextmanager
-def _timed(timings: dict, key: str):
-    t0 = time.perf_counter()
-    yield
-    timings[key] = round(timings.get(key, 0.0) + time.perf_counter() - t0, 2)
 
 
 def _inputs(cfg: ZeloConfig, qrels, candidates, collection, queries) -> _Inputs:

@@ -96,54 +96,19 @@ def _append_history(path: Path, entry: dict) -> list[dict]:
 def run_audit(cfg: ZeloConfig, *, queries: str | None = None, runs: dict[str, str] | None = None,
               candidates: str | None = None, endpoints: dict[str, str] | None = None, label: str | None = None,
               retrieval: bool = False, dry_run: bool = False, log=print) -> dict:
-    """Run (or resume) an audit; returns what ``audit.json`` holds (or the estimate, with ``dry_run``)."""
-    from zelo_ray.annotate.estimate import estimate_annotate
-    from zelo_ray.annotate.run import run_annotate
-    from zelo_ray.data import prepare
-    from zelo_ray.eval.audit import find_failures, pool_runs, score_systems
-    from zelo_ray.eval.labelfree import graded_qrels
-    from zelo_ray.workflows.audit_inputs import load_sample, load_systems, our_retrieval, write_collection, write_pool
-    from zelo_ray.workflows.report import write_report
-
-    acfg = cfg.audit
-    out = audit_dir(cfg)
+    """Run (or resume) an audit; returns what ``audit.json`` holds (or the estimate, with ``dry_run``):
+    sample the query log → pool the systems' top documents → judge the pool (zELO) → score every
+    system on the zELO grades, list its failures → write audit.json, the history and the report."""
+    acfg, out = cfg.audit, audit_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     label = label or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")
     errors = ErrorLog(out / "errors.parquet", "audit")
     errors.reset()
     t0 = time.perf_counter()
-    col = prepare(cfg.data.dataset, layout(cfg).data)
-    sample, sampling = load_sample(cfg, col, queries, errors)
-    log(f"[1/5] sample: {sampling['sampled']:,} of {sampling['distinct_queries']:,} distinct queries "
-        f"({sampling['rule']}) from {sampling['source']}"
-        + (f"; {sampling['bad_records']:,} bad records skipped" if sampling["bad_records"] else ""))
-    simulated = any(j.simulated for j in cfg.annotate.judges)
-    qrels = None
-    if simulated:
-        if not col.splits:
-            raise DataError(f"{col.root}: simulated judges are driven by qrels and this collection has none; "
-                            "configure LLM judges in annotate.judges (docs/judging.md)")
-        qrels = pa.concat_tables(pq.read_table(col.qrels_path(s)) for s in col.splits)
-    audit_col = write_collection(out, col, sample, qrels)
-    ours = our_retrieval(cfg, out, log) if retrieval else None
-    systems = load_systems(cfg, col, sample, runs=runs or {}, candidates=candidates, endpoints=endpoints or {},
-                           errors=errors, log=log, retrieval=str(ours) if ours else None)
-    ids = [q.query_id for q in sample]
-    pool = pool_runs(systems.runs, ids, depth=acfg.pool_depth)
-    pool = {q: docs for q, docs in pool.items() if len(docs) >= 2}
+    col, sample, sampling, qrels, audit_col = _sample_step(cfg, out, queries, errors, log)
+    systems, pool = _pool_step(cfg, col, out, sample, runs, candidates, endpoints, retrieval, errors, log)
+    acfg2, kwargs, est = _judge_plan(cfg, out, pool, qrels, audit_col, log)
     sizes = [len(v) for v in pool.values()]
-    log(f"[2/5] pool: {len(systems.runs)} systems ({', '.join(systems.runs)}) × top-{acfg.pool_depth} → "
-        f"{sum(sizes):,} documents for {len(pool):,} queries (mean {np.mean(sizes) if sizes else 0:.1f} per query)")
-    if not pool:
-        raise DataError("no sampled query has two or more pooled documents: nothing to judge")
-    write_pool(out, pool)
-    acfg2 = cfg.model_copy(deep=True)
-    acfg2.annotate.output, acfg2.annotate.top_n = str(layout_at(out).annotate), max(sizes)
-    acfg2.annotate.query_split = acfg2.annotate.max_queries = None
-    kwargs = dict(qrels=qrels, candidates=str(out / "pool.parquet"), collection=audit_col)
-    est = estimate_annotate(acfg2, **kwargs)
-    log(f"[3/5] judge: {est['calls']:,} calls to ask ({est['reused']:,} answered before), estimated cost "
-        f"≤ ${est['usd']:.2f}" + (f" (cap ${acfg.max_usd:.2f})" if acfg.max_usd is not None else ""))
     if dry_run:
         return {"dry_run": True, "label": label, "sampling": sampling, "estimate": est,
                 "systems": systems.info, "pool": {"queries": len(pool), "documents": sum(sizes)}}
@@ -151,24 +116,12 @@ def run_audit(cfg: ZeloConfig, *, queries: str | None = None, runs: dict[str, st
         raise StageFailed(f"estimated judge cost ${est['usd']:.2f} exceeds audit.max_usd=${acfg.max_usd:.2f}; "
                           "nothing was asked. Sample fewer queries, lower audit.pool_depth, or raise the cap "
                           "(--set audit.max_usd=…)")
+    from zelo_ray.annotate.run import run_annotate
+
     ann = run_annotate(acfg2, log_fn=log, **kwargs)
-    z = pq.read_table(layout(acfg2).zelo)
-    graded = graded_qrels(z, shares=tuple(acfg.grades))
-    judged = [q for q in ids if any(g > 0 for g in graded.get(q, {}).values())]
-    scores = score_systems(graded, systems.runs, judged, k=acfg.pool_depth, n_boot=acfg.bootstrap,
-                           confidence=acfg.confidence, seed=acfg.seed)
-    failures = find_failures(_best_documents(z), systems.runs, fail_rank=acfg.fail_rank)
-    ftable = _failures_table(failures, z, systems.runs, {q.query_id: q.text for q in sample}, col)
-    pq.write_table(ftable, out / "failures.parquet")
+    judged, scores, failures, ftable = _score_step(cfg, acfg2, col, sample, systems, out, log)
     failed = errors.finish()
-    log(f"[4/5] scores on {len(judged):,} queries with a zELO-relevant document "
-        f"({ann['judge_calls']:,} judge calls, {ann['missing_votes']:,} missing votes):")
-    width = max(len(s) for s in systems.runs) + 2
-    for s, m in scores["systems"].items():
-        nd, rc = m["ndcg@10"], m[f"recall@{acfg.pool_depth}"]
-        nfail = sum(1 for f in failures if f["system"] == s)
-        log(f"      {s:<{width}} nDCG@10 {nd['mean']:.3f} [{nd['ci_low']:.3f}, {nd['ci_high']:.3f}]  "
-            f"Recall@{acfg.pool_depth} {rc['mean']:.3f}  failing queries {nfail:,}")
+    _log_scores(acfg, judged, ann, scores, failures, systems, log)
     result = {"label": label, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "simulated": ann["label"], "sampling": sampling, "systems_info": systems.info,
               "pool": {"depth": acfg.pool_depth, "queries": len(pool), "documents": sum(sizes)},
@@ -180,17 +133,108 @@ def run_audit(cfg: ZeloConfig, *, queries: str | None = None, runs: dict[str, st
               "failures": {s: sum(1 for f in failures if f["system"] == s) for s in systems.runs},
               "bad_records": failed.num_rows, "errors": str(errors.path) if failed.num_rows else None,
               "wall_s": round(time.perf_counter() - t0, 1)}
+    _write_step(out, result, scores, acfg, sample, len(ftable), failed, errors, log)
+    return result
+
+
+def _sample_step(cfg: ZeloConfig, out: Path, queries: str | None, errors: ErrorLog, log):
+    """The collection, the sampled queries (and how), the qrels simulated judges need, and the
+    audit's own collection of the sample."""
+    from zelo_ray.data import prepare
+    from zelo_ray.workflows.audit_inputs import load_sample, write_collection
+
+    col = prepare(cfg.data.dataset, layout(cfg).data)
+    sample, sampling = load_sample(cfg, col, queries, errors)
+    log(f"[1/5] sample: {sampling['sampled']:,} of {sampling['distinct_queries']:,} distinct queries "
+        f"({sampling['rule']}) from {sampling['source']}"
+        + (f"; {sampling['bad_records']:,} bad records skipped" if sampling["bad_records"] else ""))
+    qrels = None
+    if any(j.simulated for j in cfg.annotate.judges):
+        if not col.splits:
+            raise DataError(f"{col.root}: simulated judges are driven by qrels and this collection has none; "
+                            "configure LLM judges in annotate.judges (docs/judging.md)")
+        qrels = pa.concat_tables(pq.read_table(col.qrels_path(s)) for s in col.splits)
+    return col, sample, sampling, qrels, write_collection(out, col, sample, qrels)
+
+
+def _pool_step(cfg: ZeloConfig, col, out: Path, sample, runs, candidates, endpoints, retrieval: bool,
+               errors: ErrorLog, log):
+    """Every system's ranking of the sample, and their pooled top-``audit.pool_depth`` per query."""
+    from zelo_ray.eval.audit import pool_runs
+    from zelo_ray.workflows.audit_inputs import load_systems, our_retrieval, write_pool
+
+    acfg = cfg.audit
+    ours = our_retrieval(cfg, out, log) if retrieval else None
+    systems = load_systems(cfg, col, sample, runs=runs or {}, candidates=candidates, endpoints=endpoints or {},
+                           errors=errors, log=log, retrieval=str(ours) if ours else None)
+    pool = pool_runs(systems.runs, [q.query_id for q in sample], depth=acfg.pool_depth)
+    pool = {q: docs for q, docs in pool.items() if len(docs) >= 2}
+    sizes = [len(v) for v in pool.values()]
+    log(f"[2/5] pool: {len(systems.runs)} systems ({', '.join(systems.runs)}) × top-{acfg.pool_depth} → "
+        f"{sum(sizes):,} documents for {len(pool):,} queries (mean {np.mean(sizes) if sizes else 0:.1f} per query)")
+    if not pool:
+        raise DataError("no sampled query has two or more pooled documents: nothing to judge")
+    write_pool(out, pool)
+    return systems, pool
+
+
+def _judge_plan(cfg: ZeloConfig, out: Path, pool: dict, qrels, audit_col, log):
+    """The annotation config that judges the pool (in the audit's own folder) and its estimate."""
+    from zelo_ray.annotate.estimate import estimate_annotate
+
+    acfg = cfg.audit
+    acfg2 = cfg.model_copy(deep=True)
+    acfg2.annotate.output, acfg2.annotate.top_n = str(layout_at(out).annotate), max(len(v) for v in pool.values())
+    acfg2.annotate.query_split = acfg2.annotate.max_queries = None
+    kwargs = dict(qrels=qrels, candidates=str(out / "pool.parquet"), collection=audit_col)
+    est = estimate_annotate(acfg2, **kwargs)
+    log(f"[3/5] judge: {est['calls']:,} calls to ask ({est['reused']:,} answered before), estimated cost "
+        f"≤ ${est['usd']:.2f}" + (f" (cap ${acfg.max_usd:.2f})" if acfg.max_usd is not None else ""))
+    return acfg2, kwargs, est
+
+
+def _score_step(cfg: ZeloConfig, acfg2: ZeloConfig, col, sample, systems, out: Path, log):
+    """Grades from the pool's zELO scores; every system scored on them; each system's failures."""
+    from zelo_ray.eval.audit import find_failures, score_systems
+    from zelo_ray.eval.labelfree import graded_qrels
+
+    acfg = cfg.audit
+    z = pq.read_table(layout(acfg2).zelo)
+    graded = graded_qrels(z, shares=tuple(acfg.grades))
+    judged = [q.query_id for q in sample if any(g > 0 for g in graded.get(q.query_id, {}).values())]
+    scores = score_systems(graded, systems.runs, judged, k=acfg.pool_depth, n_boot=acfg.bootstrap,
+                           confidence=acfg.confidence, seed=acfg.seed)
+    failures = find_failures(_best_documents(z), systems.runs, fail_rank=acfg.fail_rank)
+    ftable = _failures_table(failures, z, systems.runs, {q.query_id: q.text for q in sample}, col)
+    pq.write_table(ftable, out / "failures.parquet")
+    return judged, scores, failures, ftable
+
+
+def _log_scores(acfg, judged, ann: dict, scores: dict, failures, systems, log) -> None:
+    log(f"[4/5] scores on {len(judged):,} queries with a zELO-relevant document "
+        f"({ann['judge_calls']:,} judge calls, {ann['missing_votes']:,} missing votes):")
+    width = max(len(s) for s in systems.runs) + 2
+    for s, m in scores["systems"].items():
+        nd, rc = m["ndcg@10"], m[f"recall@{acfg.pool_depth}"]
+        nfail = sum(1 for f in failures if f["system"] == s)
+        log(f"      {s:<{width}} nDCG@10 {nd['mean']:.3f} [{nd['ci_low']:.3f}, {nd['ci_high']:.3f}]  "
+            f"Recall@{acfg.pool_depth} {rc['mean']:.3f}  failing queries {nfail:,}")
+
+
+def _write_step(out: Path, result: dict, scores: dict, acfg, sample, n_failing: int, failed, errors, log) -> None:
+    """audit.json, one line of the history, and the report."""
+    from zelo_ray.workflows.report import write_report
+
     (out / "audit.json").write_text(json.dumps(result, indent=1) + "\n")
     history = _append_history(out / "history.jsonl", {
-        "label": label, "time": result["time"], "queries": len(judged), "sample": len(sample),
+        "label": result["label"], "time": result["time"], "queries": result["judged_queries"], "sample": len(sample),
         "systems": {s: {"ndcg@10": m["ndcg@10"], f"recall@{acfg.pool_depth}": m[f"recall@{acfg.pool_depth}"],
                         "failures": result["failures"][s]} for s, m in scores["systems"].items()}})
     report = write_report(out)
-    log(f"[5/5] {len(ftable):,} failing (system, query) pairs → {out / 'failures.parquet'}; history: "
+    log(f"[5/5] {n_failing:,} failing (system, query) pairs → {out / 'failures.parquet'}; history: "
         f"{len(history)} audit(s) in {out / 'history.jsonl'}"
         + (f"; {failed.num_rows:,} bad records in {errors.path}" if failed.num_rows else ""))
     log(f"report: {report}")
-    return result
 
 
 def add_audit_arguments(p) -> None:

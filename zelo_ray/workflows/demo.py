@@ -10,8 +10,6 @@ qrels (hidden relevance = graded gain); everything they produce is labelled SIMU
 
 from __future__ import annotations
 
-import time
-
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -19,12 +17,15 @@ import pyarrow.parquet as pq
 from zelo_ray.annotate.run import run_annotate
 from zelo_ray.config import ZeloConfig
 from zelo_ray.data import open_collection
+from zelo_ray.eval.splits import query_split
 from zelo_ray.eval.table import metrics_lines
 from zelo_ray.retrieval.indexing import run_index
 from zelo_ray.retrieval.pipeline import run_retrieve
 from zelo_ray.layout import layout
 from zelo_ray.raysession import verbose
 from zelo_ray.runlog import link_ray_logs
+from zelo_ray.storage import write_json
+from zelo_ray.ticker import timed
 from zelo_ray.workflows.report import write_report
 
 __all__ = ["run_quickstart"]
@@ -76,29 +77,52 @@ def run_quickstart(cfg: ZeloConfig, *, log=print, after_stage=None) -> dict:
     ``after_stage(name)`` runs after each stage (the full pipeline pushes the run directory to
     ``data.output_uri`` there, so a crash later loses no finished stage)."""
     after_stage = after_stage or (lambda name: None)
-    from zelo_ray.eval.splits import query_split
-    from zelo_ray.train.stage import run_train_stage
-    from zelo_ray.storage import write_json
-
-    timings = {}
-    t0 = time.perf_counter()
-    log(f"[1/6] index {cfg.data.dataset} (BM25 with Tantivy, {cfg.index.model} vectors in LanceDB)")
-    idx = run_index(cfg)
-    timings["index_s"] = round(time.perf_counter() - t0, 1)
+    timings: dict = {}
+    with timed(timings, "index_s", 1):
+        idx = _index_step(cfg, log)
     after_stage("index")
-    log(f"      {idx['docs']:,} documents; {_index_line(idx)}")
-    t0 = time.perf_counter()
-    log("[2/6] retrieve: BM25 top-k + dense top-k, fused by RRF")
-    ret = run_retrieve(cfg)
-    timings["retrieve_s"] = round(time.perf_counter() - t0, 1)
+    with timed(timings, "retrieve_s", 1):
+        ret = _retrieve_step(cfg, log)
     after_stage("retrieve")
-    log(f"      {ret['rows']} candidates for {ret['queries']} queries -> {ret['candidates']}"
-        + (f"; {ret['failed']['failed']} queries failed (listed in {ret['failed']['errors']})"
-           if ret["failed"]["failed"] else ""))
     col = open_collection(layout(cfg).data)
     split = query_split(cfg, col)
     log(f"[3/6] queries: {len(split['train'])} train / {len(split['test'])} test ({split['source']})")
-    t0 = time.perf_counter()
+    with timed(timings, "annotate_s", 1):
+        ann = _annotate_step(cfg, col, split, log)
+    after_stage("annotate")
+    with timed(timings, "train_s", 1):
+        card = _train_step(cfg, split, log)
+    after_stage("train")
+    with timed(timings, "evaluate_s", 1):
+        metrics = _metrics_step(cfg, col, split, ann, log)
+    report = {"dataset": col.name, "split": split, "index": idx, "retrieve": ret, "metrics": metrics,
+              "annotation": {k: ann[k] for k in ("label", "queries", "pairs", "cross_pairs", "judge_calls",
+                                                 "missing_votes", "total_cost", "elo", "calibration", "files")},
+              "training": {k: card.get(k) for k in ("fingerprint", "final_metrics", "wall_s", "total_steps",
+                                                    "training_groups")},
+              "timings": timings, "failed_records": _failed_records(ret, ann, card, metrics, log)}
+    _write_outputs(cfg, metrics, report, log)
+    return report
+
+
+def _index_step(cfg: ZeloConfig, log) -> dict:
+    log(f"[1/6] index {cfg.data.dataset} (BM25 with Tantivy, {cfg.index.model} vectors in LanceDB)")
+    idx = run_index(cfg)
+    log(f"      {idx['docs']:,} documents; {_index_line(idx)}")
+    return idx
+
+
+def _retrieve_step(cfg: ZeloConfig, log) -> dict:
+    log("[2/6] retrieve: BM25 top-k + dense top-k, fused by RRF")
+    ret = run_retrieve(cfg)
+    log(f"      {ret['rows']} candidates for {ret['queries']} queries -> {ret['candidates']}"
+        + (f"; {ret['failed']['failed']} queries failed (listed in {ret['failed']['errors']})"
+           if ret["failed"]["failed"] else ""))
+    return ret
+
+
+def _annotate_step(cfg: ZeloConfig, col, split: dict, log) -> dict:
+    """Judge the training queries' candidates; simulated judges see those queries' qrels only."""
     train_qrels = None
     if col.splits:
         qrels_table = pq.read_table(col.qrels_path(cfg.split.train_split or cfg.data.split))
@@ -111,25 +135,27 @@ def run_quickstart(cfg: ZeloConfig, *, log=print, after_stage=None) -> dict:
     log(f"[4/6] annotate the training queries' top-{cfg.annotate.top_n}: pairs → judges [{judges}] → Elo → "
         "calibration → targets")
     ann = run_annotate(cfg, log_fn=log, qrels=train_qrels, queries=split["train"])
-    timings["annotate_s"] = round(time.perf_counter() - t0, 1)
-    after_stage("annotate")
     tag = f"[{ann['label']}] " if ann["label"] else ""
     log(f"      {tag}{ann['judge_calls']:,} judge calls ({ann['asked_this_run']:,} asked now, "
         f"{ann['missing_votes']:,} missing); Elo ({cfg.elo.model}) converged for "
         f"{ann['elo']['converged_queries']}/{ann['elo']['queries']} queries")
-    t0 = time.perf_counter()
+    return ann
+
+
+def _train_step(cfg: ZeloConfig, split: dict, log) -> dict:
     from zelo_ray.train.query_tower import effective_config
+    from zelo_ray.train.stage import run_train_stage
 
     base = "all-MiniLM-L6-v2" if cfg.train.base == "default" else cfg.train.base
     tcfg = effective_config(cfg.train)
     log(f"[5/6] train a reranker on the zELO targets: {base}"
         + (" (query tower)" if tcfg.towers == "query" else "") + f", {tcfg.loss} loss, Ray Train "
         f"({cfg.train.num_workers} worker(s))")
-    card = run_train_stage(cfg, log=log, split=split)
-    timings["train_s"] = round(time.perf_counter() - t0, 1)
-    after_stage("train")
-    t0 = time.perf_counter()
-    ckpt = str(layout(cfg).train / "model")
+    return run_train_stage(cfg, log=log, split=split)
+
+
+def _metrics_step(cfg: ZeloConfig, col, split: dict, ann: dict, log) -> dict:
+    ckpt = str(layout(cfg).model)
     meta = {"dataset": col.name, "split": cfg.data.split, "test_queries": len(split["test"]),
             "train_queries": len(split["train"]), "query_split": split["source"], "rerank_depth": cfg.rerank.depth,
             "checkpoint": ckpt, "label": ann["label"], "bootstrap": cfg.evaluate.bootstrap,
@@ -137,29 +163,27 @@ def run_quickstart(cfg: ZeloConfig, *, log=print, after_stage=None) -> dict:
     if not split["test"]:
         log("[6/6] no qrels: nothing to evaluate against (every query trained the reranker); "
             "`zelo bench labelfree` compares systems on zELO labels instead")
-        metrics_out = {"meta": {**meta, "note": "no qrels in the collection: no labelled evaluation"}}
-    else:
-        metrics_out = _evaluate_step(cfg, col, split, ckpt, ann, meta, log)
-    timings["evaluate_s"] = round(time.perf_counter() - t0, 1)
-    run = layout(cfg)
-    report = {"dataset": col.name, "split": split, "index": idx, "retrieve": ret, "metrics": metrics_out,
-              "annotation": {k: ann[k] for k in ("label", "queries", "pairs", "cross_pairs", "judge_calls",
-                                                 "missing_votes", "total_cost", "elo", "calibration", "files")},
-              "training": {k: card.get(k) for k in ("fingerprint", "final_metrics", "wall_s", "total_steps",
-                                                    "training_groups")},
-              "timings": timings}
+        return {"meta": {**meta, "note": "no qrels in the collection: no labelled evaluation"}}
+    return _evaluate_step(cfg, col, split, ckpt, ann, meta, log)
+
+
+def _failed_records(ret: dict, ann: dict, card: dict, metrics: dict, log) -> dict:
+    """Each stage's failed records (the summary line says how many; the errors tables say which)."""
     failed = {"retrieve": ret["failed"], "annotate": ann["failed"],
-              "examples": card.get("failed_training_queries", 0), "rerank": metrics_out.get("failed")}
-    report["failed_records"] = failed
+              "examples": card.get("failed_training_queries", 0), "rerank": metrics.get("failed")}
     counts = {"retrieve": ret["failed"]["failed"], "annotate": ann["failed"]["failed"],
               "examples": failed["examples"], "rerank": (failed["rerank"] or {}).get("failed", 0)}
     if any(counts.values()):
         log("      failed records (skipped, listed in each stage's errors table; a re-run retries them): "
             + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
-    write_json(run.metrics, metrics_out)
+    return failed
+
+
+def _write_outputs(cfg: ZeloConfig, metrics: dict, report: dict, log) -> None:
+    run = layout(cfg)
+    write_json(run.metrics, metrics)
     write_json(run.report, report)
     ray_link = link_ray_logs(run.workdir)
     log(f"wrote {run.metrics} and {run.report.name}; logs: {run.workdir / 'logs'} (zelo.log"
         + (", ray/ = Ray's worker logs" if ray_link else "") + ("" if verbose() else "; zelo --verbose shows them here") + ")")
     log(f"report: {write_report(run.workdir, paths=run)}")
-    return report
