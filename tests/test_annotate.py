@@ -17,49 +17,26 @@ import pytest
 import yaml
 from scipy.stats import spearmanr
 
-from tests.test_data import write_beir
+from tests.helpers import N_QUERIES, annotate_cfg, annotate_workdir
 from zelo_ray.annotate.pairs import build_pairs, select_nodes
 from zelo_ray.annotate.run import run_annotate
 from zelo_ray.cli import main
-from zelo_ray.config import OpenAIJudgeConfig, load_config
-from zelo_ray.data import prepare
+from zelo_ray.config import OpenAIJudgeConfig
 from zelo_ray.judges.fake_server import FakeJudgeServer, Faults
 from zelo_ray.judges.openai_judge import JudgeSetupError
 from zelo_ray.judges.store import VoteStore
 from zelo_ray.layout import layout
 
 SECRET = "sk-zelo-test-5f0c2d9e8b7a"
-N_QUERIES, N_DOCS = 5, 24
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """A tiny collection with graded qrels and a candidates table (no index needed)."""
-    rng = np.random.default_rng(3)
-    root = tmp_path_factory.mktemp("annotate")
-    docs = [{"_id": f"d{i}", "title": f"title {i}", "text": f"document {i} about topic {i % 4}"}
-            for i in range(N_DOCS)]
-    queries = [{"_id": f"q{j}", "text": f"question {j} on topic {j % 4}"} for j in range(N_QUERIES)]
-    qrels = [(f"q{j}", f"d{i}", int(rng.integers(0, 4))) for j in range(N_QUERIES) for i in range(N_DOCS)
-             if rng.random() < 0.6]
-    src = write_beir(root / "beir", docs, queries, qrels)
-    cfg = load_config(None, [f"data.dataset={src}", f"data.workdir={root}/run"])
-    prepare(str(src), layout(cfg).data)
-    rows = []
-    for j in range(N_QUERIES):
-        for r, i in enumerate(rng.permutation(N_DOCS)):
-            rows.append({"query_id": f"q{j}", "doc_id": f"d{i}", "rank": r + 1})
-    out = layout(cfg).candidates
-    out.mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows), out / "part-0.parquet")
-    return root, src
+    return annotate_workdir(tmp_path_factory.mktemp("annotate"))
 
 
-def _cfg(workdir, name, *extra):
-    root, src = workdir
-    return load_config(None, [f"data.dataset={src}", f"data.workdir={root}/run",
-                              f"annotate.output={root}/{name}", "annotate.top_n=12", "graph.k=4",
-                              "annotate.calibration.k=2", "annotate.executor=local", *extra])
+_cfg = annotate_cfg
 
 
 def _llm_judges(server, n=2, **kw):

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.test_data import write_beir
+from tests.helpers import write_beir
 from zelo_ray.cli import main
 from zelo_ray.config import OpenAIJudgeConfig, load_config
 from zelo_ray.data.querylog import read_query_log, sample_queries, strata_of

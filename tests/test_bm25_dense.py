@@ -6,8 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tests.test_data import write_beir
-from zelo_ray.data import prepare
+from tests.helpers import bm25_corpus
 from zelo_ray.retrieval import bm25 as bm25_mod
 from zelo_ray.retrieval.bm25 import BM25Searcher, build_bm25
 from zelo_ray.retrieval.dense import DenseSearcher, DenseStore
@@ -17,13 +16,7 @@ WORDS = "wing lift drag flow shock boundary layer heat plate cone jet nozzle".sp
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    docs = [{"_id": f"d{i}", "title": f"title {WORDS[i % len(WORDS)]}",
-             "text": " ".join(rng.choice(WORDS, 20))} for i in range(300)]
-    docs[17]["text"] += " hypersonic hypersonic"
-    tmp = tmp_path_factory.mktemp("c")
-    src = write_beir(tmp / "beir", docs, [{"_id": "q", "text": "x"}])
-    return prepare(str(src), tmp / "data")
+    return bm25_corpus(tmp_path_factory.mktemp("c"))
 
 
 def test_query_syntax_is_plain_words(corpus, tmp_path):

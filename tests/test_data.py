@@ -1,7 +1,5 @@
 """Collections: BEIR conversion, ir_datasets, and error messages that name file and line."""
 
-import gzip
-import json
 import logging
 import os
 from pathlib import Path
@@ -9,26 +7,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from tests.helpers import SHARED, write_beir
 from zelo_ray.data import DataError, open_collection, prepare, resolve_source
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-
-
-def write_beir(folder: Path, docs, queries, qrels=None, gz=False) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = "".join((d if isinstance(d, str) else json.dumps(d)) + "\n" for d in docs)
-    if gz:
-        with gzip.open(folder / "corpus.jsonl.gz", "wt") as fh:
-            fh.write(lines)
-    else:
-        (folder / "corpus.jsonl").write_text(lines)
-    (folder / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
-    if qrels is not None:
-        (folder / "qrels").mkdir(exist_ok=True)
-        (folder / "qrels" / "test.tsv").write_text(
-            "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in qrels))
-    return folder
-
 
 DOCS = [{"_id": "d1", "title": "Wings", "text": "lift of a wing"}, {"_id": 2, "text": "drag"},
         {"_id": "d3", "title": "", "text": "  "}]

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.test_train import _toy_groups
+from tests.helpers import toy_groups as _toy_groups
 from zelo_ray.config import RayConfig, TrainConfig
 from zelo_ray.scoring.models import load_reranker, tiny_decoder, tiny_encoder
 

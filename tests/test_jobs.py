@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.test_data import write_beir
+from tests.helpers import write_beir
 from zelo_ray.bench.common import free_port
 from zelo_ray.scoring.models import tiny_encoder
 

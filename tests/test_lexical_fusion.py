@@ -8,10 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.test_bm25_dense import corpus  # noqa: F401 - the shared 300-document fixture
+from tests.helpers import bm25_corpus
 from zelo_ray.retrieval.bm25 import BM25Searcher, build_bm25
 from zelo_ray.retrieval.lexical import TermStats
 from zelo_ray.scoring.fusion import Fusion, choose_weight, fuse, load_fusion, write_fusion
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """The shared 300-document collection (tests/helpers.py)."""
+    return bm25_corpus(tmp_path_factory.mktemp("c"))
 
 
 def test_bm25_by_hand():

@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.test_data import write_beir
+from tests.helpers import write_beir
 from zelo_ray.cli import main
 from zelo_ray.config import load_config
 from zelo_ray.data import open_collection

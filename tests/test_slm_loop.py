@@ -12,10 +12,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from tests.test_annotate import N_QUERIES, _cfg, workdir  # noqa: F401  (the shared fixture)
+from tests.helpers import N_QUERIES, annotate_cfg as _cfg, annotate_workdir
 from zelo_ray.annotate.teacher import judge_rows, teacher_mask
 from zelo_ray.config import ConfigError
 from zelo_ray.workflows.slm_loop import elo_tau, run_slm_loop
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """The annotation tests' tiny collection (tests/helpers.py)."""
+    return annotate_workdir(tmp_path_factory.mktemp("annotate"))
 
 
 def test_teacher_pairs_are_a_stable_share_and_routing_keeps_each_call_once():

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from tests.helpers import TOY_WORDS as WORDS, toy_groups
 from zelo_ray.config import RayConfig, TrainConfig
 from zelo_ray.eval.evaluate import evaluate_runs
 from zelo_ray.train.examples import build_groups
@@ -102,7 +103,7 @@ def test_written_groups_are_the_one_pass_groups_chunk_by_chunk(tmp_path):
     """write_groups (chunks of queries, texts fetched per chunk, the shuffle read memory-mapped)
     writes exactly build_groups' table — the same groups in the same order — whatever the chunk
     size, with a failing query and a filtered-out one in the middle."""
-    from tests.test_data import write_beir
+    from tests.helpers import write_beir
     from zelo_ray.data import prepare
     from zelo_ray.faults import ErrorLog, FaultInjector
     from zelo_ray.data.texts import doc_texts, query_texts
@@ -157,25 +158,7 @@ def test_binary_qrels_table_mines_negatives_and_adds_missed_positives(tmp_path):
 
 # ---------------------------------------------------------------- models and loops
 
-WORDS = ["alpha", "beta", "gamma", "delta", "omega", "sigma"]
-
-
-def _toy_groups(n_groups=48, group=8, seed=0):
-    """Relevance is whether the document repeats the query's word: learnable by a tiny model."""
-    rng = np.random.default_rng(seed)
-    rows = {"query_id": [], "query": [], "doc_ids": [], "docs": [], "targets": [], "elo": []}
-    for g in range(n_groups):
-        w = WORDS[g % len(WORDS)]
-        rel = rng.random(group) < 0.5
-        docs = [f"{w} {w} text" if r else f"{WORDS[(g + 1 + k % 5) % len(WORDS)]} other text"
-                for k, r in enumerate(rel)]
-        rows["query_id"].append(f"q{g}")
-        rows["query"].append(w)
-        rows["doc_ids"].append([f"d{g}_{k}" for k in range(group)])
-        rows["docs"].append(docs)
-        rows["targets"].append([0.9 if r else 0.1 for r in rel])
-        rows["elo"].append([2.0 if r else -2.0 for r in rel])
-    return pa.table(rows)
+_toy_groups = toy_groups
 
 
 @pytest.fixture(scope="module")
@@ -285,7 +268,7 @@ def test_killed_worker_resumes_from_last_checkpoint(tiny, tmp_path, ray_local):
 # ---------------------------------------------------------------- reranking and evaluation
 
 def test_rerank_orders_by_score_and_keeps_the_tail(tiny, tmp_path):
-    from tests.test_data import write_beir
+    from tests.helpers import write_beir
     from zelo_ray.data import prepare
     from zelo_ray.scoring.rerank import rankings_from_reranked, rerank_candidates
 
@@ -307,7 +290,7 @@ def test_rerank_in_an_actor_pool_matches_the_driver(tiny, tmp_path, ray_tmp, mon
     """rerank.executor=ray scores in a Ray Data actor pool: the same ranks and scores as the
     driver, and a query whose scoring raises lands in the errors table the same way (the actors
     report it; the driver files it)."""
-    from tests.test_data import write_beir
+    from tests.helpers import write_beir
     from zelo_ray.config import load_config
     from zelo_ray.data import prepare
     from zelo_ray.faults import ErrorLog, FaultInjector
@@ -422,7 +405,7 @@ def test_bi_encoder_trains_and_loads_as_sentence_transformer(tiny, tmp_path):
 
 
 def test_a_collection_without_qrels_trains_on_every_query(tmp_path, monkeypatch):
-    from tests.test_data import write_beir
+    from tests.helpers import write_beir
     from zelo_ray.config import load_config
     from zelo_ray.data import prepare
     from zelo_ray.workflows.demo import run_quickstart

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.test_data import write_beir
+from tests.helpers import write_beir
 from zelo_ray.cli import main
 from zelo_ray.config import load_config
 from zelo_ray.scoring.models import tiny_encoder

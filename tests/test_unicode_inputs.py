@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.test_data import write_beir
+from tests.helpers import write_beir
 from zelo_ray.data import prepare
 from zelo_ray.judges.prompt import build_messages
 from zelo_ray.retrieval.bm25 import BM25Searcher, build_bm25

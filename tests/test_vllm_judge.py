@@ -14,9 +14,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.test_annotate import _cfg, workdir  # noqa: F401  (the shared fixture)
+from tests.helpers import annotate_cfg as _cfg, annotate_workdir
 from zelo_ray.config import OpenAIJudgeConfig, VLLMPairwiseJudgeConfig
 from zelo_ray.judges.vllm_pairwise import scores_from_logprobs, slm_prompt
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """The annotation tests' tiny collection (tests/helpers.py)."""
+    return annotate_workdir(tmp_path_factory.mktemp("annotate"))
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "smollm2-135m-instruct"
@@ -142,7 +148,7 @@ def _topic_collection(root: Path):
     """Queries about one topic each; a document is relevant exactly when it is about the query's
     topic — a rule a 135M model can learn from a few dozen ensemble outcomes, which the
     undistilled model does not follow."""
-    from tests.test_data import write_beir
+    from tests.helpers import write_beir
     from zelo_ray.config import load_config
     from zelo_ray.data import prepare
     from zelo_ray.layout import layout
