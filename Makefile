@@ -1,5 +1,5 @@
 # `make demo` and `make test` are the README's two Quickstart commands; both set up .venv first.
-.PHONY: setup setup-vllm setup-browser demo test test-vllm test-slow bench
+.PHONY: setup setup-vllm setup-browser demo test test-vllm test-browser test-slow bench
 
 setup:
 	@bash scripts/setup.sh
@@ -21,6 +21,10 @@ test-vllm: setup setup-vllm
 # the slow tests include opening a report in headless Chromium (Debian's package)
 setup-browser:
 	@bash scripts/setup-browser.sh
+
+# the report's two browser tests (CI runs them; under CI a missing Chromium fails)
+test-browser: setup setup-browser
+	.venv/bin/python -m pytest -m slow -k headless_browser tests/test_train_pipeline.py tests/test_audit.py
 
 test-slow: setup setup-browser
 	.venv/bin/python -m pytest -m slow

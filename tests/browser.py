@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.helpers import missing
 
 # Appended to a copy of the report (the report itself has no script): measures every figure as
 # the browser laid it out and leaves the result in the DOM that --dump-dom prints.
@@ -37,7 +37,7 @@ def open_in_browser(report: Path, tmp_path: Path) -> list[dict]:
     figure's laid-out width, height and number of drawn elements."""
     browser = chromium()
     if browser is None:
-        pytest.skip("no Chromium on this machine (`make test-slow` installs Debian's; or set ZELO_CHROMIUM)")
+        missing("no Chromium on this machine (`make setup-browser` installs Debian's; or set ZELO_CHROMIUM)")
     page = report.read_text(encoding="utf-8")
     n_figures = page.count("<figure>")
     assert n_figures and "<script" not in page

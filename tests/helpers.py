@@ -2,12 +2,15 @@
 module imports another)."""
 
 import gzip
+import importlib.util
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -100,3 +103,20 @@ def toy_groups(n_groups=48, group=8, seed=0):
         rows["targets"].append([0.9 if r else 0.1 for r in rel])
         rows["elo"].append([2.0 if r else -2.0 for r in rel])
     return pa.table(rows)
+
+
+def missing(reason: str) -> None:
+    """A test's dependency (vLLM, its model, Chromium) is not here: skip on a developer's
+    machine, fail under CI (``CI`` set), where every dependency is installed by the project's own
+    scripts and a skip would let a green run hide a broken install."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def need_vllm(model: Path) -> None:
+    """vLLM importable and ``model`` on disk, else :func:`missing`."""
+    if importlib.util.find_spec("vllm") is None:
+        missing("vLLM is not installed (make test-vllm runs this in .venv-vllm)")
+    if not model.exists():
+        missing(f"{model} missing: run scripts/setup-vllm.sh")

