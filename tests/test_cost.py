@@ -44,7 +44,7 @@ def test_projection_uses_the_measured_gpu_rates():
 
 def test_the_gpu_slm_judge_check_runs_end_to_end_dry_on_cpu(tmp_path):
     out = tmp_path / "gpu_slm.json"
-    r = subprocess.run([sys.executable, str(ROOT / "pipelines/bench/gpu_slm_judge.py"), "--dry", "--out", str(out)],
+    r = subprocess.run([sys.executable, "-m", "benchmarks.gpu_slm_judge", "--dry", "--out", str(out)],
                        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())

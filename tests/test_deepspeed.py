@@ -187,16 +187,15 @@ def test_a_lora_model_exports_its_merged_weights_and_keeps_training(tmp_path):
 
 
 def test_the_gpu_deepspeed_check_runs_end_to_end_on_cpu_in_dry_mode(tmp_path):
-    """pipelines/bench/gpu_deepspeed.py with tiny shapes on CPU: every model × ZeRO stage × LoRA/full
+    """benchmarks/gpu_deepspeed.py with tiny shapes on CPU: every model × ZeRO stage × LoRA/full
     configuration trains and is written to the JSON (the GPU run differs only in shapes and device)."""
     import json
     import subprocess
     import sys
 
     out = tmp_path / "dry.json"
-    script = Path(__file__).resolve().parents[1] / "pipelines" / "bench" / "gpu_deepspeed.py"
-    r = subprocess.run([sys.executable, str(script), "--dry", "--out", str(out)], capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run([sys.executable, "-m", "benchmarks.gpu_deepspeed", "--dry", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads(out.read_text())
     runs = result["runs"]

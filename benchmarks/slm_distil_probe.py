@@ -5,7 +5,7 @@ Keeps the pairs the ensemble decided by at least ``--margin`` (ties teach "say Â
 ``--pairs`` of them, holds out ``--heldout`` of their queries, distils ``--base`` and prints the
 held-out agreement before and after, as `zelo slm` measures it.
 
-    .venv/bin/python pipelines/bench/slm_distil_probe.py --run runs/bench-slm/share-50 \\
+    .venv/bin/python -m benchmarks.slm_distil_probe --run runs/bench-slm/share-50 \\
         --epochs 1 --lr 1e-4 --json /tmp/probe-e1.json
 """
 
@@ -16,8 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:

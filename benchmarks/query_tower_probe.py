@@ -12,7 +12,7 @@ on the query's judged candidates). Every ``--eval-every`` steps it prints, from 
   dev qrels (never used to choose anything here; the test split is for the final table only);
 * ``dev_dense`` — exact dense retrieval with the tuned query tower over the mapped vectors.
 
-    .venv/bin/python pipelines/bench/query_tower_probe.py runs/nfcorpus --lr 1e-4 --tau 0.3 --map-lr 3e-3
+    .venv/bin/python -m benchmarks.query_tower_probe runs/nfcorpus --lr 1e-4 --tau 0.3 --map-lr 3e-3
 """
 
 from __future__ import annotations

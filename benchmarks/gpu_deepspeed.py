@@ -9,8 +9,8 @@ carried with the working tree (`--wheels`, default runs/gpu/wheels; made here by
 `pip wheel deepspeed==0.19.8 hjson ninja py-cpuinfo einops msgpack -w runs/gpu/wheels` and
 `pip download peft==0.21.2 accelerate==1.15.0 --no-deps -d runs/gpu/wheels`).
 
-    python pipelines/bench/gpu_deepspeed.py --out $OUT/gpu_deepspeed.json            # on the GPU
-    python pipelines/bench/gpu_deepspeed.py --dry --out /tmp/gpu_deepspeed_dry.json  # CPU, tiny shapes
+    python -m benchmarks.gpu_deepspeed --out $OUT/gpu_deepspeed.json            # on the GPU
+    python -m benchmarks.gpu_deepspeed --dry --out /tmp/gpu_deepspeed_dry.json  # CPU, tiny shapes
 
 MFU = 6·N·T model FLOPs per sample (N matmul parameters without the embedding table, T tokens;
 the attention term added as in gpu_train.py) × samples/s ÷ the chip's dense bf16 peak. LoRA skips
@@ -33,8 +33,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12}
 SHAPES = {  # the public Qwen3 configs: d, MLP, layers, heads, KV heads (head_dim 128, vocab 151,936, tied)

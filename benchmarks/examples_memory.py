@@ -4,7 +4,7 @@ same synthetic run, each in its own process so the peaks are its own. Reported: 
 sampled from /proc, peak RssAnon (the process's own memory) and RssFile (mapped file pages the OS
 can drop: the chunked path reads its staging file memory-mapped).
 
-    .venv/bin/python pipelines/bench/examples_memory.py --queries 20000 --json docs/bench/examples_memory.json
+    .venv/bin/python -m benchmarks.examples_memory --queries 20000 --json docs/bench/examples_memory.json
 
 A synthetic collection (`--docs` documents of about `--chars` characters) and a zELO table of
 `--queries` queries × `--candidates` candidates; the examples file each way must be identical.

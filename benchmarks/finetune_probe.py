@@ -15,7 +15,7 @@ After each epoch (``--eval-every`` steps for ``full``) it prints nDCG@10 on the 
 (zELO grades, what training may look at) and on the test queries (qrels; never used to choose
 anything), each over the hybrid top-``--depth``. Nothing is written; the numbers are the output.
 
-    .venv/bin/python pipelines/bench/finetune_probe.py runs/cranfield --mode qtower --epochs 6
+    .venv/bin/python -m benchmarks.finetune_probe runs/cranfield --mode qtower --epochs 6
 """
 
 from __future__ import annotations

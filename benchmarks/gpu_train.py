@@ -6,13 +6,13 @@ For the GPU machine: PyTorch + transformers, no Ray, no vLLM, no network. Inputs
     runs/gpu/model/        all-MiniLM-L6-v2 weights (fp16 copy, to fit the transfer limit)
     runs/proof/bundle/     `zelo bench proof prepare` output (ids + texts, zstd Parquet)
 
-    python pipelines/bench/gpu_train.py --out $OUT/gpu_train.json [--proof-scores $OUT/scores]
+    python -m benchmarks.gpu_train --out $OUT/gpu_train.json [--proof-scores $OUT/scores]
 
 The query-tower recipe (issue #29; `zelo_ray/bench/query_tower_gpu.py`): prepare bundles here on
 CPU from runs that `zelo bench rerank` (or `zelo demo`) made, then train on the GPU — NFCorpus alone,
 then every collection pooled — at 512 tokens:
-    python pipelines/bench/gpu_train.py --prepare-query-tower runs/bench-ablation   # here
-    python pipelines/bench/gpu_train.py --out $OUT/qt.json --query-tower runs/gpu/qt
+    python -m benchmarks.gpu_train --prepare-query-tower runs/bench-ablation   # here
+    python -m benchmarks.gpu_train --out $OUT/qt.json --query-tower runs/gpu/qt
 
 MFU = achieved model FLOP/s ÷ the chip's dense bf16 peak (H100/H200 SXM: 989 TFLOP/s). Model
 FLOPs per trained sample = 6 · N · T + 12 · layers · d · T² (matmul parameters N without the
@@ -21,13 +21,11 @@ embedding table, T tokens; the second term is attention scores and values, fwd +
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from zelo_ray.train.loop import StepRunner  # noqa: E402
 from zelo_ray.scoring.models import Reranker, load_reranker  # noqa: E402
@@ -110,7 +108,7 @@ def decoder_05b():
                       num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=4096,
                       tie_word_embeddings=True, attn_implementation="sdpa")
     model = LlamaForCausalLM(cfg).to(torch.float32)
-    tok = AutoTokenizer.from_pretrained(str(Path(__file__).resolve().parents[2] / "runs/gpu/model"))
+    tok = AutoTokenizer.from_pretrained(str(Path(__file__).resolve().parents[1] / "runs/gpu/model"))
     # random weights: any token id stands in for " yes" (throughput only; tokenisation is bypassed)
     return Reranker(model, tok, "decoder_yes", yes_id=9)
 

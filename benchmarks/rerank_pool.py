@@ -1,6 +1,6 @@
 """Evaluation reranking in the driver vs in a Ray Data actor pool (`rerank.executor`), same run.
 
-    .venv/bin/python pipelines/bench/rerank_pool.py --run runs/cranfield --json docs/bench/rerank_pool.json
+    .venv/bin/python -m benchmarks.rerank_pool --run runs/cranfield --json docs/bench/rerank_pool.json
 
 Takes a finished run directory (`make demo` writes runs/cranfield), reranks the top-`--depth`
 candidates of `--queries` queries with the run's trained model both ways, checks that both give

@@ -7,13 +7,12 @@ chunk_max`, issue #17: windows + tokenise + score, p50/p90/p99) at 12 KB and 150
 documents; and what cross-request batching buys on a GPU: 16 and 64 clients' small requests
 scored one by one vs merged into one call (what `@serve.batch` does in the replica).
 
-    python pipelines/bench/gpu_serve.py --out $OUT/gpu_serve.json
-    python pipelines/bench/gpu_serve.py --dry --out /tmp/gpu_serve_dry.json   # CPU, tiny shapes (a test runs it)
+    python -m benchmarks.gpu_serve --out $OUT/gpu_serve.json
+    python -m benchmarks.gpu_serve --dry --out /tmp/gpu_serve_dry.json   # CPU, tiny shapes (a test runs it)
 """
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -26,8 +25,7 @@ def sync():
         torch.cuda.synchronize()
 
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]
 
 from zelo_ray.bench.payloads import payload, percentiles  # noqa: E402
 from zelo_ray.serve.engine import ScoringEngine  # noqa: E402

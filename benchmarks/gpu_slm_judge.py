@@ -12,8 +12,8 @@ random weights: throughput only. Prompt lengths are drawn from real prompts
 (``--lengths``: a JSON ``{"tokens": [...]}``; made from the Cranfield run's judged pairs with the
 SmolLM2 tokenizer and `slm_prompt`, mean ≈ 455 tokens), so padding waste is what it would be.
 
-    python pipelines/bench/gpu_slm_judge.py --lengths runs/gpu/slm_prompt_tokens.json --out $OUT/gpu_slm.json
-    python pipelines/bench/gpu_slm_judge.py --dry --out /tmp/gpu_slm_dry.json   # CPU, tiny shapes (a test runs it)
+    python -m benchmarks.gpu_slm_judge --lengths runs/gpu/slm_prompt_tokens.json --out $OUT/gpu_slm.json
+    python -m benchmarks.gpu_slm_judge --dry --out /tmp/gpu_slm_dry.json   # CPU, tiny shapes (a test runs it)
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]
 
 from zelo_ray.scoring.models import last_token_logits, pad_right  # noqa: E402
 

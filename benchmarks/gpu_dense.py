@@ -7,7 +7,7 @@ the build machine (see docs/benchmarks.md §6):
     runs/gpu/texts.json  10,000 document texts of the synthetic 100k corpus
     runs/gpu/ref.npy     sentence-transformers CPU embeddings of the first 256 texts (fp32 weights)
 
-    python pipelines/bench/gpu_dense.py --out $OUT/gpu_dense.json
+    python -m benchmarks.gpu_dense --out $OUT/gpu_dense.json
 
 Embedding is mean pooling + L2 normalisation over the last hidden state, which is what the
 sentence-transformers pipeline of this model computes; parity with the CPU reference is reported.

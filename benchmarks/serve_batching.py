@@ -1,6 +1,6 @@
 """Cross-request batching on CPU at the paper's request shapes, and where a replica's time goes.
 
-    .venv/bin/python pipelines/bench/serve_batching.py --json docs/bench/serve_batching.json
+    .venv/bin/python -m benchmarks.serve_batching --json docs/bench/serve_batching.json
 
 **Requests**: each has 20–100 documents of 200–2,000 tokens (uniform; the paper's shapes), cut
 from corpus text (Cranfield by default) at the model tokenizer's bytes per token. The model is
@@ -34,8 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def realistic_requests(texts: list[str], n: int, docs: tuple[int, int], tokens: tuple[int, int],

@@ -6,7 +6,7 @@ stop-word removal). Each command runs as a user would run it (the installed `zel
 process per command); the script records each collection's BM25/dense/hybrid nDCG@10 and the
 failed-record count of retrieval.
 
-    .venv/bin/python pipelines/bench/hostile_queries.py --json docs/bench/hostile_queries.json [--all]
+    .venv/bin/python -m benchmarks.hostile_queries --json docs/bench/hostile_queries.json [--all]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 HOSTILE = [
     "The origin of the CRF01_1b2k protein occurred between 1923 and 1956.",
     "snake_case_identifier and __init__ in my_module.py",

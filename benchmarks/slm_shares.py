@@ -12,8 +12,8 @@ Scaled to fit 2 cores: ``--train-queries`` queries, top ``--top-n`` candidates, 
 documents cut to ``--doc-chars`` characters for the SLM. The ensemble is the demo's simulated
 one (qrels-driven): SIMULATION.
 
-    .venv-vllm/bin/python pipelines/bench/slm_shares.py judge --out runs/bench-slm
-    .venv/bin/python pipelines/bench/slm_shares.py train --out runs/bench-slm --json docs/bench/slm_shares.json
+    .venv-vllm/bin/python -m benchmarks.slm_shares judge --out runs/bench-slm
+    .venv/bin/python -m benchmarks.slm_shares train --out runs/bench-slm --json docs/bench/slm_shares.json
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]
 
 SHARES = (0.1, 0.25, 0.5)
 

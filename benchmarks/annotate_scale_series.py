@@ -8,7 +8,7 @@ bucketed (this code) against the one-pass stage it replaced, measured in the sam
     # the same 112k run again: nothing left to ask
     .venv/bin/zelo bench annotate-scale --queries 112000 --executor ray --workdir /tmp/s112000 --json /tmp/rerun.json
     # the one-pass baseline: the same command from a checkout of the commit before the buckets
-    .venv/bin/python pipelines/bench/annotate_scale_series.py --new /tmp/s10000.json /tmp/s30000.json \
+    .venv/bin/python -m benchmarks.annotate_scale_series --new /tmp/s10000.json /tmp/s30000.json \
         /tmp/s112000.json --rerun /tmp/rerun.json --baseline base10k.json base30k.json \
         --json docs/bench/annotate_scale_series.json --plot docs/annotate_scale.png
 """

@@ -8,7 +8,7 @@ SIMULATION). Recorded: each system's nDCG@10 under human and zELO labels, Kendal
 orders of the systems, the Pearson r of per-(system, query) nDCG@10, and the same for other grade
 shares (regraded from the audit's own zelo.parquet, no new judging).
 
-    .venv/bin/python pipelines/bench/audit_labelfree.py --json docs/bench/audit_labelfree.json
+    .venv/bin/python -m benchmarks.audit_labelfree --json docs/bench/audit_labelfree.json
 
 Needs `zelo bench rerank` to have run (its candidates and reranked test queries).
 """

@@ -1,7 +1,7 @@
 """Long documents: scoring a document as its best window (`serve.long_documents: chunk_max`)
 against truncation, on a long-document collection built from a short one; and request latency.
 
-    .venv/bin/python pipelines/bench/long_documents.py --run runs/cranfield --json docs/bench/long_documents.json
+    .venv/bin/python -m benchmarks.long_documents --run runs/cranfield --json docs/bench/long_documents.json
 
 **The collection** (built, since ../shared holds only short-document collections): every document
 of the run's collection becomes a long one — its own text (the *host*) placed at a random
