@@ -35,38 +35,14 @@ def evaluate_reranker(cfg: ZeloConfig, col, queries: list[str], checkpoints: dic
     (query-tower checkpoints only: the index's vectors are its document tower's)."""
     from zelo_ray.eval.evaluate import evaluate_runs, rankings_from_candidates
     from zelo_ray.scoring.fusion import fusion_weight
-    from zelo_ray.scoring.rerank import rankings_from_reranked, rerank_candidates
-    from zelo_ray.scoring.scorer import ScorerPool
+    from zelo_ray.scoring.rerank import rankings_from_reranked
 
     qrels = col.qrels(cfg.data.split)
     runs = rankings_from_candidates(layout(cfg).candidates, queries, cfg.evaluate.depth)
     failures, failed = {}, set()
     for name, ckpt in checkpoints.items():
-        errors = ErrorLog((out or layout(cfg).train) / f"reranked-{name}.errors.parquet", "rerank")
-        errors.reset()
-        saved = (out / f"reranked-{name}.parquet") if out else None
-        key = _rerank_key(cfg, ckpt)
-        reused = _reusable_rerank(saved, key, queries)
-        todo = [q for q in queries if q not in set(reused["query_id"].to_pylist())] if reused is not None else queries
-        log(f"      rerank the top-{cfg.rerank.depth} of {len(todo)} queries with {name} ({ckpt})"
-            + (f"; {len(queries) - len(todo)} reranked by an earlier run are reused" if reused is not None else ""))
-        t = rerank_candidates(col, layout(cfg).candidates, ckpt, todo, depth=cfg.rerank.depth,
-                              batch_size=cfg.rerank.batch_size, max_length=cfg.rerank.max_length, log=log,
-                              errors=errors, injector=FaultInjector("rerank", cfg.errors.inject),
-                              pool=ScorerPool(cfg) if cfg.rerank.executor == "ray" else None,
-                              model=scoring_model(cfg, col, ckpt, log=log)
-                              if todo and cfg.rerank.executor != "ray" else None)
-        if reused is not None:
-            t = pa.concat_tables([reused, t])
-        if saved is not None:
-            _save_rerank(t, saved, key)
-        table = errors.finish()
-        failures[name] = check_failures(table, len(queries), cfg.errors.max_fraction, stage="rerank",
-                                        path=errors.path, what="test queries")
-        if table.num_rows:
-            log(f"      {table.num_rows:,} test queries could not be reranked by {name} and are left out of "
-                f"every system's metrics (listed in {errors.path}): {failures[name]['most_common']}")
-        failed |= set(table["record_id"].to_pylist())
+        t, failures[name], lost = _rerank_one(cfg, col, queries, name, ckpt, out, log)
+        failed |= lost
         runs[name] = {q: d[:cfg.evaluate.depth] for q, d in rankings_from_reranked(t).items()}
         if fusion_weight(ckpt) > 0 or name in (model_only or {}):
             # the served function fuses BM25; this row is what the model alone contributes
@@ -82,6 +58,40 @@ def evaluate_reranker(cfg: ZeloConfig, col, queries: list[str], checkpoints: dic
     report["failed"] = failures
     report["paired"] = _paired_deltas(cfg, qrels, runs, kept, paired)
     return report
+
+
+def _rerank_one(cfg: ZeloConfig, col, queries: list[str], name: str, ckpt: str, out: Path | None, log):
+    """One checkpoint's reranking of ``queries`` (what an earlier run reranked with the same key
+    is reused; the result is saved under ``out``): (the table, its failure summary, the ids of
+    the queries it could not score)."""
+    from zelo_ray.scoring.rerank import rerank_candidates
+    from zelo_ray.scoring.scorer import ScorerPool
+
+    errors = ErrorLog((out or layout(cfg).train) / f"reranked-{name}.errors.parquet", "rerank")
+    errors.reset()
+    saved = (out / f"reranked-{name}.parquet") if out else None
+    key = _rerank_key(cfg, ckpt)
+    reused = _reusable_rerank(saved, key, queries)
+    todo = [q for q in queries if q not in set(reused["query_id"].to_pylist())] if reused is not None else queries
+    log(f"      rerank the top-{cfg.rerank.depth} of {len(todo)} queries with {name} ({ckpt})"
+        + (f"; {len(queries) - len(todo)} reranked by an earlier run are reused" if reused is not None else ""))
+    local = bool(todo) and cfg.rerank.executor != "ray"
+    t = rerank_candidates(col, layout(cfg).candidates, ckpt, todo, depth=cfg.rerank.depth,
+                          batch_size=cfg.rerank.batch_size, max_length=cfg.rerank.max_length, log=log,
+                          errors=errors, injector=FaultInjector("rerank", cfg.errors.inject),
+                          pool=ScorerPool(cfg) if cfg.rerank.executor == "ray" else None,
+                          model=scoring_model(cfg, col, ckpt, log=log) if local else None)
+    if reused is not None:
+        t = pa.concat_tables([reused, t])
+    if saved is not None:
+        _save_rerank(t, saved, key)
+    table = errors.finish()
+    summary = check_failures(table, len(queries), cfg.errors.max_fraction, stage="rerank", path=errors.path,
+                             what="test queries")
+    if table.num_rows:
+        log(f"      {table.num_rows:,} test queries could not be reranked by {name} and are left out of "
+            f"every system's metrics (listed in {errors.path}): {summary['most_common']}")
+    return t, summary, set(table["record_id"].to_pylist())
 
 
 def _paired_deltas(cfg: ZeloConfig, qrels, runs: dict, queries: list[str], pairs) -> dict:
