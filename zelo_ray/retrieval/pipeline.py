@@ -50,22 +50,14 @@ def run_retrieve(cfg: ZeloConfig) -> dict:
     settings exist — only the queries the last run failed. A query that raises is listed in the
     errors table (`layout(cfg).retrieve_errors`) and skipped; the stage fails only when more than
     ``errors.max_fraction`` of the queries failed, after keeping every query that succeeded."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-    import ray
-
     from zelo_ray.raysession import ensure_ray
-    from zelo_ray.retrieval.embedder import QueryEmbedder
-    from zelo_ray.retrieval.search import HybridSearch
 
     paths = layout(cfg)
     col = open_collection(paths.data)
-    rcfg, icfg = cfg.retrieve, cfg.index
     for what, p in (("BM25 index", paths.bm25), ("dense index", Path(paths.dense))):
         if "://" not in str(p) and not Path(p).exists():
             raise FileNotFoundError(f"{p}: no {what}; run `zelo index` first")
-    out = layout(cfg).candidates
-    errors = ErrorLog(layout(cfg).retrieve_errors, "retrieve")
+    out, errors = paths.candidates, ErrorLog(paths.retrieve_errors, "retrieve")
     fingerprint = _fingerprint(cfg, col, paths)
     n_queries = col.manifest["counts"]["queries"]
     retry = out.is_dir() and saved_if_unchanged(out / _STATE, fingerprint, field="fingerprint") is not None
@@ -76,6 +68,30 @@ def run_retrieve(cfg: ZeloConfig) -> dict:
     shutil.rmtree(tmp, ignore_errors=True)
     errors.reset()
     ensure_ray(cfg.ray)
+    t0 = time.perf_counter()
+    _write_here(_search_pipeline(cfg, col, paths, failed_before if retry else None, errors), tmp)
+    seconds = time.perf_counter() - t0
+    table = errors.finish()
+    _check_written(tmp, (len(failed_before) if retry else n_queries) - len(set(table["record_id"].to_pylist())))
+    _install(out, tmp, retry)
+    (out / _STATE).write_text(json.dumps({"fingerprint": fingerprint, "queries": n_queries,
+                                          "failed": table.num_rows}))
+    # raises past errors.max_fraction, after every finished query is in place
+    failed = check_failures(table, n_queries, cfg.errors.max_fraction, stage="retrieve", path=errors.path,
+                            what="queries")
+    return _report(out, n_queries, seconds, failed, retried=len(failed_before) if retry else None)
+
+
+def _search_pipeline(cfg: ZeloConfig, col, paths, only: list[str] | None, errors: ErrorLog):
+    """The Ray Data pipeline: queries (all, or only ``only``) → embedder actors → hybrid search
+    actors, each batch isolated so a failing query lands in the errors table."""
+    import pyarrow.compute as pc
+    import ray
+
+    from zelo_ray.retrieval.embedder import QueryEmbedder
+    from zelo_ray.retrieval.search import HybridSearch
+
+    rcfg, icfg = cfg.retrieve, cfg.index
     nodes = alive_nodes()
     # the search actors may run on any node: they get addresses every node can read
     corpus = for_workers(cfg, col.corpus_path, what="retrieve", nodes=nodes)
@@ -84,11 +100,10 @@ def run_retrieve(cfg: ZeloConfig) -> dict:
     dense = for_workers(cfg, paths.dense, what="retrieve", nodes=nodes) if local_dense else str(paths.dense)
     node_copy = tuple(name for name, a, b in (("bm25", bm25, str(paths.bm25)), ("dense", dense, str(paths.dense)))
                       if a != b)
-    t0 = time.perf_counter()
     threads = icfg.embed_threads or max(1, (os.cpu_count() or 1) // rcfg.query_actors)
-    if retry:  # only the queries that failed last time (a short list: read in the driver)
+    if only is not None:  # only the queries that failed last time (a short list: read in the driver)
         q = col.queries().select(["query_id", "text"])
-        ds = ray.data.from_arrow(q.filter(pc.is_in(q["query_id"], value_set=pa.array(failed_before, pa.string()))))
+        ds = ray.data.from_arrow(q.filter(pc.is_in(q["query_id"], value_set=pa.array(only, pa.string()))))
     else:
         ds = ray.data.read_parquet(for_workers(cfg, col.queries_path, what="retrieve", nodes=nodes)
                                    ).select_columns(["query_id", "text"])
@@ -101,7 +116,7 @@ def run_retrieve(cfg: ZeloConfig) -> dict:
         batch_size=rcfg.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=rcfg.query_actors),
         num_cpus=rcfg.query_cpus, num_gpus=icfg.embed_gpus or None)
-    ds = ds.map_batches(
+    return ds.map_batches(
         IsolatedBatches,
         fn_constructor_kwargs=dict(inner=HybridSearch, inner_kwargs=dict(
             corpus=corpus, bm25_path=bm25, dense_uri=dense, node_copy=node_copy,
@@ -110,10 +125,12 @@ def run_retrieve(cfg: ZeloConfig) -> dict:
             ivf_lists=rcfg.ivf_lists, ivf_probe=rcfg.ivf_probe), **isolation),
         batch_size=rcfg.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=rcfg.search_actors), num_cpus=rcfg.search_cpus)
-    _write_here(ds, tmp)
-    seconds = time.perf_counter() - t0
-    table = errors.finish()
-    _check_written(tmp, (len(failed_before) if retry else n_queries) - len(set(table["record_id"].to_pylist())))
+
+
+def _install(out: Path, tmp: Path, retry: bool) -> None:
+    """Put the new parts in place: a retry's join the finished set; a full run replaces it."""
+    import pyarrow.parquet as pq
+
     out.parent.mkdir(parents=True, exist_ok=True)
     if retry:
         # the new queries' parts join the finished set; without the state file until they are all
@@ -122,20 +139,14 @@ def run_retrieve(cfg: ZeloConfig) -> dict:
         for part in (sorted(tmp.glob("*.parquet")) if tmp.exists() else []):
             os.replace(part, out / f"retry-{uuid.uuid4().hex[:8]}-{part.name}")
         shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        if tmp.exists():
-            os.replace(tmp, out)
-        else:  # every query failed: an empty candidates set, so the errors say what happened
-            out.mkdir()
-            pq.write_table(CANDIDATES.empty_table(), out / "empty.parquet")
-    (out / _STATE).write_text(json.dumps({"fingerprint": fingerprint, "queries": n_queries,
-                                          "failed": table.num_rows}))
-    # raises past errors.max_fraction, after every finished query is in place
-    failed = check_failures(table, n_queries, cfg.errors.max_fraction, stage="retrieve", path=errors.path,
-                            what="queries")
-    return _report(out, n_queries, seconds, failed, retried=len(failed_before) if retry else None)
+        return
+    if out.exists():
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    if tmp.exists():
+        os.replace(tmp, out)
+    else:  # every query failed: an empty candidates set, so the errors say what happened
+        out.mkdir()
+        pq.write_table(CANDIDATES.empty_table(), out / "empty.parquet")
 
 
 def _write_here(ds, tmp: Path, rows_per_file: int = 1_000_000) -> None:
