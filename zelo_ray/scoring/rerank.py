@@ -58,29 +58,43 @@ def rerank_candidates(col, candidates: str | Path, checkpoint: str, queries: lis
     ``pool``: score in a Ray Data actor pool (:class:`ScorerPool`) instead of this process.
     With ``errors``, a query whose scoring raises is listed there and left out of the result
     (the caller decides what a missing query means); without, it raises."""
-    ds = pads.dataset(str(candidates), format="parquet")
-    t = ds.to_table(columns=["query_id", "doc_id", "rank"],
-                    filter=pc.field("query_id").isin(pa.array(queries, pa.string())))
-    t = t.filter(pc.is_valid(t["rank"])).sort_by([("query_id", "ascending"), ("rank", "ascending")])
+    t = _candidates(candidates, queries)
     top = t.filter(pc.less_equal(t["rank"], depth))
-    qtext = query_texts(col)
-    dtext = doc_texts(col, top["doc_id"].to_pylist())
-    ml = checkpoint_max_length(checkpoint, max_length)
     qids, dids = top["query_id"].to_pylist(), top["doc_id"].to_pylist()
-    rows = query_rows(qids, dids, qtext, dtext)
+    rows = query_rows(qids, dids, query_texts(col), doc_texts(col, dids))
+    ml = checkpoint_max_length(checkpoint, max_length)
     inject = sorted(f"rerank:{i}" for i in injector.ids) if injector is not None else []
     if pool is not None and rows.num_rows:
         scored = pool.run(rows, checkpoint, max_length=ml, batch_size=batch_size, fusion=fusion, inject=inject)
     else:
         scorer = QueryScorer(checkpoint, max_length=ml, batch_size=batch_size, fusion=fusion, inject=inject,
                              model=model or (load_reranker(checkpoint) if rows.num_rows else None))
-        step = max(batch_size, 1024)
-        scored = (scorer(chunk) for chunk in _query_chunks(rows, step))
+        scored = (scorer(chunk) for chunk in _query_chunks(rows, max(batch_size, 1024)))
+    score_of, model_of = _collect(scored, rows, len(dids), errors, log)
+    out_t = _ranked(t, depth, score_of, model_of, failed=set(qids) - {q for q, _ in score_of})
+    if out is not None:
+        import pyarrow.parquet as pq
 
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(out_t, str(out) + ".tmp")
+        Path(str(out) + ".tmp").replace(out)
+    return out_t
+
+
+def _candidates(candidates: str | Path, queries: list[str]) -> pa.Table:
+    """The queries' ranked candidates, sorted by query then first-stage rank."""
+    t = pads.dataset(str(candidates), format="parquet").to_table(
+        columns=["query_id", "doc_id", "rank"], filter=pc.field("query_id").isin(pa.array(queries, pa.string())))
+    t = t.filter(pc.is_valid(t["rank"]))
+    return t.sort_by([("query_id", "ascending"), ("rank", "ascending")])
+
+
+def _collect(scored, rows: pa.Table, n_pairs: int, errors: ErrorLog | None, log):
+    """(served score, model score) per (query, document) from the scored parts, as they come;
+    a failed query goes to ``errors`` (or raises without)."""
     score_of: dict[tuple[str, str], float] = {}
     model_of: dict[tuple[str, str], float] = {}
-    done = 0
-    ticker = Ticker(len(dids))
+    done, ticker = 0, Ticker(n_pairs)
     docs_of = dict(zip(rows["query_id"].to_pylist(), rows["doc_ids"].to_pylist()))
     for part in scored:
         bad = part.filter(pc.is_valid(part["error"]))
@@ -97,8 +111,13 @@ def rerank_candidates(col, candidates: str | Path, checkpoint: str, queries: lis
             model_of.update(zip(keys, p))
             done += len(keys)
         if ticker.due(done):
-            log(f"      reranked {done:,}/{len(dids):,} pairs ({ticker.rate(done):.1f} pairs/s, {ticker.eta(done)})")
-    failed = set(qids) - {q for q, _ in score_of}
+            log(f"      reranked {done:,}/{n_pairs:,} pairs ({ticker.rate(done):.1f} pairs/s, {ticker.eta(done)})")
+    return score_of, model_of
+
+
+def _ranked(t: pa.Table, depth: int, score_of: dict, model_of: dict, failed: set) -> pa.Table:
+    """Each (not failed) query's head re-ordered by the served score (ties keep first-stage order),
+    the tail below ``depth`` after it in first-stage order."""
     rows_q, rows_d, rows_r, rows_s, rows_m = [], [], [], [], []
     all_q, all_d, all_r = t["query_id"].to_pylist(), t["doc_id"].to_pylist(), t["rank"].to_pylist()
     start = 0
@@ -117,16 +136,9 @@ def rerank_candidates(col, candidates: str | Path, checkpoint: str, queries: lis
             rows_q.append(q), rows_d.append(d), rows_r.append(i + 1), rows_s.append(sc)
             rows_m.append(model_of.get((q, d)))
         start = end
-    out_t = pa.table({"query_id": pa.array(rows_q, pa.string()), "doc_id": pa.array(rows_d, pa.string()),
-                      "rank": pa.array(rows_r, pa.int32()), "score": pa.array(rows_s, pa.float32()),
-                      "model_score": pa.array(rows_m, pa.float32())})
-    if out is not None:
-        import pyarrow.parquet as pq
-
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(out_t, str(out) + ".tmp")
-        Path(str(out) + ".tmp").replace(out)
-    return out_t
+    return pa.table({"query_id": pa.array(rows_q, pa.string()), "doc_id": pa.array(rows_d, pa.string()),
+                     "rank": pa.array(rows_r, pa.int32()), "score": pa.array(rows_s, pa.float32()),
+                     "model_score": pa.array(rows_m, pa.float32())})
 
 
 def rankings_from_reranked(table: pa.Table, by: str = "rank") -> dict[str, list[str]]:
