@@ -80,28 +80,7 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
     writers = _Writers(out)
     try:
         for b in range(plan.n_buckets):
-            with timed(timings, "pairs_s"):
-                graph = pairs_step(cfg, plan, b, out)
-                writers.write("pairs", graph.pairs)
-            if plan.n_buckets == 1:
-                log_fn(f"      {graph.n_queries:,} queries × top-{acfg.top_n}: {graph.pairs.num_rows:,} pairs "
-                       f"({cfg.graph.strategy}, k={cfg.graph.k}) + {plan.cross.num_rows:,} cross-query pairs")
-            with timed(timings, "tasks_s"):
-                calls = tasks_step(cfg, run, graph, store, log_fn if plan.n_buckets == 1 else None,
-                                   teacher_only=teacher_only)
-            with timed(timings, "judge_s"):
-                judge_step(cfg, calls, graph, store, errors, totals, log_fn, quiet=plan.n_buckets > 1)
-            with timed(timings, "elo_s"):
-                fitted = fit_step(cfg, plan, graph, calls, store, b, totals, writers, out)
-            if b == 0:
-                with timed(timings, "diagnostics_s"):
-                    totals.first = first_bucket_diagnostics(cfg, run, graph, fitted)
-            store.compact(plan.partitions[b])
-            if plan.n_buckets > 1:
-                log_fn(f"      bucket {b + 1}/{plan.n_buckets}: {graph.n_queries:,} queries, "
-                       f"{calls.tasks.num_rows:,} calls ({calls.reused:,} reused) · "
-                       f"{totals.asked:,} asked so far, {totals.asked / max(timings.get('judge_s', 0), 1e-9):,.0f} "
-                       f"votes/s · driver memory {_memory()}")
+            _bucket(cfg, run, plan, b, out, store, errors, totals, writers, timings, log_fn, teacher_only)
         writers.write("cross_pairs", plan.cross.select(_CROSS_COLUMNS))
         with timed(timings, "elo_s"):
             table = calibrate_step(cfg, run, plan, totals, writers)
@@ -194,6 +173,35 @@ class _Writers:
             w.close()
             (self.out / f"{name}.parquet.tmp").unlink(missing_ok=True)
         self._w = {}
+
+
+def _bucket(cfg: ZeloConfig, run, plan, b: int, out: Path, store: VoteStore, errors: ErrorLog, totals, writers,
+            timings: dict, log_fn, teacher_only: bool) -> None:
+    """One bucket of queries: pairs → judge calls (answered ones reused) → judges → Elo fit; the
+    bucket's votes are compacted once its Elo is written."""
+    acfg = cfg.annotate
+    with timed(timings, "pairs_s"):
+        graph = pairs_step(cfg, plan, b, out)
+        writers.write("pairs", graph.pairs)
+    if plan.n_buckets == 1:
+        log_fn(f"      {graph.n_queries:,} queries × top-{acfg.top_n}: {graph.pairs.num_rows:,} pairs "
+               f"({cfg.graph.strategy}, k={cfg.graph.k}) + {plan.cross.num_rows:,} cross-query pairs")
+    with timed(timings, "tasks_s"):
+        calls = tasks_step(cfg, run, graph, store, log_fn if plan.n_buckets == 1 else None,
+                           teacher_only=teacher_only)
+    with timed(timings, "judge_s"):
+        judge_step(cfg, calls, graph, store, errors, totals, log_fn, quiet=plan.n_buckets > 1)
+    with timed(timings, "elo_s"):
+        fitted = fit_step(cfg, plan, graph, calls, store, b, totals, writers, out)
+    if b == 0:
+        with timed(timings, "diagnostics_s"):
+            totals.first = first_bucket_diagnostics(cfg, run, graph, fitted)
+    store.compact(plan.partitions[b])
+    if plan.n_buckets > 1:
+        log_fn(f"      bucket {b + 1}/{plan.n_buckets}: {graph.n_queries:,} queries, "
+               f"{calls.tasks.num_rows:,} calls ({calls.reused:,} reused) · "
+               f"{totals.asked:,} asked so far, {totals.asked / max(timings.get('judge_s', 0), 1e-9):,.0f} "
+               f"votes/s · driver memory {_memory()}")
 
 
 def _memory() -> str:
