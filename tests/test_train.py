@@ -145,6 +145,33 @@ def test_seeded_split_is_stable_and_disjoint():
         seeded_split(ids, 1.0, 0)
 
 
+def test_the_training_queries_labels_come_from_the_split_they_were_taken_from(tmp_path):
+    """A collection with its own 'train' qrels and no split.train_split: the training queries come
+    from 'train', and so must their labels (the simulated judges' qrels, the binary baseline) —
+    reading data.split's ('test') gave NFCorpus's 2,563 training queries no label at all."""
+    from tests.helpers import write_beir
+    from zelo_ray.config import load_config
+    from zelo_ray.data import prepare
+    from zelo_ray.eval.splits import query_split, training_qrels_split
+
+    docs = [{"_id": f"d{i}", "title": "", "text": f"document {i}"} for i in range(6)]
+    queries = [{"_id": f"q{i}", "text": f"query {i}"} for i in range(6)]
+    src = write_beir(tmp_path / "beir", docs, queries, [("q0", "d0", 1), ("q1", "d1", 2)])
+    (src / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" +
+                                            "".join(f"q{i}\td{i}\t1\n" for i in range(2, 6)))
+    cfg = load_config(None, [f"data.dataset={src}", f"data.workdir={tmp_path}/run"])
+    col = prepare(str(src), tmp_path / "run" / "data")
+    split = query_split(cfg, col)
+    assert split["train"] == ["q2", "q3", "q4", "q5"] and split["test"] == ["q0", "q1"]
+    assert training_qrels_split(cfg, col) == "train"
+    labels = col.qrels(training_qrels_split(cfg, col))
+    assert all(labels.get(q) for q in split["train"])
+    cfg.split.train_split = "test"  # said explicitly: a seeded share of test's judged queries trains
+    assert training_qrels_split(cfg, col) == "test"
+    seeded = load_config(None, [f"data.dataset={src}", f"data.workdir={tmp_path}/run", "data.split=train"])
+    assert training_qrels_split(seeded, col) == "train"  # testing on 'train': the seeded split of it
+
+
 def test_binary_qrels_table_mines_negatives_and_adds_missed_positives(tmp_path):
     cand = pa.table({"query_id": ["q1"] * 4 + ["q2"] * 2, "doc_id": ["a", "b", "c", "d", "a", "e"],
                      "rank": pa.array([1, 2, 3, 4, 1, 2], pa.int32())})

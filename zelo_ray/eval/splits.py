@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["query_split", "seeded_split", "split_queries"]
+__all__ = ["query_split", "seeded_split", "split_queries", "training_qrels_split"]
 
 
 def seeded_split(query_ids: list[str], test_fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -40,9 +40,8 @@ def split_queries(col, *, test_split: str, train_split: str | None, test_fractio
     if test_split not in splits:
         raise ValueError(f"{col.root}: no qrels split {test_split!r} (have {splits})")
     test_judged = judged_queries(col.qrels(test_split))
-    if train_split is None and "train" in splits and test_split != "train":
-        train_split = "train"
-    if train_split is not None:
+    train_split = _training_split(splits, test_split, train_split)
+    if train_split != test_split:
         if train_split not in splits:
             raise ValueError(f"{col.root}: no qrels split {train_split!r} (have {splits})")
         train = sorted(set(judged_queries(col.qrels(train_split))) - set(test_judged))
@@ -56,6 +55,23 @@ def split_queries(col, *, test_split: str, train_split: str | None, test_fractio
         raise ValueError(f"{col.root}: the query split leaves {len(train)} training and {len(test)} test "
                          "queries; both need at least one")
     return {"train": train, "test": test, "source": source}
+
+
+def _training_split(splits, test_split: str, train_split: str | None) -> str:
+    """The qrels split whose judged queries train: ``train_split``, else the collection's 'train'
+    split when it has one (and tests on another), else the test split (then a seeded share of its
+    judged queries trains)."""
+    if train_split is not None:
+        return train_split
+    return "train" if "train" in (splits or ()) and test_split != "train" else test_split
+
+
+def training_qrels_split(cfg, col) -> str:
+    """The qrels split that labels the run's training queries — the one :func:`query_split` took
+    them from. Whatever reads the training queries' qrels (the simulated judges, the binary-qrels
+    baseline, refinement, Tune) asks here: ``split.train_split or data.split`` missed a
+    collection's own 'train' split and gave the simulated judges no labels at all."""
+    return _training_split(col.splits, cfg.data.split, cfg.split.train_split)
 
 
 def query_split(cfg, col) -> dict:

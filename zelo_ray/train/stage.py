@@ -16,7 +16,7 @@ from zelo_ray.config import ZeloConfig
 from zelo_ray.faults import ErrorLog, FaultInjector, check_failures
 from zelo_ray.train.examples import write_groups
 from zelo_ray.train.query_tower import effective_config
-from zelo_ray.eval.splits import query_split
+from zelo_ray.eval.splits import query_split, training_qrels_split
 from zelo_ray.train.validation import split_validation, validation_grades, validation_scores, validation_set
 from zelo_ray.layout import layout
 from zelo_ray.reuse import saved_if_unchanged
@@ -47,7 +47,7 @@ def binary_qrels_table(candidates: str | Path, qrels: dict, queries: list[str], 
 def training_table(cfg: ZeloConfig, col, train_queries: list[str]) -> pa.Table:
     """The training rows of ``train_queries``: their zELO table, or the binary-qrels baseline's."""
     if cfg.train.target == "binary_qrels":
-        return binary_qrels_table(layout(cfg).candidates, col.qrels(cfg.split.train_split or cfg.data.split),
+        return binary_qrels_table(layout(cfg).candidates, col.qrels(training_qrels_split(cfg, col)),
                                   train_queries, cfg.annotate.top_n)
     zpath = layout(cfg).annotate / "zelo.parquet"
     if not zpath.exists():

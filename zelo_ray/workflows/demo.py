@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from zelo_ray.annotate.run import run_annotate
 from zelo_ray.config import ZeloConfig
 from zelo_ray.data import open_collection
-from zelo_ray.eval.splits import query_split
+from zelo_ray.eval.splits import query_split, training_qrels_split
 from zelo_ray.eval.table import metrics_lines
 from zelo_ray.retrieval.indexing import run_index
 from zelo_ray.retrieval.pipeline import run_retrieve
@@ -125,7 +125,7 @@ def _annotate_step(cfg: ZeloConfig, col, split: dict, log) -> dict:
     """Judge the training queries' candidates; simulated judges see those queries' qrels only."""
     train_qrels = None
     if col.splits:
-        qrels_table = pq.read_table(col.qrels_path(cfg.split.train_split or cfg.data.split))
+        qrels_table = pq.read_table(col.qrels_path(training_qrels_split(cfg, col)))
         # the simulated judges see the training queries' qrels only: nothing about test queries leaks
         train_qrels = qrels_table.filter(pc.is_in(qrels_table["query_id"], value_set=pa.array(split["train"])))
     elif any(j.simulated for j in cfg.annotate.judges):

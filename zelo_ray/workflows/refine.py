@@ -50,12 +50,12 @@ def run_refine(cfg: ZeloConfig, *, log=print) -> dict:
     from zelo_ray.annotate.run import run_annotate
     from zelo_ray.data import open_collection
     from zelo_ray.eval.rerank import evaluate_reranker
-    from zelo_ray.eval.splits import query_split
+    from zelo_ray.eval.splits import query_split, training_qrels_split
     from zelo_ray.train.stage import run_train_stage
 
     col = open_collection(layout(cfg).data)
     split = query_split(cfg, col)
-    qsplit = cfg.split.train_split or cfg.data.split
+    qsplit = training_qrels_split(cfg, col)
     qrels = col.qrels(qsplit)
     qt = pq.read_table(col.qrels_path(qsplit))
     train_qrels = qt.filter(pc.is_in(qt["query_id"], value_set=pa.array(split["train"])))

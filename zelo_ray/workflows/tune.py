@@ -63,8 +63,7 @@ def run_tune(cfg: ZeloConfig, *, log=print) -> dict:
 
     from zelo_ray.data import open_collection
     from zelo_ray.raysession import ensure_ray
-    from zelo_ray.eval.splits import seeded_split
-    from zelo_ray.eval.splits import query_split
+    from zelo_ray.eval.splits import query_split, seeded_split, training_qrels_split
 
     tc = cfg.tune
     for k in tc.graph_k:
@@ -75,7 +74,7 @@ def run_tune(cfg: ZeloConfig, *, log=print) -> dict:
     train_q, val_q = seeded_split(split["train"], tc.val_fraction, cfg.split.seed + 1)
     if not train_q or not val_q:
         raise ValueError(f"tune.val_fraction={tc.val_fraction} leaves no training or no validation queries")
-    qsplit = cfg.split.train_split or cfg.data.split
+    qsplit = training_qrels_split(cfg, col)
     val = validation_set(col, layout(cfg).candidates, val_q, col.qrels(qsplit), cfg.rerank.depth)
     out = layout(cfg).tune.resolve()
     out.mkdir(parents=True, exist_ok=True)
