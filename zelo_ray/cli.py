@@ -27,6 +27,7 @@ from zelo_ray.config.loading import config_from_args
 from zelo_ray.data.schema import DataError
 from zelo_ray.faults import StageFailed
 from zelo_ray.judges.base import JudgeSetupError
+from zelo_ray.workflows import commands
 from zelo_ray.layout import layout
 from zelo_ray.raysession import VERBOSE_ENV
 from zelo_ray.runlog import run_log
@@ -61,33 +62,6 @@ def _report_of(run):
         write_result(run(cfg), args.report)
         return 0
     return cmd
-
-
-# what the one-call commands run; imported when the command runs (the CLI starts in ~0.1 s), and
-# named here, not by string, so the layering test sees every edge
-def _run_index(cfg):
-    from zelo_ray.retrieval.indexing import run_index
-    return run_index(cfg)
-
-
-def _run_first_stage(cfg):
-    from zelo_ray.workflows.first_stage import run_first_stage
-    return run_first_stage(cfg)
-
-
-def _run_refine(cfg):
-    from zelo_ray.workflows.refine import run_refine
-    return run_refine(cfg)
-
-
-def _run_tune(cfg):
-    from zelo_ray.workflows.tune import run_tune
-    return run_tune(cfg)
-
-
-def _run_slm_loop(cfg):
-    from zelo_ray.workflows.slm_loop import run_slm_loop
-    return run_slm_loop(cfg)
 
 
 def cmd_retrieve(args, cfg, sync) -> int:
@@ -207,11 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="bind address (sets serve.host)")
     p.add_argument("--port", type=int, help="port (sets serve.port)")
     command("index", "prepare a collection and build its BM25 and dense indexes (restartable)",
-            _report_of(_run_index))
+            _report_of(commands.run_index))
     command("retrieve", "BM25 + dense top-k fused by RRF for every query → candidates Parquet", cmd_retrieve,
             output="candidates directory (default <workdir>/candidates.parquet)")
     command("first-stage", "index → retrieve → evaluate when the split has qrels (pipelines/retrieve.py)",
-            _report_of(_run_first_stage))
+            _report_of(commands.run_first_stage))
     command("annotate", "pairs → judges → Elo → calibrated targets (resumable; see docs/judging.md)",
             cmd_annotate, output="annotation directory (default <workdir>/annotate)")
     p = command("evaluate", "nDCG@10 / Recall@100 / MRR@10 of BM25, dense and hybrid, with CIs", cmd_evaluate,
@@ -225,9 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", choices=["test", "all"], default="test",
                    help="with --reranker: the held-out test queries (default) or all judged queries")
     command("refine", "refinement pass: judge (best-labelled doc, doc above it) where the reranker fails, "
-            "refit, retrain", _report_of(_run_refine))
+            "refit, retrain", _report_of(commands.run_refine))
     command("tune", "Ray Tune (ASHA) over loss, lr, Elo model, k, candidates per query",
-            _report_of(_run_tune))
+            _report_of(commands.run_tune))
     p = command("distill", "train the pairwise SLM on the ensemble's pair outcomes (a vLLM-loadable folder)",
                 cmd_distill, output="model folder (default <workdir>/pairwise-slm)")
     p.add_argument("--base", required=True, help="local causal-LM folder (e.g. models/smollm2-135m-instruct)")
@@ -236,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(flag, type=kind, default=default)
     p.add_argument("--max-pairs", type=int, help="use the first N judged pairs only")
     command("slm", "ensemble on annotate.slm.teacher_share of the pairs → distil → the SLM judges the rest",
-            _report_of(_run_slm_loop))
+            _report_of(commands.run_slm_loop))
     add_audit_arguments(command("audit", "sample queries, pool systems' results, judge, Elo: each system's "
                                 "nDCG@10 / Recall@k with CIs and its failing queries (docs/audit.md)", cmd_audit))
     add_report_command(sub)
