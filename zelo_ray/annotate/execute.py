@@ -9,6 +9,7 @@ import shutil
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -169,34 +170,46 @@ def _pool_size(cfg: ZeloConfig, judges: list) -> tuple[int, int]:
 
 def _execute_callers(todo: pa.Table, cfg: ZeloConfig, store: VoteStore, texts: TextTable | None,
                      sink: _Sink, errors: ErrorLog | None) -> None:
-    acfg = cfg.annotate
-    isolation = dict(errors=str(errors.path) if errors else None, inject=list(cfg.errors.inject))
-    judges = [j for j in acfg.judges if j.runner == "caller"]
+    judges = [j for j in cfg.annotate.judges if j.runner == "caller"]
     logged = callers_log_answers(cfg)
-    isolation["log_dir"] = str(store.path) if logged else None
-    if acfg.executor == "local":
-        caller = JudgeCaller(judges, texts, **isolation)
-        try:
-            with ThreadPoolExecutor(acfg.batches_in_flight) as pool:
-                pending = set()
-                for block in _blocks(todo, acfg.batch_size):
-                    pending.add(pool.submit(caller, block))
-                    if len(pending) >= 2 * acfg.batches_in_flight:
-                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        for f in finished:
-                            sink(f.result(), stored=logged)
-                for f in pending:
-                    sink(f.result(), stored=logged)
-        finally:
-            caller.close()
-        return
+    isolation = dict(errors=str(errors.path) if errors else None, inject=list(cfg.errors.inject),
+                     log_dir=str(store.path) if logged else None)
+    if cfg.annotate.executor == "local":
+        _execute_local(todo, cfg, judges, texts, sink, isolation, logged)
+    else:
+        _execute_ray(todo, cfg, judges, store, texts, sink, isolation, logged)
 
+
+def _execute_local(todo: pa.Table, cfg: ZeloConfig, judges: list, texts: TextTable | None,
+                   sink: _Sink, isolation: dict, logged: bool) -> None:
+    """One caller in this process, ``batches_in_flight`` batches on threads."""
+    acfg = cfg.annotate
+    caller = JudgeCaller(judges, texts, **isolation)
+    try:
+        with ThreadPoolExecutor(acfg.batches_in_flight) as pool:
+            pending = set()
+            for block in _blocks(todo, acfg.batch_size):
+                pending.add(pool.submit(caller, block))
+                if len(pending) >= 2 * acfg.batches_in_flight:
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for f in finished:
+                        sink(f.result(), stored=logged)
+            for f in pending:
+                sink(f.result(), stored=logged)
+    finally:
+        caller.close()
+
+
+def _execute_ray(todo: pa.Table, cfg: ZeloConfig, judges: list, store: VoteStore,
+                 texts: TextTable | None, sink: _Sink, isolation: dict, logged: bool) -> None:
+    """A Ray Data pool of caller actors (growing between the pool bounds) fed with the calls."""
     import ray
     from ray.data import DataContext
 
     from zelo_ray.judges.shared_limits import start_limits
     from zelo_ray.raysession import ensure_ray
 
+    acfg = cfg.annotate
     ensure_ray(cfg.ray)
     ctx = DataContext.get_current()
     saved = ctx.target_max_block_size
@@ -209,21 +222,9 @@ def _execute_callers(todo: pa.Table, cfg: ZeloConfig, store: VoteStore, texts: T
     # pool of one keeps them in its caller (a slot from the book costs an actor call: ~1.3 ms of
     # the caller's CPU per request, docs/benchmarks.md §7)
     limits = start_limits(judges) if most > 1 else None
-    spill = None
+    spill = store.path.parent / f".todo-{os.getpid()}" if logged else None
     try:
-        if logged:
-            # the calls reach the callers from a file, not through this process's share of the
-            # object store, and only a few columns per answer come back: the driver's memory is
-            # the bucket it works on, whatever the run's size
-            spill = store.path.parent / f".todo-{os.getpid()}"
-            paths = _spill(todo, spill, block_rows)
-            ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=len(paths)).map_batches(
-                _read_spill, batch_size=1, batch_format="pyarrow", num_cpus=0.1,
-                # a fraction of a CPU each would let Ray start a worker process per file at once
-                # (the raylet's "startup concurrency" warning); two readers keep the callers fed
-                compute=ray.data.TaskPoolStrategy(size=min(2, len(paths))))
-        else:
-            ds = ray.data.from_arrow(_blocks(todo, block_rows))
+        ds = _calls_dataset(todo, spill, block_rows)
         size = dict(size=least, max_tasks_in_flight_per_actor=acfg.batches_in_flight)
         if least < most:
             # Ray Data grows a pool when its actors hold more tasks than they run at once (by
@@ -246,6 +247,23 @@ def _execute_callers(todo: pa.Table, cfg: ZeloConfig, store: VoteStore, texts: T
         if limits is not None:
             _log_limits(limits, least, most, sink.progress.log_fn)
             ray.kill(limits)
+
+
+def _calls_dataset(todo: pa.Table, spill: Path | None, block_rows: int):
+    """The calls as a Ray dataset: in blocks from this process, or (with ``spill``) from files."""
+    import ray
+
+    if spill is None:
+        return ray.data.from_arrow(_blocks(todo, block_rows))
+    # the calls reach the callers from a file, not through this process's share of the
+    # object store, and only a few columns per answer come back: the driver's memory is
+    # the bucket it works on, whatever the run's size
+    paths = _spill(todo, spill, block_rows)
+    return ray.data.from_items([{"path": p} for p in paths], override_num_blocks=len(paths)).map_batches(
+        _read_spill, batch_size=1, batch_format="pyarrow", num_cpus=0.1,
+        # a fraction of a CPU each would let Ray start a worker process per file at once
+        # (the raylet's "startup concurrency" warning); two readers keep the callers fed
+        compute=ray.data.TaskPoolStrategy(size=min(2, len(paths))))
 
 
 def _log_limits(limits, least: int, most: int, log_fn) -> None:

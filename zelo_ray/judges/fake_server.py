@@ -143,9 +143,26 @@ class FakeJudgeServer:
             return await self._answer(request)
 
     async def _answer(self, request):
-        from aiohttp import web
-
         call = request.headers.get("X-Zelo-Call", "")
+        fault, wait = self._arrive(call)
+        try:
+            if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+                return self._error(401, "bad key", "401")
+            body = await request.json()
+            if self.reject_json_schema and (body.get("response_format") or {}).get("type") == "json_schema":
+                return self._error(400, "response_format json_schema is not supported", "400")
+            if wait is not None:
+                return self._error(429, "rate limit exceeded", "429_rate", retry_after=f"{wait:.3f}")
+            if self.latency_s:
+                await asyncio.sleep(self.latency_s)
+            return await self._faulty(fault) or self._completion(body, fault, call)
+        finally:
+            with self._lock:
+                self.inflight -= 1
+                self.last_reply_at = time.monotonic()
+
+    def _arrive(self, call: str) -> tuple[str | None, float | None]:
+        """Count the request; the fault it draws and, over the rate, the seconds to wait."""
         with self._lock:
             if self.first_request_at is None:
                 self.first_request_at = time.monotonic()
@@ -153,57 +170,57 @@ class FakeJudgeServer:
             self.calls[call] += 1
             self.inflight += 1
             self.max_inflight = max(self.max_inflight, self.inflight)
-            fault = self.faults.pick(self._rng.random())
-            wait = self._over_rate()
-        try:
-            if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
-                return self._count(web.json_response({"error": {"message": "bad key"}}, status=401), "401")
-            body = await request.json()
-            if self.reject_json_schema and (body.get("response_format") or {}).get("type") == "json_schema":
-                return self._count(web.json_response(
-                    {"error": {"message": "response_format json_schema is not supported"}}, status=400), "400")
-            if wait is not None:
-                return self._count(web.json_response({"error": {"message": "rate limit exceeded"}}, status=429,
-                                                     headers={"Retry-After": f"{wait:.3f}"}), "429_rate")
-            if self.latency_s:
-                await asyncio.sleep(self.latency_s)
-            if fault == "http_429":
-                return self._count(web.json_response({"error": {"message": "slow down"}}, status=429,
-                                                     headers={"Retry-After": str(self.retry_after_s)}), fault)
-            if fault == "http_429_bare":
-                return self._count(web.json_response({"error": {"message": "slow down"}}, status=429), fault)
-            if fault == "http_500":
-                return self._count(web.json_response({"error": {"message": "boom"}}, status=500), fault)
-            if fault == "timeout":
-                await asyncio.sleep(self.timeout_sleep_s)
-                return self._count(web.json_response({"error": {"message": "late"}}, status=504), fault)
-            if fault == "malformed_json":
-                return self._count(web.Response(text='{"id": "x", "choices": [', content_type="application/json"), fault)
-            user = "".join(m.get("content", "") for m in body.get("messages", []) if m.get("role") == "user")
-            h = int.from_bytes(hashlib.blake2b(user.encode(), digest_size=8).digest(), "little")
-            score = round((h % 2001) / 1000.0 - 1.0, 3)
-            if fault == "out_of_range":
-                score = 1.0 + (h % 9 + 1) / 10.0
-            if fault == "empty":
-                content = ""
-            elif self.reply == "text":
-                content = f"Document A seems fine.\n<score>{score}</score>"
-            else:
-                content = json.dumps({"reasoning": "fake judge", "score": score})
-            if fault is None:
-                with self._lock:
-                    self.answered[call] += 1
-            return self._count(web.json_response({
-                "id": f"fake-{self.total}", "object": "chat.completion", "created": int(time.time()),
-                "model": body.get("model", "fake"),
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": content}}],
-                "usage": {"prompt_tokens": len(user) // 4, "completion_tokens": 12,
-                          "total_tokens": len(user) // 4 + 12}}), fault or "ok")
-        finally:
+            return self.faults.pick(self._rng.random()), self._over_rate()
+
+    def _error(self, status: int, message: str, outcome: str, *, retry_after: str | None = None):
+        from aiohttp import web
+
+        headers = {"Retry-After": retry_after} if retry_after is not None else None
+        return self._count(web.json_response({"error": {"message": message}}, status=status,
+                                             headers=headers), outcome)
+
+    async def _faulty(self, fault: str | None):
+        """The reply of a transport-level fault, or None when the request gets a completion."""
+        from aiohttp import web
+
+        if fault == "http_429":
+            return self._error(429, "slow down", fault, retry_after=str(self.retry_after_s))
+        if fault == "http_429_bare":
+            return self._error(429, "slow down", fault)
+        if fault == "http_500":
+            return self._error(500, "boom", fault)
+        if fault == "timeout":
+            await asyncio.sleep(self.timeout_sleep_s)
+            return self._error(504, "late", fault)
+        if fault == "malformed_json":
+            return self._count(web.Response(text='{"id": "x", "choices": [', content_type="application/json"), fault)
+        return None
+
+    def _completion(self, body: dict, fault: str | None, call: str):
+        """A chat completion whose score is a hash of the prompt (content-level faults applied)."""
+        from aiohttp import web
+
+        user = "".join(m.get("content", "") for m in body.get("messages", []) if m.get("role") == "user")
+        h = int.from_bytes(hashlib.blake2b(user.encode(), digest_size=8).digest(), "little")
+        score = round((h % 2001) / 1000.0 - 1.0, 3)
+        if fault == "out_of_range":
+            score = 1.0 + (h % 9 + 1) / 10.0
+        if fault == "empty":
+            content = ""
+        elif self.reply == "text":
+            content = f"Document A seems fine.\n<score>{score}</score>"
+        else:
+            content = json.dumps({"reasoning": "fake judge", "score": score})
+        if fault is None:
             with self._lock:
-                self.inflight -= 1
-                self.last_reply_at = time.monotonic()
+                self.answered[call] += 1
+        return self._count(web.json_response({
+            "id": f"fake-{self.total}", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model", "fake"),
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": len(user) // 4, "completion_tokens": 12,
+                      "total_tokens": len(user) // 4 + 12}}), fault or "ok")
 
     def _over_rate(self) -> float | None:
         """Under the lock: None when the request is within the rate, else seconds to wait."""

@@ -94,83 +94,95 @@ class OpenAIJudge:
             on_answer(i, out)
 
     async def _ask(self, i: int, texts, key: int, out: ResultBatch) -> None:
-        import openai
-
-        query, first, second, query_b = texts
+        """Ask until an answer, a final error or ``max_retries`` retries; record it in ``out``."""
         cfg = self.cfg
-        error = None
         attempt = 0
         while True:
-            messages = build_messages(query, first, second, query_b=query_b,
-                                      max_doc_chars=cfg.max_doc_chars, fmt=self.fmt)
-            estimate = sum(len(m["content"]) for m in messages) / 4 + min(cfg.max_tokens, 256)
-            retry_after = None
-            retryable = False
-            kwargs = dict(model=cfg.model, messages=messages, max_tokens=cfg.max_tokens,
-                          temperature=cfg.temperature)
-            sent_fmt = self.fmt
-            fmt = response_format(sent_fmt)
-            if fmt is not None:
-                kwargs["response_format"] = fmt
-            if cfg.extra_body:
-                kwargs["extra_body"] = cfg.extra_body
-            # The cache key travels with the request so that server logs (and our tests) can
-            # tell a repeated question from a new one.
-            kwargs["extra_headers"] = {"X-Zelo-Call": str(key)}
+            kwargs, estimate, sent_fmt = self._request(texts, key)
             out.attempts[i] += 1
             async with self.limiter.slot(estimate):
                 sent = time.perf_counter()
-                try:
-                    resp = await self.client.chat.completions.create(**kwargs)
-                except openai.RateLimitError as exc:
-                    error, retryable, retry_after = f"HTTP 429: {exc.message}", True, _retry_after(exc)
-                except openai.BadRequestError as exc:
-                    if "response_format" in str(exc.message) and sent_fmt in _FALLBACK:
-                        if self.fmt == sent_fmt:  # calls in flight may all see the same 400
-                            log.warning("judge %s: endpoint rejected response_format=%s; falling back "
-                                        "to %s", self.name, sent_fmt, _FALLBACK[sent_fmt])
-                            self.fmt = _FALLBACK[sent_fmt]
-                        out.attempts[i] -= 1
-                        continue
-                    error = f"HTTP 400: {exc.message}"
-                except openai.APIStatusError as exc:
-                    error = f"HTTP {exc.status_code}: {exc.message}"
-                    retryable = exc.status_code >= 500 or exc.status_code in (408, 409)
-                    retry_after = _retry_after(exc)
-                except openai.APITimeoutError:
-                    error, retryable = f"timeout after {cfg.timeout_s:g}s", True
-                except openai.APIConnectionError as exc:
-                    error, retryable = f"connection error: {exc}", True
-                except (ValueError, openai.APIResponseValidationError) as exc:
-                    # A 200 whose body is not the expected JSON: a server-side glitch.
-                    error, retryable = f"malformed response: {exc}", True
-                else:
-                    error = None
+                resp, failure = await self._send(kwargs, sent_fmt)
+            if resp is None and failure is None:  # fell back to another response format
+                out.attempts[i] -= 1
+                continue
             out.latency_s[i] = time.perf_counter() - sent
-            if error is None:
-                usage = getattr(resp, "usage", None)
-                actual_in = int(getattr(usage, "prompt_tokens", 0) or 0)
-                actual_out = int(getattr(usage, "completion_tokens", 0) or 0)
-                out.input_tokens[i] += actual_in
-                out.output_tokens[i] += actual_out
-                self.limiter.settle(estimate, actual_in + actual_out)
-                choices = getattr(resp, "choices", None) or []
-                content = choices[0].message.content if choices and choices[0].message else None
-                try:
-                    out.score[i] = parse_score(content)
-                except ScoreParseError as exc:
-                    out.error[i] = f"unparseable reply: {exc}"
-                break
+            if failure is None:
+                self._record(i, resp, estimate, out)
+                return
+            error, retryable, retry_after = failure
             self.limiter.settle(estimate, 0.0)
             if not retryable or attempt >= cfg.max_retries:
                 suffix = f" (gave up after {attempt} retries)" if retryable else ""
                 out.error[i] = self._redact(error + suffix)
-                break
+                return
             if retry_after is not None and error.startswith("HTTP 429"):
                 self.limiter.pause(retry_after)
             await asyncio.sleep(backoff_delay(attempt, base=cfg.backoff_s, cap=cfg.backoff_max_s,
                                               u=self._rng.random(), retry_after=retry_after))
             attempt += 1
+
+    def _request(self, texts, key: int) -> tuple[dict, float, str]:
+        """The chat request in the current response format, its token estimate and that format."""
+        query, first, second, query_b = texts
+        cfg, sent_fmt = self.cfg, self.fmt
+        messages = build_messages(query, first, second, query_b=query_b,
+                                  max_doc_chars=cfg.max_doc_chars, fmt=sent_fmt)
+        estimate = sum(len(m["content"]) for m in messages) / 4 + min(cfg.max_tokens, 256)
+        kwargs = dict(model=cfg.model, messages=messages, max_tokens=cfg.max_tokens,
+                      temperature=cfg.temperature)
+        fmt = response_format(sent_fmt)
+        if fmt is not None:
+            kwargs["response_format"] = fmt
+        if cfg.extra_body:
+            kwargs["extra_body"] = cfg.extra_body
+        # The cache key travels with the request so that server logs (and our tests) can
+        # tell a repeated question from a new one.
+        kwargs["extra_headers"] = {"X-Zelo-Call": str(key)}
+        return kwargs, estimate, sent_fmt
+
+    async def _send(self, kwargs: dict, sent_fmt: str):
+        """One request: ``(response, None)``, or ``(None, (error, retryable, retry_after))``, or
+        ``(None, None)`` when the endpoint rejected the response format and the judge fell back."""
+        import openai
+
+        try:
+            return await self.client.chat.completions.create(**kwargs), None
+        except openai.RateLimitError as exc:
+            return None, (f"HTTP 429: {exc.message}", True, _retry_after(exc))
+        except openai.BadRequestError as exc:
+            if "response_format" in str(exc.message) and sent_fmt in _FALLBACK:
+                if self.fmt == sent_fmt:  # calls in flight may all see the same 400
+                    log.warning("judge %s: endpoint rejected response_format=%s; falling back "
+                                "to %s", self.name, sent_fmt, _FALLBACK[sent_fmt])
+                    self.fmt = _FALLBACK[sent_fmt]
+                return None, None
+            return None, (f"HTTP 400: {exc.message}", False, None)
+        except openai.APIStatusError as exc:
+            retryable = exc.status_code >= 500 or exc.status_code in (408, 409)
+            return None, (f"HTTP {exc.status_code}: {exc.message}", retryable, _retry_after(exc))
+        except openai.APITimeoutError:
+            return None, (f"timeout after {self.cfg.timeout_s:g}s", True, None)
+        except openai.APIConnectionError as exc:
+            return None, (f"connection error: {exc}", True, None)
+        except (ValueError, openai.APIResponseValidationError) as exc:
+            # A 200 whose body is not the expected JSON: a server-side glitch.
+            return None, (f"malformed response: {exc}", True, None)
+
+    def _record(self, i: int, resp, estimate: float, out: ResultBatch) -> None:
+        """An answer's tokens and score (or why its reply could not be read)."""
+        usage = getattr(resp, "usage", None)
+        actual_in = int(getattr(usage, "prompt_tokens", 0) or 0)
+        actual_out = int(getattr(usage, "completion_tokens", 0) or 0)
+        out.input_tokens[i] += actual_in
+        out.output_tokens[i] += actual_out
+        self.limiter.settle(estimate, actual_in + actual_out)
+        choices = getattr(resp, "choices", None) or []
+        content = choices[0].message.content if choices and choices[0].message else None
+        try:
+            out.score[i] = parse_score(content)
+        except ScoreParseError as exc:
+            out.error[i] = f"unparseable reply: {exc}"
 
     async def aclose(self) -> None:
         await self.client.close()

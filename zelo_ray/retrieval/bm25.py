@@ -77,6 +77,45 @@ def _write_state(path: Path, state: dict) -> None:
     os.replace(tmp, path / _STATE)
 
 
+def _saved_state(path: Path, fingerprint: dict) -> dict:
+    """The recorded state if it was written for this corpus and tokenizer, else a fresh one."""
+    if (path / _STATE).exists():
+        old = json.loads((path / _STATE).read_text())
+        if old.get("fingerprint") == fingerprint:
+            return old
+    return {"committed_rows": 0, "fingerprint": fingerprint, "complete": False}
+
+
+def _open_writer(path: Path, tokenizer: str, start: int, heap_mb: int, threads: int):
+    """A writer on a fresh index (stale files removed) or on the partial one, with documents
+    past the last recorded commit dropped (their commit was not recorded)."""
+    fresh = start == 0
+    if fresh and path.exists():
+        for child in path.iterdir():
+            if child.is_file():
+                child.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+    index = tantivy.Index(_schema(tokenizer), str(path), reuse=not fresh)
+    _register(index, tokenizer)
+    writer = index.writer(heap_size=heap_mb * 1_000_000, num_threads=threads)
+    if not fresh:
+        writer.delete_documents_by_query(tantivy.Query.range_query(
+            index.schema, "row", tantivy.FieldType.Unsigned, start, 2**63 - 1))
+        writer.commit()
+    return writer
+
+
+def _add_batch(writer, batch, start: int) -> None:
+    titles, texts = batch.column(1).to_pylist(), batch.column(2).to_pylist()
+    for r, title, text in zip(batch.column(0).to_pylist(), titles, texts):
+        if r < start:
+            continue
+        doc = tantivy.Document()
+        doc.add_text("body", f"{title}\n{text}" if title else text)
+        doc.add_unsigned("row", r)
+        writer.add_document(doc)
+
+
 def build_bm25(corpus: str | Path, path: str | Path, *, tokenizer: str = "en_stem_stop",
                commit_rows: int = 50_000, heap_mb: int = 256, threads: int = 0,
                progress: Callable[[int], None] | None = None) -> dict:
@@ -91,41 +130,17 @@ def build_bm25(corpus: str | Path, path: str | Path, *, tokenizer: str = "en_ste
     path = Path(path)
     corpus_file = pq.ParquetFile(corpus)
     total = corpus_file.metadata.num_rows
-    fingerprint = {"rows": total, "tokenizer": tokenizer, "corpus_size": os.path.getsize(corpus)}
-    state = {"committed_rows": 0, "fingerprint": fingerprint, "complete": False}
-    if (path / _STATE).exists():
-        old = json.loads((path / _STATE).read_text())
-        if old.get("fingerprint") == fingerprint:
-            state = old
+    state = _saved_state(path, {"rows": total, "tokenizer": tokenizer,
+                                "corpus_size": os.path.getsize(corpus)})
     if state["complete"]:
         return {"docs": total, "resumed_from": total, "skipped": True}
-    fresh = state["committed_rows"] == 0
-    if fresh and path.exists():
-        for child in path.iterdir():
-            if child.is_file():
-                child.unlink()
-    path.mkdir(parents=True, exist_ok=True)
-    index = tantivy.Index(_schema(tokenizer), str(path), reuse=not fresh)
-    _register(index, tokenizer)
-    writer = index.writer(heap_size=heap_mb * 1_000_000, num_threads=threads)
-    start = state["committed_rows"]
-    if not fresh:  # drop documents of a batch whose commit was not recorded
-        writer.delete_documents_by_query(tantivy.Query.range_query(
-            index.schema, "row", tantivy.FieldType.Unsigned, start, 2**63 - 1))
-        writer.commit()
-    done = start
+    start = done = state["committed_rows"]
+    writer = _open_writer(path, tokenizer, start, heap_mb, threads)
     for batch in corpus_file.iter_batches(batch_size=8192, columns=["row", "title", "text"]):
         rows = batch.column(0).to_numpy()
         if rows[-1] < start:
             continue
-        titles, texts = batch.column(1).to_pylist(), batch.column(2).to_pylist()
-        for r, title, text in zip(rows.tolist(), titles, texts):
-            if r < start:
-                continue
-            doc = tantivy.Document()
-            doc.add_text("body", f"{title}\n{text}" if title else text)
-            doc.add_unsigned("row", r)
-            writer.add_document(doc)
+        _add_batch(writer, batch, start)
         done = int(rows[-1]) + 1
         if progress:
             progress(done - max(start, int(rows[0])))

@@ -27,13 +27,60 @@ __all__ = ["build_dense", "run_index"]
 log = logging.getLogger(__name__)
 
 
-def build_dense(col: Collection, uri: str, cfg: ZeloConfig, *, progress: bool = True) -> dict:
-    """Embed every corpus row not yet in the LanceDB table at ``uri``; then finalise it."""
+def _embedded_batches(col: Collection, cfg: ZeloConfig, done):
+    """The Ray Data stream of (row, vector) batches for the rows not in ``done``."""
     import ray
 
-    from zelo_ray.raysession import ensure_ray
     from zelo_ray.reach import for_workers
     from zelo_ray.retrieval.embedder import DocEmbedder
+
+    icfg = cfg.index
+    threads = icfg.embed_threads or max(1, (os.cpu_count() or 1) // icfg.embed_actors)
+    # read tasks may run on any node: they get an address every node can read
+    ds = ray.data.read_parquet(for_workers(cfg, col.corpus_path, what="index")
+                               ).select_columns(["row", "title", "text"])
+    ds = ds.map_batches(
+        DocEmbedder,
+        fn_constructor_kwargs=dict(model=icfg.model, done=done, batch_size=icfg.encode_batch_size,
+                                   threads=threads, max_seq_length=icfg.max_seq_length,
+                                   device="cuda" if icfg.embed_gpus else None),
+        batch_size=icfg.batch_size, batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=icfg.embed_actors),
+        num_cpus=icfg.embed_cpus, num_gpus=icfg.embed_gpus or None)
+    return ds.iter_batches(batch_size=None, batch_format="pyarrow")
+
+
+def _embed_missing(col: Collection, cfg: ZeloConfig, store: DenseStore, done, todo: int,
+                   progress: bool) -> None:
+    """Stream the missing rows' vectors into ``store``, appending every ``commit_rows``."""
+    from ray.data import DataContext
+
+    icfg = cfg.index
+    # Ray Data fills output blocks up to target_max_block_size (128 MiB) before handing
+    # them on, which would hold back a whole corpus' vectors until the end; blocks of about
+    # one batch stream vectors to the store as they are computed.
+    ctx = DataContext.get_current()
+    saved_block_size = ctx.target_max_block_size
+    ctx.target_max_block_size = icfg.batch_size * 4096
+    buffer, buffered = [], 0
+    bar = tqdm(total=todo, desc="embed docs", unit="doc", disable=not progress, smoothing=0.1)
+    try:
+        for batch in _embedded_batches(col, cfg, done):
+            buffer.append(batch)
+            buffered += batch.num_rows
+            bar.update(batch.num_rows)
+            if buffered >= icfg.commit_rows:
+                store.append(buffer)
+                buffer, buffered = [], 0
+        store.append(buffer)
+    finally:
+        bar.close()
+        ctx.target_max_block_size = saved_block_size
+
+
+def build_dense(col: Collection, uri: str, cfg: ZeloConfig, *, progress: bool = True) -> dict:
+    """Embed every corpus row not yet in the LanceDB table at ``uri``; then finalise it."""
+    from zelo_ray.raysession import ensure_ray
 
     icfg = cfg.index
     # Ray first: starting it forks its processes, and a LanceDB handle open in this process at a
@@ -48,40 +95,7 @@ def build_dense(col: Collection, uri: str, cfg: ZeloConfig, *, progress: bool = 
     todo = int(n - done.sum())
     t0 = time.perf_counter()
     if todo:
-        from ray.data import DataContext
-
-        # Ray Data fills output blocks up to target_max_block_size (128 MiB) before handing
-        # them on, which would hold back a whole corpus' vectors until the end; blocks of about
-        # one batch stream vectors to the store as they are computed.
-        ctx = DataContext.get_current()
-        saved_block_size = ctx.target_max_block_size
-        ctx.target_max_block_size = icfg.batch_size * 4096
-        threads = icfg.embed_threads or max(1, (os.cpu_count() or 1) // icfg.embed_actors)
-        # read tasks may run on any node: they get an address every node can read
-        ds = ray.data.read_parquet(for_workers(cfg, col.corpus_path, what="index")
-                                   ).select_columns(["row", "title", "text"])
-        ds = ds.map_batches(
-            DocEmbedder,
-            fn_constructor_kwargs=dict(model=icfg.model, done=done, batch_size=icfg.encode_batch_size,
-                                       threads=threads, max_seq_length=icfg.max_seq_length,
-                                       device="cuda" if icfg.embed_gpus else None),
-            batch_size=icfg.batch_size, batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=icfg.embed_actors),
-            num_cpus=icfg.embed_cpus, num_gpus=icfg.embed_gpus or None)
-        buffer, buffered = [], 0
-        bar = tqdm(total=todo, desc="embed docs", unit="doc", disable=not progress, smoothing=0.1)
-        try:
-            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                buffer.append(batch)
-                buffered += batch.num_rows
-                bar.update(batch.num_rows)
-                if buffered >= icfg.commit_rows:
-                    store.append(buffer)
-                    buffer, buffered = [], 0
-            store.append(buffer)
-        finally:
-            bar.close()
-            ctx.target_max_block_size = saved_block_size
+        _embed_missing(col, cfg, store, done, todo, progress)
     embed_s = time.perf_counter() - t0
     state = store.finalise(n_rows=n, ann_min_rows=icfg.ann_min_rows, index_type=icfg.ann_index,
                            num_partitions=icfg.num_partitions, num_sub_vectors=icfg.num_sub_vectors)

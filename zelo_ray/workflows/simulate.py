@@ -24,49 +24,74 @@ from zelo_ray.core.simulate import LABEL, JudgeModel, simulate_queries
 
 def run_simulation(cfg: ZeloConfig, *, log=print) -> dict:
     """Run the demo described by ``cfg``; write outputs under ``cfg.simulate.output_dir``."""
-    sim, g, jc, ec = cfg.simulate, cfg.graph, cfg.simulate.ensemble, cfg.elo
-    out = Path(sim.output_dir)
+    out = Path(cfg.simulate.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(sim.seed)
-    timings = {}
+    timings: dict = {}
+    batch = _judged_pairs(cfg, timings, log)
+    res, keep = _fit_elo(cfg, batch, timings, log)
+    tau = _agreement(cfg, res, batch, log)
+    _write_scores(cfg, res, batch, out)
+    report = _report(cfg, res, batch, keep, tau, timings, out)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    log(f"[{LABEL}] wrote {out / 'zelo.parquet'}, {out / 'report.json'}, "
+        f"{out / 'scores_hist.png'}")
+    return report
 
+
+def _judged_pairs(cfg: ZeloConfig, timings: dict, log):
+    sim, g, jc = cfg.simulate, cfg.graph, cfg.simulate.ensemble
     t0 = time.perf_counter()
     judge = JudgeModel(jc.noise_sd, jc.uniform_mix, jc.position_bias)
     batch = simulate_queries(
-        sim.n_queries, sim.n_docs, rng, strategy=g.strategy, k=g.k, n_judges=jc.n_judges,
-        judge=judge, low=sim.score_low, high=sim.score_high,
+        sim.n_queries, sim.n_docs, np.random.default_rng(sim.seed), strategy=g.strategy, k=g.k,
+        n_judges=jc.n_judges, judge=judge, low=sim.score_low, high=sim.score_high,
     )
     timings["pairs_and_judgments_s"] = time.perf_counter() - t0
     log(f"[{LABEL}] {sim.n_queries} queries x {sim.n_docs} docs: {len(batch.i)} pairs, "
         f"{batch.votes.size} simulated judge calls ({timings['pairs_and_judgments_s']:.2f}s)")
+    return batch
 
+
+def _fit_elo(cfg: ZeloConfig, batch, timings: dict, log):
+    jc, ec = cfg.simulate.ensemble, cfg.elo
     outcome = soft_outcomes(batch.votes, clamp=jc.clamp, min_votes=jc.min_votes)
     keep = outcome.valid
     t0 = time.perf_counter()
     res = fit(batch.i[keep], batch.j[keep], outcome.w[keep], len(batch.group), group=batch.group,
               model=ec.model, prior=ec.prior, tol=ec.tol, max_iter=ec.max_iter, stderr=ec.stderr)
     timings["elo_fit_s"] = time.perf_counter() - t0
-    scores = res.scores.reshape(sim.n_queries, sim.n_docs)
-    tau = kendall_rows(scores, batch.hidden)
-    tau_mean, tau_ci = mean_ci(tau)
     log(f"[{LABEL}] {ec.model} Elo: {int(res.converged.sum())}/{len(res.converged)} queries "
         f"converged, {res.iterations.mean():.1f} Newton iterations on average "
         f"({timings['elo_fit_s']:.2f}s)")
+    return res, keep
+
+
+def _agreement(cfg: ZeloConfig, res, batch, log) -> np.ndarray:
+    """Kendall τ per query between the fitted scores and the hidden relevance."""
+    tau = kendall_rows(res.scores.reshape(cfg.simulate.n_queries, cfg.simulate.n_docs), batch.hidden)
+    tau_mean, tau_ci = mean_ci(tau)
     log(f"[{LABEL}] Kendall tau(Elo, hidden relevance) = {tau_mean:.3f} ± {tau_ci:.3f} "
         f"(median {np.median(tau):.3f}, worst query {tau.min():.3f})")
+    return tau
 
-    n = sim.n_docs
+
+def _write_scores(cfg: ZeloConfig, res, batch, out: Path) -> None:
+    nq, n = cfg.simulate.n_queries, cfg.simulate.n_docs
     table = pa.table({
-        "query_id": pa.array(np.repeat(np.arange(sim.n_queries), n).astype(str)),
-        "doc_id": pa.array(np.tile(np.arange(n), sim.n_queries).astype(str)),
+        "query_id": pa.array(np.repeat(np.arange(nq), n).astype(str)),
+        "doc_id": pa.array(np.tile(np.arange(n), nq).astype(str)),
         "elo": res.scores,
         "stderr": res.stderr,
         "hidden_relevance": batch.hidden.ravel(),
         "label": pa.array([LABEL] * len(res.scores)),
     })
     pq.write_table(table, out / "zelo.parquet")
-    _histogram(res.scores, batch.hidden.ravel(), out / "scores_hist.png", ec.model)
-    report = {
+    _histogram(res.scores, batch.hidden.ravel(), out / "scores_hist.png", cfg.elo.model)
+
+
+def _report(cfg: ZeloConfig, res, batch, keep, tau, timings: dict, out: Path) -> dict:
+    tau_mean, tau_ci = mean_ci(tau)
+    return {
         "label": LABEL,
         "config": cfg.model_dump(),
         "pairs": int(len(batch.i)),
@@ -80,10 +105,6 @@ def run_simulation(cfg: ZeloConfig, *, log=print) -> dict:
         "timings": timings,
         "outputs": {"zelo": str(out / "zelo.parquet"), "histogram": str(out / "scores_hist.png")},
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    log(f"[{LABEL}] wrote {out / 'zelo.parquet'}, {out / 'report.json'}, "
-        f"{out / 'scores_hist.png'}")
-    return report
 
 
 def _histogram(scores: np.ndarray, hidden: np.ndarray, path: Path, model: str) -> None:
