@@ -16,12 +16,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from pathlib import Path
 
-from zelo_ray.bench.commands import add_bench_commands, write_result
+from zelo_ray.bench.arguments import add_bench_commands
+from zelo_ray.cli_handlers import (cmd_annotate, cmd_config, cmd_demo, cmd_distill, cmd_evaluate, cmd_retrieve,
+                                   cmd_serve, cmd_simulate, cmd_train, log, report_of)
 from zelo_ray.config import ConfigError
 from zelo_ray.config.loading import config_from_args
 from zelo_ray.data.schema import DataError
@@ -36,116 +36,21 @@ from zelo_ray.workflows.audit import add_audit_arguments, cmd_audit
 from zelo_ray.workflows.report import add_report_command
 
 
-def _warn_failed(stage: str, failed: dict, what: str) -> None:
-    if failed["failed"]:
-        print(f"zelo {stage}: {failed['failed']:,} of {failed['total']:,} {what} failed and were skipped "
-              f"(listed in {failed['errors']}; a re-run retries only them). Most common: {failed['most_common']}",
-              file=sys.stderr)
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr)
-
-
-def cmd_simulate(args, cfg, sync) -> int:
-    from zelo_ray.workflows.simulate import run_simulation
-
-    if args.output:
-        cfg.simulate.output_dir = args.output
-    run_simulation(cfg)
-    return 0
-
-
-def _report_of(run):
-    """A command that runs ``run(cfg)`` and prints (and with ``--report`` writes) what it returns."""
-    def cmd(args, cfg, sync) -> int:
-        write_result(run(cfg), args.report)
-        return 0
-    return cmd
-
-
-def cmd_retrieve(args, cfg, sync) -> int:
-    from zelo_ray.retrieval.pipeline import run_retrieve
-
-    report = run_retrieve(cfg)
-    write_result(report, args.report)
-    _warn_failed("retrieve", report["failed"], "queries")
-    return 0
-
-
-def cmd_evaluate(args, cfg, sync) -> int:
-    from zelo_ray.eval.table import metrics_lines
-    from zelo_ray.workflows.evaluate import run_evaluate
-
-    report, title, systems = run_evaluate(cfg, run=args.run, rerankers=args.reranker, queries=args.queries, log=_log)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2) if args.json else "\n".join([title, *metrics_lines(report, systems)]))
-    return 0
-
-
-def cmd_distill(args, cfg, sync) -> int:
-    from zelo_ray.workflows.distill import run_distill
-
-    write_result(run_distill(cfg, base=args.base, output=args.output, epochs=args.epochs, lr=args.lr,
-                             batch_size=args.batch_size, max_length=args.max_length,
-                             max_pairs=args.max_pairs), args.report)
-    return 0
-
-
-def cmd_annotate(args, cfg, sync) -> int:
-    from zelo_ray.annotate.run import run_annotate
-
-    report = run_annotate(cfg)
-    summary = {k: report[k] for k in ("label", "queries", "pairs", "cross_pairs", "judge_calls", "asked_this_run",
-                                      "reused", "missing_votes", "total_cost", "files", "failed")}
-    write_result(summary, args.report)
-    _warn_failed("annotate", report["failed"], "judge calls")
-    return 0
-
-
-def cmd_demo(args, cfg, sync) -> int:
-    from zelo_ray.workflows.demo import run_quickstart
-
-    run_quickstart(cfg, after_stage=sync.push)
-    return 0
-
-
-def cmd_train(args, cfg, sync) -> int:
-    from zelo_ray.train.stage import run_train_stage
-
-    card = run_train_stage(cfg)
-    write_result({k: card.get(k) for k in ("fingerprint", "final_metrics", "wall_s", "total_steps",
-                                           "training_groups")}, args.report)
-    return 0
-
-
-def cmd_serve(args, cfg, sync) -> int:
-    from zelo_ray.serve.run import start_server
-
-    for name in ("checkpoint", "host", "port"):
-        if getattr(args, name) is not None:
-            setattr(cfg.serve, name, getattr(args, name))
-    start_server(cfg, log=_log)
-    return 0
-
-
-def cmd_config(args, cfg, sync) -> int:
-    import yaml
-
-    from zelo_ray.config import reference_markdown
-
-    print(reference_markdown() if args.markdown else yaml.safe_dump(cfg.model_dump(), sort_keys=False))
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zelo", description="zELO reranker training on Ray")
     parser.add_argument("--verbose", "-v", action="store_true",
                         help="also show Ray's worker output and Ray Data's progress reports (by default "
                              "they stay in Ray's log files; ZELO_VERBOSE=1 does the same)")
     sub = parser.add_subparsers(dest="command", required=True)
+    command = _command_adder(sub)
+    _add_pipeline_commands(command)
+    _add_analysis_commands(command, sub)
+    add_bench_commands(sub)
+    return parser
+
+
+def _command_adder(sub):
+    """``command(name, help, func, …)``: a subcommand with the flags every run command shares."""
 
     def command(name, help, func, *, run_dir=True, report=True, output=None, aliases=()):
         p = sub.add_parser(name, help=help, aliases=list(aliases))
@@ -163,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func, command=name, run_command=True)
         return p
 
+    return command
+
+
+def _add_pipeline_commands(command) -> None:
+    """The stages and the one-call run (demo): index → retrieve → annotate → train → serve."""
     command("simulate", "simulated end-to-end of the zELO core (demo)", cmd_simulate, run_dir=False, report=False,
             output="output directory (overrides simulate.output_dir)")
     p = command("demo", "index → retrieve → annotate → train → rerank → evaluate: the whole pipeline from one "
@@ -181,13 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="bind address (sets serve.host)")
     p.add_argument("--port", type=int, help="port (sets serve.port)")
     command("index", "prepare a collection and build its BM25 and dense indexes (restartable)",
-            _report_of(commands.run_index))
+            report_of(commands.run_index))
     command("retrieve", "BM25 + dense top-k fused by RRF for every query → candidates Parquet", cmd_retrieve,
             output="candidates directory (default <workdir>/candidates.parquet)")
     command("first-stage", "index → retrieve → evaluate when the split has qrels (pipelines/retrieve.py)",
-            _report_of(commands.run_first_stage))
+            report_of(commands.run_first_stage))
     command("annotate", "pairs → judges → Elo → calibrated targets (resumable; see docs/judging.md)",
             cmd_annotate, output="annotation directory (default <workdir>/annotate)")
+
+
+def _add_analysis_commands(command, sub) -> None:
+    """Evaluation, refinement, tuning, distillation, audit, report and config."""
     p = command("evaluate", "nDCG@10 / Recall@100 / MRR@10 of BM25, dense and hybrid, with CIs", cmd_evaluate,
                 report=False, output="also write the JSON report here")
     p.add_argument("--split", help="qrels split (sets data.split; default test)")
@@ -199,9 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", choices=["test", "all"], default="test",
                    help="with --reranker: the held-out test queries (default) or all judged queries")
     command("refine", "refinement pass: judge (best-labelled doc, doc above it) where the reranker fails, "
-            "refit, retrain", _report_of(commands.run_refine))
+            "refit, retrain", report_of(commands.run_refine))
     command("tune", "Ray Tune (ASHA) over loss, lr, Elo model, k, candidates per query",
-            _report_of(commands.run_tune))
+            report_of(commands.run_tune))
     p = command("distill", "train the pairwise SLM on the ensemble's pair outcomes (a vLLM-loadable folder)",
                 cmd_distill, output="model folder (default <workdir>/pairwise-slm)")
     p.add_argument("--base", required=True, help="local causal-LM folder (e.g. models/smollm2-135m-instruct)")
@@ -210,15 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(flag, type=kind, default=default)
     p.add_argument("--max-pairs", type=int, help="use the first N judged pairs only")
     command("slm", "ensemble on annotate.slm.teacher_share of the pairs → distil → the SLM judges the rest",
-            _report_of(commands.run_slm_loop))
+            report_of(commands.run_slm_loop))
     add_audit_arguments(command("audit", "sample queries, pool systems' results, judge, Elo: each system's "
                                 "nDCG@10 / Recall@k with CIs and its failing queries (docs/audit.md)", cmd_audit))
     add_report_command(sub)
     p = command("config", "print the effective configuration", cmd_config, run_dir=False, report=False)
     p.add_argument("--markdown", action="store_true", help="print the field reference (docs/configuration.md)")
-
-    add_bench_commands(sub)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         # a run directory is pulled from data.output_uri and pushed back; library logs go to its logs/
         run_dir = hasattr(args, "dataset")
-        sync = RunSync(layout(cfg).workdir, cfg.output_uri() if run_dir else None, log=_log)
+        sync = RunSync(layout(cfg).workdir, cfg.output_uri() if run_dir else None, log=log)
         with sync, run_log(layout(cfg).workdir if run_dir else None, verbose=args.verbose):
             return args.func(args, cfg, sync)
     except (ConfigError, DataError, FileNotFoundError, JudgeSetupError) as exc:
