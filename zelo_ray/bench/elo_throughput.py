@@ -58,45 +58,19 @@ def run(
     # Compile outside the timed region (the cache makes later processes skip this).
     warm = simulate_queries(2, n_docs, rng, k=k, graph_pool=2)
     fit(warm.i, warm.j, soft_outcomes(warm.votes).w, 2 * n_docs, group=warm.group, model=model)
-
-    fit_s = gen_s = 0.0
-    iters = []
-    not_conv = 0
-    edges = 0
-    sample = None
-    done = 0
-    bar = tqdm(total=n_queries, desc=f"elo {model}", unit="q", disable=not progress)
-    while done < n_queries:
-        q = min(chunk, n_queries - done)
-        t0 = time.perf_counter()
-        batch = simulate_queries(q, n_docs, rng, k=k, graph_pool=256)
-        w = soft_outcomes(batch.votes).w
-        t1 = time.perf_counter()
-        res = fit(batch.i, batch.j, w, q * n_docs, group=batch.group, model=model, stderr=stderr)
-        t2 = time.perf_counter()
-        gen_s += t1 - t0
-        fit_s += t2 - t1
-        iters.append(res.iterations)
-        not_conv += int((~res.converged).sum())
-        edges += len(w)
-        if sample is None:
-            sample = (batch, w)
-        done += q
-        bar.update(q)
-    bar.close()
-
-    choix_ms, single_ms, batched_ms = _compare_choix(sample[0], sample[1], n_docs, model,
+    t = _timed_fits(rng, n_queries, n_docs, k, model, chunk, stderr, progress)
+    choix_ms, single_ms, batched_ms = _compare_choix(t["sample"][0], t["sample"][1], n_docs, model,
                                                      min(choix_sample, chunk), stderr)
     return EloThroughput(
         label=LABEL,
         model=model,
         queries=n_queries,
-        edges=edges,
-        fit_seconds=fit_s,
-        queries_per_s=n_queries / fit_s,
-        generate_seconds=gen_s,
-        mean_iterations=float(np.concatenate(iters).mean()),
-        not_converged=not_conv,
+        edges=t["edges"],
+        fit_seconds=t["fit_s"],
+        queries_per_s=n_queries / t["fit_s"],
+        generate_seconds=t["gen_s"],
+        mean_iterations=float(np.concatenate(t["iters"]).mean()),
+        not_converged=t["not_converged"],
         stderr=stderr,
         threads=numba.get_num_threads(),
         peak_rss_mb=peak_rss_mb(),
@@ -107,6 +81,32 @@ def run(
         speedup_vs_choix_single_call=choix_ms / single_ms,
         machine=machine(),
     )
+
+
+def _timed_fits(rng, n_queries: int, n_docs: int, k: int, model: str, chunk: int, stderr: bool,
+                progress: bool) -> dict:
+    """Simulate and fit ``chunk`` queries at a time; generation and fitting timed apart."""
+    t = {"fit_s": 0.0, "gen_s": 0.0, "iters": [], "not_converged": 0, "edges": 0, "sample": None}
+    done = 0
+    bar = tqdm(total=n_queries, desc=f"elo {model}", unit="q", disable=not progress)
+    while done < n_queries:
+        q = min(chunk, n_queries - done)
+        t0 = time.perf_counter()
+        batch = simulate_queries(q, n_docs, rng, k=k, graph_pool=256)
+        w = soft_outcomes(batch.votes).w
+        t1 = time.perf_counter()
+        res = fit(batch.i, batch.j, w, q * n_docs, group=batch.group, model=model, stderr=stderr)
+        t["gen_s"] += t1 - t0
+        t["fit_s"] += time.perf_counter() - t1
+        t["iters"].append(res.iterations)
+        t["not_converged"] += int((~res.converged).sum())
+        t["edges"] += len(w)
+        if t["sample"] is None:
+            t["sample"] = (batch, w)
+        done += q
+        bar.update(q)
+    bar.close()
+    return t
 
 
 def _compare_choix(batch, w, n_docs, model, n_sample, stderr):

@@ -89,6 +89,8 @@ def run(*, dataset: str = "cranfield", checkpoint: str | None = None, calls_12kb
         clients: int = 16, throughput_requests: int = 320, docs_per_request: int = 4, doc_bytes: int = 300,
         load_requests: int = 1000, threads: int = 2, parts: tuple[str, ...] = ("latency", "throughput", "load"),
         log=print) -> dict:
+    import urllib.request
+
     import ray
     import torch
     from ray import serve
@@ -98,7 +100,6 @@ def run(*, dataset: str = "cranfield", checkpoint: str | None = None, calls_12kb
     texts = _texts(dataset)
     ckpt, ckpt_label = _checkpoint(checkpoint)
     out = {"machine": machine(), "checkpoint": ckpt_label, "threads": threads, "payload": "1 KB documents"}
-    budget = 512
     # baseline: the replica's code path, in this process, same threads
     torch.set_num_threads(threads)
     engine = ScoringEngine.load(ckpt, device="cpu", max_batch_tokens=16384)
@@ -106,70 +107,84 @@ def run(*, dataset: str = "cranfield", checkpoint: str | None = None, calls_12kb
     port = free_port()
     ray.init(num_cpus=threads, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    common = {"num_cpus": threads, "max_batch_tokens": 16384, "max_tokens_per_doc": budget, "max_ongoing_requests": 64}
+    common = {"num_cpus": threads, "max_batch_tokens": 16384, "max_tokens_per_doc": _BUDGET, "max_ongoing_requests": 64}
     try:
         url = _deploy(ckpt, port, batching=True, **common)
-        import urllib.request
-
         with urllib.request.urlopen(url.replace("/v2/rerank", "/healthz")) as r:
             out["replica"] = json.loads(r.read())
-        lat, direct = {}, {}
-        for kb, n in ((12, calls_12kb), (150, calls_150kb)) if "latency" in parts else ():
-            q, docs = payload(texts, kb)
-            body = {"model": "zelo-reranker", "query": q, "documents": docs}
-            asyncio.run(_post_many(url, [body], 1))                        # warm-up both paths
-            engine.score(engine.encode(q, docs, max_doc_tokens=budget))
-            served, local, codes = [], [], {}
-            # interleaved, one call at a time: both paths see the same (shared, noisy) machine
-            for _ in range(n):
-                t = time.perf_counter()
-                engine.score(engine.encode(q, docs, max_doc_tokens=budget))
-                local.append(time.perf_counter() - t)
-                ts, c, _ = asyncio.run(_post_many(url, [body], 1))
-                served += ts
-                for k, v in c.items():
-                    codes[k] = codes.get(k, 0) + v
-            direct[kb] = percentiles(local)
-            lat[kb] = {**percentiles(served), "codes": codes,
-                       "overhead_p50": round(percentiles(served)["p50_ms"] / direct[kb]["p50_ms"] - 1, 4)}
-            log(f"{kb} KB: Serve {lat[kb]}; in-process {direct[kb]}")
-        if lat:
-            out["latency"] = [{"payload_kb": kb, "documents": len(payload(texts, kb)[1]), "serve": lat[kb],
-                               "in_process": direct[kb]} for kb in (12, 150)]
-
-        small = [{"model": "zelo-reranker", "query": " ".join(texts[i].split()[:6]),
-                  "documents": make_docs(texts, docs_per_request, doc_bytes, seed=i)}
-                 for i in range(throughput_requests)]
-        thr = {}
-        for mode in ("on", "off") if "throughput" in parts else ():
-            if mode == "off":
-                url = _deploy(ckpt, port, batching=False, **common)
-            asyncio.run(_post_many(url, small[:clients], clients))          # warm-up
-            ts, codes, wall = asyncio.run(_post_many(url, small, clients))
-            thr[mode] = {"requests_per_s": round(len(small) / wall, 2), **percentiles(ts), "codes": codes}
-            log(f"throughput batching {mode}: {thr[mode]}")
-        if thr:
-            out["throughput"] = {"clients": clients, "requests": throughput_requests, "docs_per_request": docs_per_request,
-                                 "doc_bytes": doc_bytes, "batching_on": thr["on"], "batching_off": thr["off"],
-                                 "speedup": round(thr["on"]["requests_per_s"] / thr["off"]["requests_per_s"], 3)}
-
-        if "load" not in parts:
-            return out
-        url = _deploy(ckpt, port, batching=True, **{**common, "max_tokens_per_doc": 128})
-        rng = np.random.default_rng(7)
-        bodies = [{"model": "zelo-reranker", "query": " ".join(texts[int(rng.integers(len(texts)))].split()[:8]),
-                   "documents": make_docs(texts, int(rng.integers(1, 21)), int(rng.integers(50, 800)), seed=i),
-                   **({"top_n": int(rng.integers(1, 5))} if i % 3 == 0 else {})} for i in range(load_requests)]
-        ts, codes, wall = asyncio.run(_post_many(url, bodies, clients))
-        errors = sum(v for k, v in codes.items() if k >= 500 or k < 0)
-        out["load_test"] = {"requests": load_requests, "clients": clients, "codes": {str(k): v for k, v in codes.items()},
-                            "server_errors": errors, "wall_s": round(wall, 1),
-                            "requests_per_s": round(load_requests / wall, 2), **percentiles(ts)}
-        log(f"load test: {out['load_test']}")
+        if "latency" in parts:
+            out["latency"] = _latency(url, engine, texts, {12: calls_12kb, 150: calls_150kb}, log)
+        if "throughput" in parts:
+            small = [{"model": "zelo-reranker", "query": " ".join(texts[i].split()[:6]),
+                      "documents": make_docs(texts, docs_per_request, doc_bytes, seed=i)}
+                     for i in range(throughput_requests)]
+            out["throughput"] = {"clients": clients, "requests": throughput_requests,
+                                 "docs_per_request": docs_per_request, "doc_bytes": doc_bytes,
+                                 **_throughput(url, ckpt, port, common, small, clients, log)}
+        if "load" in parts:
+            url = _deploy(ckpt, port, batching=True, **{**common, "max_tokens_per_doc": 128})
+            out["load_test"] = _load_test(url, texts, load_requests, clients)
+            log(f"load test: {out['load_test']}")
     finally:
         serve.shutdown()
         ray.shutdown()
     return out
+
+
+_BUDGET = 512  # document tokens of the latency and throughput requests
+
+
+def _latency(url: str, engine, texts: list[str], calls: dict[int, int], log) -> list[dict]:
+    """Per payload size: Serve's latency vs the replica's code path in this process."""
+    lat, direct = {}, {}
+    for kb, n in calls.items():
+        q, docs = payload(texts, kb)
+        body = {"model": "zelo-reranker", "query": q, "documents": docs}
+        asyncio.run(_post_many(url, [body], 1))                        # warm-up both paths
+        engine.score(engine.encode(q, docs, max_doc_tokens=_BUDGET))
+        served, local, codes = [], [], {}
+        # interleaved, one call at a time: both paths see the same (shared, noisy) machine
+        for _ in range(n):
+            t = time.perf_counter()
+            engine.score(engine.encode(q, docs, max_doc_tokens=_BUDGET))
+            local.append(time.perf_counter() - t)
+            ts, c, _ = asyncio.run(_post_many(url, [body], 1))
+            served += ts
+            for k, v in c.items():
+                codes[k] = codes.get(k, 0) + v
+        direct[kb] = percentiles(local)
+        lat[kb] = {**percentiles(served), "codes": codes,
+                   "overhead_p50": round(percentiles(served)["p50_ms"] / direct[kb]["p50_ms"] - 1, 4)}
+        log(f"{kb} KB: Serve {lat[kb]}; in-process {direct[kb]}")
+    return [{"payload_kb": kb, "documents": len(payload(texts, kb)[1]), "serve": lat[kb],
+             "in_process": direct[kb]} for kb in calls]
+
+
+def _throughput(url: str, ckpt, port: int, common: dict, small: list[dict], clients: int, log) -> dict:
+    """Requests/s of many small requests with the replica's batching on, then off."""
+    thr = {}
+    for mode in ("on", "off"):
+        if mode == "off":
+            url = _deploy(ckpt, port, batching=False, **common)
+        asyncio.run(_post_many(url, small[:clients], clients))          # warm-up
+        ts, codes, wall = asyncio.run(_post_many(url, small, clients))
+        thr[mode] = {"requests_per_s": round(len(small) / wall, 2), **percentiles(ts), "codes": codes}
+        log(f"throughput batching {mode}: {thr[mode]}")
+    return {"batching_on": thr["on"], "batching_off": thr["off"],
+            "speedup": round(thr["on"]["requests_per_s"] / thr["off"]["requests_per_s"], 3)}
+
+
+def _load_test(url: str, texts: list[str], load_requests: int, clients: int) -> dict:
+    """Mixed requests (1–20 documents of 50–800 bytes, a third with top_n) from ``clients``."""
+    rng = np.random.default_rng(7)
+    bodies = [{"model": "zelo-reranker", "query": " ".join(texts[int(rng.integers(len(texts)))].split()[:8]),
+               "documents": make_docs(texts, int(rng.integers(1, 21)), int(rng.integers(50, 800)), seed=i),
+               **({"top_n": int(rng.integers(1, 5))} if i % 3 == 0 else {})} for i in range(load_requests)]
+    ts, codes, wall = asyncio.run(_post_many(url, bodies, clients))
+    errors = sum(v for k, v in codes.items() if k >= 500 or k < 0)
+    return {"requests": load_requests, "clients": clients, "codes": {str(k): v for k, v in codes.items()},
+            "server_errors": errors, "wall_s": round(wall, 1),
+            "requests_per_s": round(load_requests / wall, 2), **percentiles(ts)}
 
 
 if __name__ == "__main__":  # pragma: no cover

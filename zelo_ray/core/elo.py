@@ -138,39 +138,48 @@ def fit(
         stderr: compute standard errors (a dense Cholesky per group, O(n_g^3)).
         threads: worker threads for the parallel loop over groups (default: all cores).
     """
-    from zelo_ray.core import _elo_kernels as kern
-
     ii, jj, ww, wt, grp = _validate(i, j, w, n, group, weight, model, prior, tol, max_iter)
     group_ids, g_idx, sorted_nodes = _group_index(grp)
     n_groups = len(group_ids)
-    node_ptr = np.zeros(n_groups + 1, dtype=np.int64)
-    np.cumsum(np.bincount(g_idx, minlength=n_groups), out=node_ptr[1:])
-    # Fast path for the usual layout (nodes and edges already grouped in order, as the
-    # pipeline writes them): one compiled pass validates and localises, no sorting.
-    node_order = None if sorted_nodes else np.argsort(g_idx, kind="stable")
-    if node_order is None:
-        local = (np.arange(n, dtype=np.int64) - node_ptr[g_idx]).astype(np.int32)
-    else:
-        position = np.empty(n, dtype=np.int64)
-        position[node_order] = np.arange(n)
-        local = (position - node_ptr[g_idx]).astype(np.int32)
-    lei = np.empty(len(ii), dtype=np.int32)
-    lej = np.empty(len(ii), dtype=np.int32)
-    problem, e, edges_sorted = kern.scan_edges(ii, jj, ww, wt, int(n), g_idx, local, lei, lej)
-    if problem:
-        _raise_edge_problem(problem, e, ii, jj, ww, wt, n, grp)
-    g_of_edge = None if edges_sorted else g_idx[ii]
-    if edges_sorted:
-        edge_ptr = np.zeros(n_groups + 1, dtype=np.int64)
-        np.cumsum(np.bincount(g_idx[ii], minlength=n_groups), out=edge_ptr[1:])
-        ei, ej, w_s, wt_s = lei, lej, ww, wt
-    else:
-        order = np.argsort(g_of_edge, kind="stable")
-        edge_ptr = np.zeros(n_groups + 1, dtype=np.int64)
-        np.cumsum(np.bincount(g_of_edge, minlength=n_groups), out=edge_ptr[1:])
-        ei, ej = local[ii[order]], local[jj[order]]
-        w_s, wt_s = ww[order], wt[order]
+    node_ptr = _offsets(g_idx, n_groups)
+    node_order, ei, ej, w_s, wt_s, edge_ptr = _localise(ii, jj, ww, wt, n, grp, g_idx, node_ptr, sorted_nodes)
+    x, se, converged, iterations, nll, grad_max, disconnected = _solve(
+        ei, ej, w_s, wt_s, edge_ptr, node_ptr, n, prior=prior, model=model, tol=tol, max_iter=max_iter,
+        stderr=stderr, threads=threads)
+    scores, stderr_out = _in_input_order(x, node_order), _in_input_order(se, node_order)
+    stderr_out[np.bincount(np.concatenate([ii, jj]), minlength=n) == 0] = np.nan
+    if prior == 0 and len(ii):
+        # Without a prior the optimum is finite only if every component's "beat" graph is
+        # strongly connected (Zermelo/Ford); otherwise the gradient test passes on the way to
+        # infinity, so those groups are reported as not converged.
+        unbounded = _unbounded_groups(ii, jj, ww, wt, n, g_idx, n_groups)
+        converged &= ~unbounded
+    result = EloResult(scores=scores, stderr=stderr_out, group_ids=group_ids, converged=converged,
+                       iterations=iterations, nll=nll, grad_max=grad_max, disconnected=disconnected,
+                       model=model, prior=float(prior))
+    if not result.all_converged:
+        _warn_unconverged(result, max_iter=max_iter, tol=tol)
+    return result
 
+
+def _warn_unconverged(result: EloResult, *, max_iter: int, tol: float) -> None:
+    bad = result.group_ids[~result.converged]
+    warnings.warn(
+        f"Elo fit: {len(bad)} of {len(result.group_ids)} groups did not converge (max_iter={max_iter}, "
+        f"tol={tol}{'; with prior=0 some have no finite optimum' if result.prior == 0 else ''}); "
+        f"first: {bad[:10].tolist()}",
+        EloConvergenceWarning,
+        stacklevel=3,  # the caller of fit()
+    )
+
+
+def _solve(ei, ej, w_s, wt_s, edge_ptr, node_ptr, n: int, *, prior: float, model: str, tol: float,
+           max_iter: int, stderr: bool, threads: int | None):
+    """Newton per group in the compiled kernel (groups in parallel). Returns scores, standard
+    errors (group-local order) and the per-group converged, iterations, nll, grad_max, disconnected."""
+    from zelo_ray.core import _elo_kernels as kern
+
+    n_groups = len(node_ptr) - 1
     x = np.zeros(n, dtype=np.float64)
     se = np.full(n, np.nan)
     converged = np.zeros(n_groups, dtype=np.bool_)
@@ -190,42 +199,50 @@ def fit(
         )
     finally:
         _set_threads(previous)
+    return x, se, converged, iterations, nll, grad_max, disconnected
+
+
+def _offsets(idx: np.ndarray, n_groups: int) -> np.ndarray:
+    """(n_groups + 1,) start of each group's run when items are sorted by group."""
+    ptr = np.zeros(n_groups + 1, dtype=np.int64)
+    np.cumsum(np.bincount(idx, minlength=n_groups), out=ptr[1:])
+    return ptr
+
+
+def _localise(ii, jj, ww, wt, n, grp, g_idx, node_ptr, sorted_nodes):
+    """Edges as group-local node indices, sorted by group, with the kernel's offsets; validates
+    the edges on the way. Returns (node_order or None, local i, local j, w, weight, edge_ptr)."""
+    from zelo_ray.core import _elo_kernels as kern
+
+    # Fast path for the usual layout (nodes and edges already grouped in order, as the
+    # pipeline writes them): one compiled pass validates and localises, no sorting.
+    node_order = None if sorted_nodes else np.argsort(g_idx, kind="stable")
     if node_order is None:
-        scores, stderr_out = x, se
+        local = (np.arange(n, dtype=np.int64) - node_ptr[g_idx]).astype(np.int32)
     else:
-        scores = np.empty(n)
-        scores[node_order] = x
-        stderr_out = np.empty(n)
-        stderr_out[node_order] = se
-    stderr_out[np.bincount(np.concatenate([ii, jj]), minlength=n) == 0] = np.nan
-    if prior == 0 and len(ii):
-        # Without a prior the optimum is finite only if every component's "beat" graph is
-        # strongly connected (Zermelo/Ford); otherwise the gradient test passes on the way to
-        # infinity, so those groups are reported as not converged.
-        unbounded = _unbounded_groups(ii, jj, ww, wt, n, g_idx, n_groups)
-        converged &= ~unbounded
-    result = EloResult(
-        scores=scores,
-        stderr=stderr_out,
-        group_ids=group_ids,
-        converged=converged,
-        iterations=iterations,
-        nll=nll,
-        grad_max=grad_max,
-        disconnected=disconnected,
-        model=model,
-        prior=float(prior),
-    )
-    if not result.all_converged:
-        bad = group_ids[~converged]
-        warnings.warn(
-            f"Elo fit: {len(bad)} of {n_groups} groups did not converge (max_iter={max_iter}, "
-            f"tol={tol}{'; with prior=0 some have no finite optimum' if prior == 0 else ''}); "
-            f"first: {bad[:10].tolist()}",
-            EloConvergenceWarning,
-            stacklevel=2,
-        )
-    return result
+        position = np.empty(n, dtype=np.int64)
+        position[node_order] = np.arange(n)
+        local = (position - node_ptr[g_idx]).astype(np.int32)
+    lei = np.empty(len(ii), dtype=np.int32)
+    lej = np.empty(len(ii), dtype=np.int32)
+    problem, e, edges_sorted = kern.scan_edges(ii, jj, ww, wt, int(n), g_idx, local, lei, lej)
+    if problem:
+        _raise_edge_problem(problem, e, ii, jj, ww, wt, n, grp)
+    n_groups = len(node_ptr) - 1
+    if edges_sorted:
+        return node_order, lei, lej, ww, wt, _offsets(g_idx[ii], n_groups)
+    g_of_edge = g_idx[ii]
+    order = np.argsort(g_of_edge, kind="stable")
+    return (node_order, local[ii[order]], local[jj[order]], ww[order], wt[order],
+            _offsets(g_of_edge, n_groups))
+
+
+def _in_input_order(values: np.ndarray, node_order: np.ndarray | None) -> np.ndarray:
+    if node_order is None:
+        return values
+    out = np.empty(len(values))
+    out[node_order] = values
+    return out
 
 
 def _unbounded_groups(ii, jj, ww, wt, n, g_idx, n_groups) -> np.ndarray:
