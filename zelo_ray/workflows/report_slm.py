@@ -47,9 +47,9 @@ def _tau_figure(path: Path) -> str | None:
                         "documents as it was at the same ensemble budget; 0 means unrelated.")
 
 
-def slm_section(slm: Path) -> list[str]:
-    """HTML for the SLM loop whose outputs are in ``slm`` (a run's `layout().slm`); empty when `zelo slm` did not run there."""
-    path = slm / "report.json"
+def slm_section(folder: Path) -> list[str]:
+    """HTML for the SLM loop whose outputs are in ``folder`` (a run's `layout().slm`); empty when `zelo slm` did not run there."""
+    path = folder / "report.json"
     if not path.exists():
         return []
     r = json.loads(path.read_text())
@@ -77,7 +77,7 @@ def slm_section(slm: Path) -> list[str]:
     if tau.get("mean") is not None:
         out.append(f"<p>Kendall τ between the ensemble-only Elo and the mixed Elo: mean {tau['mean']:.3f}, median "
                    f"{tau['median']:.3f} over {tau['queries']} queries.</p>")
-    fig = _tau_figure(slm / "elo_tau.parquet")
+    fig = _tau_figure(folder / "elo_tau.parquet")
     if fig:
         out.append(fig)
     s = r.get("saving") or {}
