@@ -13,7 +13,8 @@ from zelo_ray.annotate.diagnostics import agreement
 from zelo_ray.config import ConfigError, OpenAIJudgeConfig, SimulatedJudgeConfig, load_config
 from zelo_ray.judges.caller import VOTE_SCHEMA, JudgeCaller
 from zelo_ray.judges.keys import combine, swap_bits, text_hashes, uniforms
-from zelo_ray.judges.limits import Bucket, EndpointLimiter, backoff_delay
+from zelo_ray.judges.limits import Bucket, EndpointLimiter
+from zelo_ray.retry import backoff_delay
 from zelo_ray.judges.parse import ScoreParseError, parse_score
 from zelo_ray.judges.store import VoteStore
 

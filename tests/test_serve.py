@@ -360,6 +360,75 @@ def test_settings_validation():
         ServeConfig(autoscaling={"min_replicas": 3, "max_replicas": 2})
 
 
+# -- admission control (no Ray) ---------------------------------------------------------------
+
+def test_admission_golden_cases():
+    from zelo_ray.serve.admission import Admission
+
+    gate = Admission(100)
+    assert not gate.full() and gate.try_admit(1000)        # idle: one request of any size
+    assert gate.full() and not gate.try_admit(1) and gate.shed == 1
+    assert not gate.admits_any() and gate.shed == 2                     # refused before tokenising
+    gate.release(1000)
+    assert gate.admits_any() and gate.try_admit(60) and gate.try_admit(40) and not gate.try_admit(1)
+    gate.release(60), gate.release(40)
+    assert (gate.pending_tokens, gate.pending_requests, gate.shed) == (0, 0, 3)
+    with pytest.raises(ValueError):
+        Admission(0)
+
+
+def test_a_request_past_the_token_budget_is_shed_in_its_api_shape_and_later_ones_are_answered(engine):
+    """While one request is being scored, a second that would take the pending tokens past
+    serve.max_pending_tokens gets 429 + Retry-After in its API's error body at once; when the
+    first is done the same request is answered, with the scores the model gives."""
+    from zelo_ray.serve.admission import Admission
+
+    cfg = ServeConfig(checkpoint="x", max_tokens_per_doc=64, max_batch_tokens=512, max_pending_tokens=64,
+                      retry_after_s=2.5)
+    docs = ["lift of a wing at a high angle of attack " * 4] * 3      # ~ 3 × 40 tokens: over 64
+    release = None
+
+    async def score(pairs):
+        await release.wait()  # hold the first request in the replica
+        return engine.score(pairs)
+
+    async def scenario():
+        nonlocal release
+        release = asyncio.Event()
+        svc = RerankService(cfg, encode=engine.encode, score=score, model_info=engine.info(), api_keys=[],
+                            admission=Admission(cfg.max_pending_tokens))
+        body = lambda api: json.dumps({"query": "lift", "texts": docs} if api == "tei" else  # noqa: E731
+                                      {"model": "m", "query": "lift", "documents": docs}).encode()
+        first = asyncio.create_task(svc.rerank("cohere", body("cohere")))
+        while svc.admission.pending_requests == 0:
+            await asyncio.sleep(0.01)
+        shed = {api: await svc.rerank(api, body(api)) for api in ("cohere", "cohere_v1", "tei", "zeroentropy")}
+        release.set()
+        return svc, await first, shed, await svc.rerank("tei", body("tei"))
+
+    svc, (code, answer), shed, (code_after, after) = asyncio.run(scenario())
+    assert code == 200 and len(answer["results"]) == 3
+    assert {api: status for api, (status, _) in shed.items()} == dict.fromkeys(shed, 429)
+    assert "overloaded" in shed["cohere"][1]["message"] and "retry after 2.5 s" in shed["cohere"][1]["message"]
+    assert "overloaded" in shed["cohere_v1"][1]["message"]
+    assert shed["tei"][1]["error_type"] == "Overloaded" and "overloaded" in shed["tei"][1]["error"]
+    assert "overloaded" in shed["zeroentropy"][1]["detail"]
+    assert svc.headers(429) == {"Retry-After": "3"} and svc.headers(400) is None
+    want = engine.score(engine.encode("lift", docs, max_doc_tokens=64))
+    assert code_after == 200 and np.allclose(sorted(x["score"] for x in after), sorted(want.tolist()), atol=1e-5)
+    assert (svc.admission.pending_tokens, svc.admission.pending_requests, svc.admission.shed) == (0, 0, 4)
+
+
+def test_deployment_bounds_the_proxy_queue_with_the_overload_status():
+    from zelo_ray.serve.app import deployment_options
+
+    opts = deployment_options(ServeConfig(checkpoint="x", max_queued_requests=8, overload_status=503,
+                                          retry_after_s=4))
+    assert opts["max_queued_requests"] == 8
+    assert (opts["backpressure_config"].status_code, opts["backpressure_config"].retry_after_s) == (503, 4)
+    assert ServeConfig(checkpoint="x").pending_tokens("cpu") == 2 * ServeConfig(checkpoint="x").batch_tokens("cpu")
+
+
 # -- Ray Serve over HTTP -----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -377,8 +446,11 @@ def server(checkpoint, tmp_path_factory):
     ray.init(num_cpus=2, include_dashboard=False, _metrics_export_port=free_port())
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
+    # the batching and metrics tests want every request answered: admission control (shedding
+    # past max_pending_tokens) has its own tests below, on its own app with a small budget
     serve.run(build_app({"checkpoint": checkpoint, "max_request_bytes": 65536, "max_batch_tokens": 2048,
-                         "max_tokens_per_doc": 128, "model_aliases": ["rerank-v3.5", "zerank-1"]}),
+                         "max_tokens_per_doc": 128, "model_aliases": ["rerank-v3.5", "zerank-1"],
+                         "max_pending_tokens": 1 << 20}),
               name="zelo", route_prefix="/", blocking=False)
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
@@ -494,6 +566,46 @@ def test_http_concurrent_requests_are_batched_without_mixing_answers(server, eng
         for x in body["results"]:
             got[x["index"]] = x["relevance_score"]
         np.testing.assert_allclose(got, want[q], atol=1e-5)
+
+
+def test_http_overload_is_shed_with_retry_after_and_the_accepted_answers_are_exact(server, engine, checkpoint):
+    """A second app on the same Serve instance with a 64-token budget: 16 clients at once, each
+    request over the budget, so all but about one at a time are shed — 429 with Retry-After and
+    Cohere's error body, never another status; the accepted ones score exactly; nothing stays
+    pending afterwards and the replica counted every shed request."""
+    from ray import serve
+
+    from zelo_ray.serve.app import build_app
+
+    serve.run(build_app({"checkpoint": checkpoint, "max_batch_tokens": 2048, "max_tokens_per_doc": 128,
+                         "max_pending_tokens": 64, "retry_after_s": 1}),
+              name="tight", route_prefix="/tight", blocking=False)
+    docs = [f"document {j} on the lift and drag of a wing " * 6 for j in range(10)]
+    want = engine.score(engine.encode("lift of a wing", docs, max_doc_tokens=128))
+
+    def one(_):
+        r = requests.post(f"{server}/tight/v2/rerank", headers=H, timeout=120,
+                          json={"model": "zelo-reranker", "query": "lift of a wing", "documents": docs})
+        return r.status_code, r.headers.get("Retry-After"), r.json()
+
+    try:
+        with cf.ThreadPoolExecutor(16) as ex:
+            out = list(ex.map(one, range(64)))
+        codes = [c for c, _, _ in out]
+        assert set(codes) <= {200, 429} and 200 in codes and 429 in codes, codes
+        for code, retry_after, body in out:
+            if code == 429:
+                assert retry_after == "1" and "overloaded" in body["message"]
+            else:
+                got = np.empty(len(docs))
+                for x in body["results"]:
+                    got[x["index"]] = x["relevance_score"]
+                np.testing.assert_allclose(got, np.clip(want, 0, 1), atol=1e-5)
+        health = requests.get(f"{server}/tight/healthz", timeout=30).json()
+        assert (health["pending_tokens"], health["pending_requests"]) == (0, 0)
+        assert health["shed"] == codes.count(429) and health["rss_mb"] > 0
+    finally:
+        serve.delete("tight")
 
 
 def _scrape(url: str) -> dict[tuple, float]:

@@ -81,6 +81,22 @@ class ServeConfig(Strict):
                                         "requests before running.")
     max_ongoing_requests: int = Field(64, ge=1, description="Requests one replica accepts at once; must be "
                                       "large enough for concurrent requests to fill a batch.")
+    max_pending_tokens: int | None = Field(None, ge=64, description="Admission control: tokens a replica "
+                                           "accepts and has not yet scored; a request that would go past "
+                                           "it is answered at once with `overload_status` and "
+                                           "`Retry-After` in its API's error body (an idle replica always "
+                                           "takes one request, whatever its size). null: twice the forward "
+                                           "pass's token budget (`max_batch_tokens`), so an accepted "
+                                           "request waits behind at most about one other's work.")
+    max_queued_requests: int = Field(64, ge=-1, description="Requests Ray Serve's proxy holds for a "
+                                     "replica that has `max_ongoing_requests` in flight; past it the "
+                                     "proxy answers `overload_status` with `Retry-After` (its own plain "
+                                     "body). -1: unbounded (Ray's default; a burst then waits without "
+                                     "limit).")
+    overload_status: Literal[429, 503] = Field(429, description="Status of a shed request: 429 (Cohere's "
+                                               "and TEI's overload answer; their clients back off) or 503.")
+    retry_after_s: float = Field(1.0, ge=0, description="`Retry-After` of a shed request, seconds "
+                                 "(rounded up to whole seconds on the wire).")
     num_replicas: int = Field(1, ge=1, description="Fixed replica count (ignored when `autoscaling` is set).")
     autoscaling: AutoscalingSettings | None = Field(None, description="Autoscaling bounds (null: fixed "
                                                     "`num_replicas`).")
@@ -102,6 +118,10 @@ class ServeConfig(Strict):
         default = 16384 if device_type == "cuda" else 4096
         # one call must hold the longest pair the other settings allow
         return max(default, self.max_tokens_per_doc + self.max_query_tokens + 8)
+
+    def pending_tokens(self, device_type: str) -> int:
+        """``max_pending_tokens``, or its default: two forward passes' worth of tokens."""
+        return self.max_pending_tokens or 2 * self.batch_tokens(device_type)
 
     @model_validator(mode="after")
     def _consistent(self):

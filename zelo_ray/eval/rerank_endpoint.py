@@ -8,19 +8,22 @@ Two request shapes, chosen by the URL's path:
   of ``{index, relevance_score}``;
 * any other ``…/rerank`` — Hugging Face TEI: ``{query, texts}`` → ``[{index, score}]``.
 
-429, 5xx, timeouts and refused connections are retried with backoff; a query whose request
-still fails is returned as a problem (and ranks nothing for that system), never guessed.
+429, 5xx, timeouts and refused connections are retried with backoff (or after the server's
+``Retry-After`` when it asks for longer); a query whose request still fails is returned as a problem (and ranks nothing for that system), never guessed.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
+
+from zelo_ray.retry import backoff_delay, retry_after_seconds
 
 __all__ = ["EndpointError", "rerank_with_endpoint", "request_shape"]
 
@@ -64,19 +67,22 @@ def _post(url: str, payload: dict, *, api_key: str | None, timeout_s: float, ret
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
-    last = ""
+    last, wait = "", None
     for attempt in range(retries + 1):
         if attempt:
-            time.sleep(min(0.25 * 2 ** attempt, 8.0))
+            # the server's Retry-After (an overloaded `zelo serve`, TEI or Cohere sends one) wins
+            # over the backoff when longer
+            time.sleep(backoff_delay(attempt - 1, base=0.5, cap=8.0, u=random.random(), retry_after=wait))
         try:
             with urllib.request.urlopen(urllib.request.Request(url, data, headers), timeout=timeout_s) as r:
                 return json.loads(r.read().decode("utf-8"))
         except urllib.error.HTTPError as exc:
             last = f"HTTP {exc.code}: {exc.read()[:200].decode('utf-8', 'replace')}"
+            wait = retry_after_seconds(dict(exc.headers.items()) if exc.headers else None)
             if exc.code not in _RETRY_STATUS:
                 break
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+            last, wait = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}", None
         except json.JSONDecodeError as exc:
             last = f"response is not JSON ({exc.msg})"
             break

@@ -9,15 +9,15 @@ the provider's window is shared.
 Example::
 
     >>> import asyncio
-    >>> from zelo_ray.judges.limits import EndpointLimiter, backoff_delay
+    >>> from zelo_ray.judges.limits import EndpointLimiter
     >>> lim = EndpointLimiter(max_concurrency=2, requests_per_minute=600)
     >>> async def one():
     ...     async with lim.slot(tokens=100):
     ...         return 1
     >>> asyncio.run(one())
     1
-    >>> 0.5 <= backoff_delay(0, base=1.0, cap=60.0, u=0.0) <= 1.0
-    True
+
+Backoff between retries is :func:`zelo_ray.retry.backoff_delay`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import asyncio
 import time
 from contextlib import asynccontextmanager
 
-__all__ = ["Bucket", "EndpointLimiter", "backoff_delay"]
+__all__ = ["Bucket", "EndpointLimiter"]
 
 BURST_S = 0.5
 """A bucket holds this many seconds of its rate (at least one unit). Providers enforce their
@@ -100,13 +100,3 @@ class EndpointLimiter:
     def settle(self, estimated: float, actual: float) -> None:
         if self.tokens:
             self.tokens.adjust(actual - estimated)
-
-
-def backoff_delay(attempt: int, *, base: float, cap: float, u: float, retry_after: float | None = None) -> float:
-    """Delay before retry ``attempt`` (0-based): ``base·2^attempt`` capped, with "equal jitter"
-    (uniform in [half, full]) from ``u`` in [0, 1); a server's Retry-After wins when longer."""
-    full = min(cap, base * (2.0 ** attempt))
-    delay = full * (0.5 + 0.5 * u)
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, cap * 10))
-    return delay

@@ -25,7 +25,8 @@ import random
 import time
 
 from zelo_ray.judges.base import CallBatch, JudgeSetupError, ResultBatch
-from zelo_ray.judges.limits import EndpointLimiter, backoff_delay
+from zelo_ray.judges.limits import EndpointLimiter
+from zelo_ray.retry import backoff_delay, retry_after_seconds
 from zelo_ray.judges.parse import ScoreParseError, parse_score
 from zelo_ray.judges.prompt import build_messages, response_format
 
@@ -47,17 +48,7 @@ def read_api_key(name: str, api_key_env: str | None) -> str:
 
 
 def _retry_after(exc) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None) or {}
-    for header, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
-        value = headers.get(header)
-        if value is None:
-            continue
-        try:
-            return max(0.0, float(value) * scale)
-        except ValueError:
-            continue  # an HTTP date; the exponential backoff applies instead
-    return None
+    return retry_after_seconds(getattr(getattr(exc, "response", None), "headers", None))
 
 
 class OpenAIJudge:

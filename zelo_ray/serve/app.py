@@ -60,6 +60,7 @@ class RerankServer:
     """One replica: a loaded ScoringEngine behind the four rerank routes."""
 
     def __init__(self, settings: dict):
+        from zelo_ray.serve.admission import Admission
         from zelo_ray.serve.engine import ScoringEngine, pick_device
         from zelo_ray.serve.metrics import ServeMetrics
         from zelo_ray.serve.service import RerankService
@@ -79,11 +80,12 @@ class RerankServer:
         self._score_batched.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
         self._lock = asyncio.Lock()
         self.metrics = ServeMetrics(self.cfg.model_name, self.batch_tokens)
+        self.admission = Admission(self.cfg.pending_tokens(pick_device(self.cfg.device).type))
         self.service = RerankService(self.cfg, encode=self.engine.encode, score=self._score,
                                      model_info={**self.engine.info(),
                                                  "bm25_weight": fusion.weight if fusion else 0.0},
                                      fuse=fusion.scores if fusion else None, windows=self.engine.windows,
-                                     metrics=self.metrics)
+                                     metrics=self.metrics, admission=self.admission)
         log.info("zelo reranker %s loaded: %s; batching %s (%d tokens per forward call); auth %s",
                  self.cfg.model_name, self.engine.info(), "on" if self.cfg.batching else "off", self.batch_tokens,
                  f"on ({len(self.service.api_keys)} keys)" if self.service.api_keys else "off")
@@ -121,7 +123,7 @@ class RerankServer:
             return JSONResponse(error_body(api_name, 413, msg), status_code=413)
         body = await request.body()
         status, payload = await self.service.rerank(api_name, body, request.headers.get("authorization"))
-        return JSONResponse(payload, status_code=status)
+        return JSONResponse(payload, status_code=status, headers=self.service.headers(status))
 
     @api.post("/v2/rerank", response_model=CohereRerankResponse, openapi_extra=_body_schema(CohereRerankRequest),
               summary="Rerank (Cohere v2 shape)")
@@ -149,8 +151,13 @@ class RerankServer:
 
     @api.get("/healthz", summary="Liveness and the loaded model")
     async def healthz(self) -> dict:
+        from zelo_ray.serve.metrics import rss_mb
+
+        gate = self.admission
         return {"status": "ok", "model": self.cfg.model_name, **self.engine.info(),
-                "max_batch_tokens": self.batch_tokens}
+                "max_batch_tokens": self.batch_tokens, "max_pending_tokens": gate.max_pending_tokens,
+                "pending_tokens": gate.pending_tokens, "pending_requests": gate.pending_requests,
+                "shed": gate.shed, "rss_mb": rss_mb()}
 
     def check_health(self) -> None:
         # Serve calls this periodically; a replica whose model vanished is restarted
@@ -159,7 +166,13 @@ class RerankServer:
 
 
 def deployment_options(cfg: ServeConfig) -> dict:
-    opts = {"max_ongoing_requests": cfg.max_ongoing_requests,
+    from ray.serve.config import BackpressureConfig
+
+    opts = {"max_ongoing_requests": cfg.max_ongoing_requests, "max_queued_requests": cfg.max_queued_requests,
+            # the proxy's answer when its queue for the replicas is full: the status and Retry-After
+            # of the replica's own shedding (its body is Serve's plain text)
+            "backpressure_config": BackpressureConfig(status_code=cfg.overload_status,
+                                                      retry_after_s=cfg.retry_after_s),
             "ray_actor_options": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus}}
     if cfg.autoscaling:
         opts["autoscaling_config"] = cfg.autoscaling.model_dump()

@@ -29,7 +29,19 @@ Ray approximates a histogram's ``_sum`` from bucket midpoints: read means from t
 
 from __future__ import annotations
 
-__all__ = ["ServeMetrics"]
+__all__ = ["ServeMetrics", "rss_mb"]
+
+
+def rss_mb() -> float | None:
+    """This process's resident memory in MiB (Linux; None elsewhere): `/healthz` reports it so a
+    load test can watch a replica's memory."""
+    import os
+
+    try:
+        with open("/proc/self/statm") as f:
+            return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        return None
 
 LATENCY_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
 DOCUMENTS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]

@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from zelo_ray.config.serve import ServeConfig
+from zelo_ray.serve.admission import Admission
 from zelo_ray.serve.schemas import CohereRerankRequest, TEIRerankRequest, V1RerankRequest, ZeroEntropyRerankRequest
 
 __all__ = ["APIS", "RerankError", "RerankService", "api_keys_from_env", "describe_validation_error", "error_body"]
@@ -38,7 +39,8 @@ def error_body(api: str, status: int, message: str) -> dict:
     if api == "zeroentropy":
         return {"detail": message}
     if api == "tei":
-        kind = {401: "Unauthorized", 404: "NotFound", 413: "PayloadTooLarge", 500: "Backend"}.get(status, "Validation")
+        kind = {401: "Unauthorized", 404: "NotFound", 413: "PayloadTooLarge", 429: "Overloaded", 500: "Backend",
+                503: "Overloaded"}.get(status, "Validation")
         return {"error": message, "error_type": kind}
     return {"message": message}
 
@@ -80,13 +82,15 @@ class RerankService:
     def __init__(self, cfg: ServeConfig, *, encode: Callable, score: Callable[[list], Awaitable[np.ndarray]],
                  model_info: dict, api_keys: list[str] | None = None,
                  fuse: Callable[[str, list[str], np.ndarray], np.ndarray] | None = None,
-                 windows: Callable | None = None, metrics=None):
+                 windows: Callable | None = None, metrics=None, admission: Admission | None = None):
         """``windows``: the engine's window splitter (:meth:`ScoringEngine.windows`); without it a
         long document is truncated whatever ``serve.long_documents`` says. ``metrics``: where each
         answered request is recorded (``metrics.request(api, status, seconds, documents, tokens,
-        windows)``, e.g. :class:`zelo_ray.serve.metrics.ServeMetrics`); None records nothing."""
+        windows)``, e.g. :class:`zelo_ray.serve.metrics.ServeMetrics`); None records nothing.
+        ``admission``: the replica's token budget (requests past it are shed); None admits all."""
         self.cfg, self._encode, self._score, self.model_info = cfg, encode, score, model_info
         self.metrics = metrics
+        self.admission = admission
         self._windows = windows
         self._fuse = fuse  # the checkpoint's served function over one call's documents (train/fusion.py)
         self.api_keys = api_keys_from_env(cfg.api_keys_env) if api_keys is None else api_keys
@@ -162,6 +166,8 @@ class RerankService:
         stats = {"documents": 0, "tokens": 0, "windows": 0}
         try:
             self.authorize(authorization)
+            if self.admission is not None and not self.admission.admits_any():
+                self._shed()  # before any parsing or tokenising: shedding must stay cheap
             req, docs = self.parse(api, body)
             status, payload = await self._answer(api, req, docs, t0, stats)
         except RerankError as e:
@@ -175,6 +181,36 @@ class RerankService:
 
     async def _answer(self, api: str, req: BaseModel, docs: list[str], t0: float,
                       stats: dict) -> tuple[int, dict | list]:
+        pairs, owner = await self._pairs(api, req, docs)
+        tokens = int(sum(p.n_tokens for p in pairs))
+        stats.update(documents=len(docs), tokens=tokens, windows=len(pairs) - len(docs))
+        if self.admission is not None and not self.admission.try_admit(tokens):
+            self._shed(tokens)
+        t1 = time.perf_counter()
+        try:
+            scores = await self._scored(req, docs, pairs, owner)
+        finally:
+            if self.admission is not None:
+                self.admission.release(tokens)
+        return self._shaped(api, req, docs, scores, tokens, t0, time.perf_counter() - t1)
+
+    def _shed(self, tokens: int | None = None) -> None:
+        gate = self.admission
+        what = f"{tokens:,} more tokens would wait" if tokens is not None else "the queue is full"
+        raise RerankError(self.cfg.overload_status,
+                          f"server overloaded: {what} behind {gate.pending_tokens:,} tokens of "
+                          f"{gate.pending_requests} requests (serve.max_pending_tokens = "
+                          f"{gate.max_pending_tokens:,}); retry after {self.cfg.retry_after_s:g} s")
+
+    def headers(self, status: int) -> dict[str, str] | None:
+        """Response headers for ``status``: ``Retry-After`` on a shed request."""
+        if status == self.cfg.overload_status and self.admission is not None:
+            return {"Retry-After": str(math.ceil(self.cfg.retry_after_s))}
+        return None
+
+    async def _pairs(self, api: str, req: BaseModel, docs: list[str]) -> tuple[list, np.ndarray | None]:
+        """The tokenised (query, document or window) pairs, and each window's document (None when
+        no document was split)."""
         budget = self.cfg.max_tokens_per_doc
         if getattr(req, "max_tokens_per_doc", None):
             budget = min(budget, req.max_tokens_per_doc)
@@ -185,10 +221,11 @@ class RerankService:
                                                    overlap=self.cfg.window_overlap_tokens, max_windows=limit)
         else:
             texts, owner = docs, None
-        pairs = await asyncio.to_thread(self._encode, req.query, texts, max_doc_tokens=budget, keep=keep)
-        t1 = time.perf_counter()
-        stats.update(documents=len(docs), tokens=int(sum(p.n_tokens for p in pairs)),
-                     windows=len(pairs) - len(docs))
+        return await asyncio.to_thread(self._encode, req.query, texts, max_doc_tokens=budget, keep=keep), owner
+
+    async def _scored(self, req: BaseModel, docs: list[str], pairs: list, owner) -> np.ndarray:
+        """One score per document: the model's (a long document's best window), fused with BM25
+        when the checkpoint serves a fused function."""
         scores = np.asarray(await self._score(pairs), dtype=np.float64)
         if owner is not None and len(owner) > len(docs):
             # a long document scores as its best window
@@ -197,12 +234,15 @@ class RerankService:
             scores = best
         if self._fuse is not None:
             scores = await asyncio.to_thread(self._fuse, req.query, docs, scores)
-        t_inf = time.perf_counter() - t1
+        return scores
+
+    def _shaped(self, api: str, req: BaseModel, docs: list[str], scores: np.ndarray, tokens: int, t0: float,
+                t_inf: float) -> tuple[int, dict | list]:
+        """The answer in ``api``'s response shape."""
         # stable sort: equal scores keep request order, so responses are deterministic
         order = np.argsort(-scores, kind="stable")[: getattr(req, "top_n", None) or len(scores)]
         clipped = np.clip(scores, 0.0, 1.0)
         results = [{"index": int(i), "relevance_score": float(clipped[i])} for i in order]
-        tokens = stats["tokens"]
         units = math.ceil(len(docs) / 100)
         if api == "cohere":
             return 200, {"id": str(uuid.uuid4()), "results": results,
