@@ -232,6 +232,22 @@ def _args_model_fit(bsub) -> None:
     p.set_defaults(func=handlers.cmd_bench_model_fit)
 
 
+def _args_overload(bsub) -> None:
+    p = bsub.add_parser("overload", help="zelo serve under 10x its capacity (open loop): shed share, p99 of "
+                        "the accepted vs unloaded, memory; and the same burst without admission control")
+    p.add_argument("--dataset", default="cranfield", help="corpus the request texts come from")
+    p.add_argument("--checkpoint", help="model folder (default: the demo's, else MiniLM + fresh head)")
+    p.add_argument("--docs", type=int, default=20, help="documents per request")
+    p.add_argument("--doc-bytes", type=int, default=1000)
+    p.add_argument("--factor", type=float, default=10.0, help="offered load over the measured capacity")
+    p.add_argument("--overload-s", type=float, default=30.0)
+    p.add_argument("--timeout-s", type=float, default=30.0, help="a client's bound on one request")
+    p.add_argument("--no-baseline", action="store_true", help="skip the burst without admission control")
+    p.add_argument("--json", help="also write the JSON result here")
+    p.set_defaults(func=handlers.cmd_bench_overload)
+
+
 _BENCHMARKS = (_args_elo, _args_sampling, _args_retrieval, _args_quality, _args_bm25, _args_judging,
                _args_kill_resume, _args_caller_pool, _args_annotate_scale, _args_slm_scale, _args_proof,
-               _args_rerank, _args_train, _args_serve, _args_cost, _args_labelfree, _args_model_fit)
+               _args_rerank, _args_train, _args_serve, _args_cost, _args_labelfree, _args_model_fit,
+               _args_overload)

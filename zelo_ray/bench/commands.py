@@ -189,3 +189,13 @@ def cmd_bench_model_fit(args: argparse.Namespace) -> int:
                       seed=args.seed)
     write_result({"benchmark": "model_fit", **r}, args.json)
     return 0
+
+
+def cmd_bench_overload(args: argparse.Namespace) -> int:
+    from zelo_ray.bench import overload
+
+    r = overload.run(dataset=args.dataset, checkpoint=args.checkpoint, docs=args.docs, doc_bytes=args.doc_bytes,
+                     factor=args.factor, overload_s=args.overload_s, timeout_s=args.timeout_s,
+                     baseline=not args.no_baseline, log=lambda m: print(m, file=sys.stderr))
+    write_result({"benchmark": "overload", **r}, args.json)
+    return 0 if all(r["checks"].values()) else 1

@@ -25,10 +25,10 @@ from zelo_ray.bench.common import free_port, machine
 from zelo_ray.bench.payloads import make_docs, payload, percentiles
 from zelo_ray.layout import layout_at
 
-__all__ = ["run"]
+__all__ = ["bench_checkpoint", "corpus_texts", "run"]
 
 
-def _texts(dataset: str, n: int = 5000) -> list[str]:
+def corpus_texts(dataset: str, n: int = 5000) -> list[str]:
     import pyarrow.parquet as pq
 
     from zelo_ray.data import prepare
@@ -38,7 +38,7 @@ def _texts(dataset: str, n: int = 5000) -> list[str]:
     return [s for s in t["text"].to_pylist() if s]
 
 
-def _checkpoint(path: str | None) -> tuple[str, str]:
+def bench_checkpoint(path: str | None) -> tuple[str, str]:
     if path:
         return path, path
     demo = Path("runs/cranfield/train/model")
@@ -97,8 +97,8 @@ def run(*, dataset: str = "cranfield", checkpoint: str | None = None, calls_12kb
 
     from zelo_ray.serve.engine import ScoringEngine
 
-    texts = _texts(dataset)
-    ckpt, ckpt_label = _checkpoint(checkpoint)
+    texts = corpus_texts(dataset)
+    ckpt, ckpt_label = bench_checkpoint(checkpoint)
     out = {"machine": machine(), "checkpoint": ckpt_label, "threads": threads, "payload": "1 KB documents"}
     # baseline: the replica's code path, in this process, same threads
     torch.set_num_threads(threads)
