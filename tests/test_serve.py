@@ -429,6 +429,22 @@ def test_deployment_bounds_the_proxy_queue_with_the_overload_status():
     assert ServeConfig(checkpoint="x").pending_tokens("cpu") == 2 * ServeConfig(checkpoint="x").batch_tokens("cpu")
 
 
+def test_the_overload_benchmark_counts_every_request_and_judges_memory_by_its_trend():
+    from zelo_ray.bench.overload import _flat, _summary, passed
+
+    r = _summary([(200, 1.0), (429, 0.05), (429, 0.04), (0, 30.0), (-1, 0.1)], 5, 10.0, 30.0, 31.0, [1.0] * 4)
+    assert (r["codes"], r["accepted_share"], r["shed_share"], r["other"]) == (
+        {"200": 1, "429": 2, "0": 1, "-1": 1}, 0.2, 0.4, 2)       # a timeout or a refused connection is never hidden
+    assert _flat([1000, 1200, 1210, 1205, 1212, 1208], 1210)      # a one-off step, then a plateau
+    assert not _flat([1000, 1100, 1200, 1300, 1400, 1500], 1500)  # growing with the burst
+    assert not _flat([1000, 1000, 1000, 1000], 1400)              # growing after it
+    burst = {"other": 0, "p99_accepted_over_unloaded": 2.0, "duration_s": 30.0, "healthy_after": True,
+             "rss_mb": {"every_2s": [1.0] * 6, "after": 1.0}}
+    assert all(passed({"factor": 10.0, "admission": burst}).values())
+    assert not passed({"factor": 10.0, "admission": {**burst, "p99_accepted_over_unloaded": 3.5}})[
+        "p99_within_3x_unloaded"]
+
+
 # -- Ray Serve over HTTP -----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
