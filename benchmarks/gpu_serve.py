@@ -140,12 +140,7 @@ def main():
            "dry_run": args.dry}
     mini = ScoringEngine(load_reranker(args.model, "cross_encoder", dtype=dtype).to(dev),
                          device=dev, max_batch_tokens=65536, max_batch_rows=512)
-    out["minilm"] = {"latency": [latency(mini, texts, kb, 512, args.calls) for kb in (12, 150)],
-                     "long_documents": long_documents(mini, texts, args.calls),
-                     "batching": batching(mini, texts, 16, rounds=rounds),
-                     "batching_64": batching(mini, texts, 64, rounds=max(1, rounds // 4))}
-    print(json.dumps(out["minilm"], indent=1), flush=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
+    _measure(out, "minilm", mini, texts, args, rounds)
     del mini
     if args.skip_decoder:
         return
@@ -155,11 +150,16 @@ def main():
     dec = ScoringEngine(model.to(dev), device=dev, max_batch_tokens=65536, max_batch_rows=256)
     if not args.dry:  # the tiny test decoder has fewer positions
         dec.max_length = 1024
-    out["decoder_0.5b"] = {"latency": [latency(dec, texts, kb, 512, args.calls) for kb in (12, 150)],
-                           "long_documents": long_documents(dec, texts, args.calls),
-                           "batching": batching(dec, texts, 16, rounds=rounds),
-                           "batching_64": batching(dec, texts, 64, rounds=max(1, rounds // 4))}
-    print(json.dumps(out["decoder_0.5b"], indent=1), flush=True)
+    _measure(out, "decoder_0.5b", dec, texts, args, rounds)
+
+
+def _measure(out: dict, name: str, engine, texts, args, rounds: int) -> None:
+    """Latency at 12/150 KB, long documents and batching at 16/64 clients; written as it goes."""
+    out[name] = {"latency": [latency(engine, texts, kb, 512, args.calls) for kb in (12, 150)],
+                 "long_documents": long_documents(engine, texts, args.calls),
+                 "batching": batching(engine, texts, 16, rounds=rounds),
+                 "batching_64": batching(engine, texts, 64, rounds=max(1, rounds // 4))}
+    print(json.dumps(out[name], indent=1), flush=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
 
 
