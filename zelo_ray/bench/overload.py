@@ -25,7 +25,7 @@ import time
 
 from zelo_ray.bench.common import free_port, machine
 from zelo_ray.bench.payloads import make_docs, percentiles
-from zelo_ray.bench.serving import bench_checkpoint, corpus_texts
+from zelo_ray.bench.serving import bench_checkpoint, corpus_texts, deploy
 
 __all__ = ["run"]
 
@@ -48,7 +48,7 @@ def run(*, dataset: str = "cranfield", checkpoint: str | None = None, docs: int 
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         base = f"http://127.0.0.1:{port}"
-        _deploy(ckpt, threads, {})
+        deploy(ckpt, port, num_cpus=threads)
         out["settings"] = _get(f"{base}/healthz")
         out["unloaded"] = asyncio.run(_closed_loop(f"{base}/rerank", bodies[:unloaded], 1, timeout_s))["accepted"]
         log(f"unloaded: {out['unloaded']}")
@@ -58,22 +58,13 @@ def run(*, dataset: str = "cranfield", checkpoint: str | None = None, docs: int 
         log(f"capacity: {out['capacity']['answered_per_s']} requests/s; offering {rate:.2f}/s for {overload_s:g} s")
         out["admission"] = _burst(base, bodies, rate, overload_s, timeout_s, out["unloaded"], log)
         if baseline:
-            _deploy(ckpt, threads, {"max_pending_tokens": 1 << 30, "max_queued_requests": -1})
+            deploy(ckpt, port, num_cpus=threads, max_pending_tokens=1 << 30, max_queued_requests=-1)
             out["no_admission"] = _burst(base, bodies, rate, overload_s, timeout_s, out["unloaded"], log)
     finally:
         serve.shutdown()
         ray.shutdown()
     out["checks"] = passed(out)
     return out
-
-
-def _deploy(ckpt: str, threads: int, settings: dict) -> None:
-    from ray import serve
-
-    from zelo_ray.serve.app import build_app
-
-    serve.run(build_app({"checkpoint": ckpt, "num_cpus": threads, **settings}), name="overload",
-              route_prefix="/", blocking=False)  # returns once the app is ready
 
 
 def _get(url: str) -> dict:

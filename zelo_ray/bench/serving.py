@@ -25,7 +25,7 @@ from zelo_ray.bench.common import free_port, machine
 from zelo_ray.bench.payloads import make_docs, payload, percentiles
 from zelo_ray.layout import layout_at
 
-__all__ = ["bench_checkpoint", "corpus_texts", "run"]
+__all__ = ["bench_checkpoint", "corpus_texts", "deploy", "run"]
 
 
 def corpus_texts(dataset: str, n: int = 5000) -> list[str]:
@@ -76,7 +76,9 @@ async def _post_many(url: str, bodies: list[dict], clients: int) -> tuple[list[f
     return lat, codes, time.perf_counter() - t0
 
 
-def _deploy(checkpoint: str, port: int, **settings) -> str:
+def deploy(checkpoint: str, port: int, **settings) -> str:
+    """Deploy (or redeploy) the reranker app with ``settings`` on the running Serve instance;
+    returns its Cohere v2 URL once the app is ready."""
     from ray import serve
 
     from zelo_ray.serve.app import build_app
@@ -109,7 +111,7 @@ def run(*, dataset: str = "cranfield", checkpoint: str | None = None, calls_12kb
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     common = {"num_cpus": threads, "max_batch_tokens": 16384, "max_tokens_per_doc": _BUDGET, "max_ongoing_requests": 64}
     try:
-        url = _deploy(ckpt, port, batching=True, **common)
+        url = deploy(ckpt, port, batching=True, **common)
         with urllib.request.urlopen(url.replace("/v2/rerank", "/healthz")) as r:
             out["replica"] = json.loads(r.read())
         if "latency" in parts:
@@ -122,7 +124,7 @@ def run(*, dataset: str = "cranfield", checkpoint: str | None = None, calls_12kb
                                  "docs_per_request": docs_per_request, "doc_bytes": doc_bytes,
                                  **_throughput(url, ckpt, port, common, small, clients, log)}
         if "load" in parts:
-            url = _deploy(ckpt, port, batching=True, **{**common, "max_tokens_per_doc": 128})
+            url = deploy(ckpt, port, batching=True, **{**common, "max_tokens_per_doc": 128})
             out["load_test"] = _load_test(url, texts, load_requests, clients)
             log(f"load test: {out['load_test']}")
     finally:
@@ -165,7 +167,7 @@ def _throughput(url: str, ckpt, port: int, common: dict, small: list[dict], clie
     thr = {}
     for mode in ("on", "off"):
         if mode == "off":
-            url = _deploy(ckpt, port, batching=False, **common)
+            url = deploy(ckpt, port, batching=False, **common)
         asyncio.run(_post_many(url, small[:clients], clients))          # warm-up
         ts, codes, wall = asyncio.run(_post_many(url, small, clients))
         thr[mode] = {"requests_per_s": round(len(small) / wall, 2), **percentiles(ts), "codes": codes}

@@ -9,7 +9,8 @@ Two request shapes, chosen by the URL's path:
 * any other ``…/rerank`` — Hugging Face TEI: ``{query, texts}`` → ``[{index, score}]``.
 
 429, 5xx, timeouts and refused connections are retried with backoff (or after the server's
-``Retry-After`` when it asks for longer); a query whose request still fails is returned as a problem (and ranks nothing for that system), never guessed.
+``Retry-After`` when it asks for longer); a query whose request still fails is returned as a
+problem (and ranks nothing for that system), never guessed.
 """
 
 from __future__ import annotations

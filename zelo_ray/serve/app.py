@@ -71,7 +71,8 @@ class RerankServer:
         log.addFilter(_TokenBatchWarning())
         folder = local_copy(self.cfg.checkpoint)
         fusion = load_fusion(folder) if self.cfg.fusion else None
-        self.batch_tokens = self.cfg.batch_tokens(pick_device(self.cfg.device).type)
+        device_type = pick_device(self.cfg.device).type
+        self.batch_tokens = self.cfg.batch_tokens(device_type)
         self.engine = ScoringEngine.load(folder, device=self.cfg.device, dtype=self.cfg.dtype,
                                          max_query_tokens=self.cfg.max_query_tokens,
                                          max_batch_tokens=self.batch_tokens,
@@ -80,7 +81,7 @@ class RerankServer:
         self._score_batched.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
         self._lock = asyncio.Lock()
         self.metrics = ServeMetrics(self.cfg.model_name, self.batch_tokens)
-        self.admission = Admission(self.cfg.pending_tokens(pick_device(self.cfg.device).type))
+        self.admission = Admission(self.cfg.pending_tokens(device_type))
         self.service = RerankService(self.cfg, encode=self.engine.encode, score=self._score,
                                      model_info={**self.engine.info(),
                                                  "bm25_weight": fusion.weight if fusion else 0.0},
