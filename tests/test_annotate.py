@@ -394,3 +394,52 @@ def test_vllm_and_hosted_judges_run_at_the_same_time(workdir, monkeypatch):
     assert report["judges"]["slm"]["spend"]["calls"] == report["judges"]["llm0"]["spend"]["calls"] > 0
     # the two windows overlap: each started before the other ended
     assert window["start"] < busy[1] and busy[0] < window["end"], (window, busy)
+
+
+def _damage(part: Path, how: str) -> None:
+    data = part.read_bytes()
+    if how == "truncated":                 # a writer cut short in the middle of its row group
+        part.write_bytes(data[: len(data) // 2])
+    elif how == "garbage footer":          # the metadata overwritten, its length and magic intact
+        part.write_bytes(data[:-48] + bytes(range(40)) + data[-8:])
+    elif how == "zero bytes":
+        part.write_bytes(b"")
+    else:                                  # one flipped byte inside the first data page, footer intact
+        i = len(data) // 8
+        part.write_bytes(data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:])
+
+
+def test_damaged_vote_parts_are_moved_aside_and_only_their_votes_asked_again(workdir, monkeypatch, capsys):
+    """Four parts damaged four ways (truncated mid-row-group, garbage footer, zero bytes, a page
+    whose checksum fails): the re-run moves exactly those aside, names them in the console and
+    the report, asks exactly their votes again, and ends with the undamaged run's Elo."""
+    monkeypatch.setenv("ZELO_TEST_KEY", SECRET)
+    with FakeJudgeServer(api_key=SECRET) as server:
+        cfg = _cfg(workdir, "damaged")
+        cfg.annotate.judges = _llm_judges(server, n=2)
+        first = run_annotate(cfg)
+        out = Path(cfg.annotate.output)
+        undamaged = pq.read_table(out / "zelo.parquet")
+        store = VoteStore(out / "votes")
+        parts = [p for p in store.parts() if p.parent != store.path][:4]
+        assert len(parts) == 4 and len({p.parent for p in parts}) == 4   # four partitions, one part each
+        lost = set()
+        for part, how in zip(parts, ("truncated", "garbage footer", "zero bytes", "bad page")):
+            lost |= set(pq.read_table(part)["cache_key"].to_pylist())
+            _damage(part, how)
+        server.calls.clear()
+        capsys.readouterr()
+        again = run_annotate(cfg)
+        asked = {int(k) for k in server.calls}
+    console = capsys.readouterr().out
+    assert asked == lost and again["asked_this_run"] == len(lost) and again["missing_votes"] == 0
+    assert "damaged vote part" in console and "quarantine" in console
+    moved = {n["part"] for n in again["quarantined_parts"]}
+    assert moved == {str(p.relative_to(store.path)) for p in parts}
+    assert all((out / "votes" / "quarantine" / Path(n["moved_to"]).name).exists() for n in again["quarantined_parts"])
+    assert again["judge_calls"] == first["judge_calls"] and not again.get("unchanged")
+    z = pq.read_table(out / "zelo.parquet")
+    assert z["doc_id"].equals(undamaged["doc_id"]) and z["query_id"].equals(undamaged["query_id"])
+    for col in ("elo", "calibrated", "target"):
+        np.testing.assert_allclose(z[col].to_numpy(), undamaged[col].to_numpy(), rtol=0, atol=1e-9)
+    assert run_annotate(cfg).get("unchanged")           # the quarantine is settled: nothing to do

@@ -2,9 +2,11 @@
 
 import asyncio
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from scipy.special import expit, ndtr
 
@@ -16,6 +18,7 @@ from zelo_ray.judges.keys import combine, swap_bits, text_hashes, uniforms
 from zelo_ray.judges.limits import Bucket, EndpointLimiter
 from zelo_ray.retry import backoff_delay
 from zelo_ray.judges.parse import ScoreParseError, parse_score
+from zelo_ray.judges.parts import write_part
 from zelo_ray.judges.store import VoteStore
 
 
@@ -337,3 +340,28 @@ def test_vllm_engine_pool_autoscales_between_min_and_max():
     j = VLLMPairwiseJudgeConfig(name="slm", kind="vllm_pairwise", model="/m", replicas=8)
     assert engine_pool(j) == 8
     assert engine_pool(j.model_copy(update={"min_replicas": 1})) == (1, 8)
+
+
+def test_store_moves_a_damaged_part_aside_and_reads_its_votes_as_unasked(tmp_path):
+    """An unfiled part cut short (a crashed copy) and a filed part with a bad page: both are
+    moved aside with a note, nothing raises, and their keys read as never asked."""
+    store = VoteStore(tmp_path / "votes", flush_rows=1)
+    store.append(_vote_rows([1, 2], [0.5, -0.5]))
+    store.append(_vote_rows([3], [1.0]))
+    filed = store.parts()
+    loose = write_part(store.path, _vote_rows([4, 5], [0.0, 0.25]), "part-9-loose.parquet")
+    loose.write_bytes(loose.read_bytes()[:100])
+    data = filed[0].read_bytes()
+    col = pq.read_metadata(filed[0]).row_group(0).column(VOTE_SCHEMA.names.index("cache_key"))
+    start = col.dictionary_page_offset if col.has_dictionary_page else col.data_page_offset
+    i = start + col.total_compressed_size - 3                        # inside the last page's values
+    filed[0].write_bytes(data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:])
+    kept = set(pq.read_table(filed[1])["cache_key"].to_pylist())
+    fresh = VoteStore(tmp_path / "votes")
+    assert [n["part"] for n in fresh.check()] == ["part-9-loose.parquet"]      # the footer check
+    assert set(fresh.asked_keys().tolist()) == kept                            # the page check on read
+    notes = fresh.quarantined()
+    assert len(notes) == 2 and {n["part"] for n in notes} == {"part-9-loose.parquet",
+                                                            str(filed[0].relative_to(store.path))}
+    assert all(Path(n["moved_to"]).exists() and "quarantine" in n["moved_to"] for n in notes)
+    assert fresh.organize() == 0 and set(fresh.answered_keys().tolist()) == kept

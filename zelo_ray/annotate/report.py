@@ -60,6 +60,8 @@ def report_step(cfg: ZeloConfig, run, plan: Plan, store: VoteStore, totals,
         "votes_per_s": round(totals.asked / max(timings.get("judge_s", 0.0), 1e-9), 1),
         "missing_votes": totals.missing,
         "failed": totals.failures,
+        # damaged vote parts moved aside (by this run or an earlier one): their votes were asked again
+        "quarantined_parts": store.quarantined(),
         "buckets": plan.n_buckets,
         "elo": totals.within or {}, "calibration": {**totals.calibration, **effect},
         "judges": {n: {"spend": spend[n], **totals.failures_by_judge.get(n, {}),

@@ -14,7 +14,6 @@ keys, :mod:`zelo_ray.judges.store`), and the Elo stage is recomputed from the st
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from zelo_ray.annotate.resume import fingerprint, input_fingerprint, unchanged
 from zelo_ray.annotate.scores import (cross_outcomes, streaming_median, endpoint_scores, fit_calibration, fit_within,
                                       merge_within, task_scores, with_targets)
 from zelo_ray.annotate.tasks import TextHashes, build_tasks, calls_table
+from zelo_ray.annotate.writers import Writers
 from zelo_ray.annotate.teacher import clamp_mask, judge_rows, pair_sources
 from zelo_ray.config import ZeloConfig
 from zelo_ray.core.simulate import LABEL
@@ -64,7 +64,8 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
     with timed(timings, "pairs_s"):
         run = _inputs(cfg, qrels, candidates, collection, queries)
     store = VoteStore(out / "votes", flush_rows=acfg.flush_rows, flush_s=acfg.flush_s)
-    store.organize()  # answers logged by the callers of a run that was killed
+    store.organize()  # answers logged by the callers of a run that was killed; damaged parts moved aside
+    _say_moved_aside(store.moved_aside, store, log_fn)
     inputs = input_fingerprint(cfg, run, out, teacher_only=teacher_only)
     done = unchanged(out, inputs, store, acfg.retry_failed)
     if done is not None:
@@ -77,7 +78,7 @@ def run_annotate(cfg: ZeloConfig, *, log_fn=print, qrels: pa.Table | None = None
     errors.reset()
     totals = _Totals(cross_w=np.full(plan.cross.num_rows, np.nan), cross_valid=np.zeros(plan.cross.num_rows, bool),
                      elo_a=np.full(plan.cross.num_rows, np.nan), elo_b=np.full(plan.cross.num_rows, np.nan))
-    writers = _Writers(out)
+    writers = Writers(out)
     try:
         for b in range(plan.n_buckets):
             _bucket(cfg, run, plan, b, out, store, errors, totals, writers, timings, log_fn, teacher_only)
@@ -151,30 +152,6 @@ class _Totals:
     """Per bucket: (query indexes of its nodes, its Elo part file)."""
 
 
-class _Writers:
-    """The run's output tables, written bucket by bucket and renamed into place at the end."""
-
-    def __init__(self, out: Path) -> None:
-        self.out, self._w = out, {}
-
-    def write(self, name: str, table: pa.Table) -> None:
-        if name not in self._w:
-            self._w[name] = pq.ParquetWriter(self.out / f"{name}.parquet.tmp", table.schema)
-        self._w[name].write_table(table)
-
-    def close(self) -> None:
-        for name, w in self._w.items():
-            w.close()
-            os.replace(self.out / f"{name}.parquet.tmp", self.out / f"{name}.parquet")
-        self._w = {}
-
-    def abort(self) -> None:
-        for name, w in self._w.items():
-            w.close()
-            (self.out / f"{name}.parquet.tmp").unlink(missing_ok=True)
-        self._w = {}
-
-
 def _bucket(cfg: ZeloConfig, run, plan, b: int, out: Path, store: VoteStore, errors: ErrorLog, totals, writers,
             timings: dict, log_fn, teacher_only: bool) -> None:
     """One bucket of queries: pairs → judge calls (answered ones reused) → judges → Elo fit; the
@@ -187,6 +164,8 @@ def _bucket(cfg: ZeloConfig, run, plan, b: int, out: Path, store: VoteStore, err
         log_fn(f"      {graph.n_queries:,} queries × top-{acfg.top_n}: {graph.pairs.num_rows:,} pairs "
                f"({cfg.graph.strategy}, k={cfg.graph.k}) + {plan.cross.num_rows:,} cross-query pairs")
     with timed(timings, "tasks_s"):
+        # every page of the bucket's votes read against its checksum before they count as asked
+        _say_moved_aside(store.check(plan.partitions[b], pages=True), store, log_fn)
         calls = tasks_step(cfg, run, graph, store, log_fn if plan.n_buckets == 1 else None,
                            teacher_only=teacher_only)
     with timed(timings, "judge_s"):
@@ -202,6 +181,12 @@ def _bucket(cfg: ZeloConfig, run, plan, b: int, out: Path, store: VoteStore, err
                f"{calls.tasks.num_rows:,} calls ({calls.reused:,} reused) · "
                f"{totals.asked:,} asked so far, {totals.asked / max(timings.get('judge_s', 0), 1e-9):,.0f} "
                f"votes/s · driver memory {_memory()}")
+
+
+def _say_moved_aside(notes: list[dict], store: VoteStore, log_fn) -> None:
+    if notes:
+        log_fn(f"      warning: {len(notes)} damaged vote part(s) moved aside to {store.path / 'quarantine'} "
+               f"({notes[0]['part']}: {notes[0]['reason'][:120]}); their votes are asked again")
 
 
 def _memory() -> str:
@@ -323,7 +308,7 @@ def judge_step(cfg: ZeloConfig, calls: _Calls, graph: _Graph, store: VoteStore, 
 
 
 def fit_step(cfg: ZeloConfig, plan: Plan, graph: _Graph, calls: _Calls, store: VoteStore, b: int,
-             totals: _Totals, writers: _Writers, out: Path) -> dict:
+             totals: _Totals, writers: Writers, out: Path) -> dict:
     """The bucket's stored votes → soft outcomes → Elo per query (kept in a part until the
     calibration); the ensemble's outcome per pair (``pair_outcomes.parquet``: what the pairwise
     SLM is distilled from); the cross pairs' outcomes and the Elo of their documents."""
@@ -359,7 +344,7 @@ def fit_step(cfg: ZeloConfig, plan: Plan, graph: _Graph, calls: _Calls, store: V
     return {"fit": fit, "votes": votes, "ts": ts}
 
 
-def calibrate_step(cfg: ZeloConfig, run: _Inputs, plan: Plan, totals: _Totals, writers: _Writers) -> pa.Table | None:
+def calibrate_step(cfg: ZeloConfig, run: _Inputs, plan: Plan, totals: _Totals, writers: Writers) -> pa.Table | None:
     """One offset per query from the cross-query pairs; then ``calibrated`` and ``target`` for
     every candidate (the median over the whole run), written to ``zelo.parquet``. Returns the
     first bucket's rows (for the report)."""

@@ -32,9 +32,9 @@ import uuid
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from zelo_ray.judges.base import VOTE_SCHEMA
+from zelo_ray.judges.parts import write_part
 
 __all__ = ["AnswerLog", "read_log", "read_logs", "seal", "seal_all"]
 
@@ -116,12 +116,7 @@ def seal(log: str | Path) -> Path | None:
     if not part.exists():
         table = read_log(log)
         if table.num_rows:
-            tmp = log.with_name(f".tmp-{part.name}")
-            with open(tmp, "wb") as f:
-                pq.write_table(table, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, part)
+            write_part(log.parent, table, part.name)
         else:
             part = None
     log.unlink(missing_ok=True)

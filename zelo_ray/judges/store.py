@@ -6,7 +6,9 @@ and recorded in ``layout.json``), so a run that works through its queries bucket
 and rewrites only its buckets' partitions, whatever the size of the whole store.
 
 Each write goes to a temporary name, is fsynced and renamed into place, so a part is either
-complete or absent. Judge callers append their answers themselves, one call at a time, to
+complete or absent; a part damaged afterwards is found when the store is opened (its footer) or
+read (its page checksums) and moved aside to ``quarantine/`` (:mod:`zelo_ray.judges.parts`): its
+votes read as never asked, so the next run asks exactly them again. Judge callers append their answers themselves, one call at a time, to
 per-process logs (:mod:`zelo_ray.judges.answer_log`); :meth:`VoteStore.organize` seals them and
 files their rows into partitions (reading includes logs and unfiled parts meanwhile).
 :meth:`VoteStore.compact` merges a partition's parts into one, so resuming a long run opens a
@@ -44,10 +46,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from zelo_ray.judges.base import VOTE_SCHEMA
 from zelo_ray.judges.keys import text_hashes
+from zelo_ray.judges.parts import DamagedPart, damage, quarantine, quarantined, read_part, write_part
 
 __all__ = ["VoteStore", "partition_of"]
 
@@ -68,21 +70,7 @@ def _part_name(tag: str = "") -> str:
 
 
 def _write_part(directory: Path, table: pa.Table, name: str | None = None) -> Path:
-    """Write ``table`` as a part of ``directory``: temporary name, fsync, rename, fsync the folder."""
-    directory.mkdir(parents=True, exist_ok=True)
-    name = name or _part_name()
-    tmp = directory / f".tmp-{name}"
-    with open(tmp, "wb") as f:
-        pq.write_table(table, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, directory / name)
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return directory / name
+    return write_part(directory, table, name or _part_name())
 
 
 class VoteStore:
@@ -93,6 +81,8 @@ class VoteStore:
         self._buffer: list[pa.Table] = []
         self._buffered = 0
         self._last_flush = time.monotonic()
+        self.moved_aside: list[dict] = []
+        """Parts this object found damaged and quarantined (every run's: :meth:`quarantined`)."""
         layout = self.path / "layout.json"
         if layout.exists():
             self.partitions = int(json.loads(layout.read_text())["partitions"])
@@ -164,10 +154,11 @@ class VoteStore:
         for stale in self.path.rglob(".tmp-*"):
             stale.unlink(missing_ok=True)  # a part that was being written when a run died
         seal_all(self.path)
+        self.check()
         rows = 0
         for f in self._unfiled():
-            table = pq.read_table(f)
-            if table.num_rows:
+            table = self._read(f)
+            if table is not None and table.num_rows:
                 self._file(table.select(VOTE_SCHEMA.names).cast(VOTE_SCHEMA))
                 rows += table.num_rows
             f.unlink()
@@ -182,7 +173,10 @@ class VoteStore:
             parts = self.parts([p])
             if len(parts) < 2:
                 continue
-            table = pa.concat_tables(pq.read_table(f) for f in parts)
+            tables = [t for t in (self._read(f) for f in parts) if t is not None]
+            if not tables:
+                continue
+            table = pa.concat_tables(tables)
             into = _part_name("-c")
             note = d / f"compact-{into}.json"
             note.write_text(json.dumps({"into": into, "replaces": [f.name for f in parts]}))
@@ -193,6 +187,43 @@ class VoteStore:
             removed += len(parts) - 1
         return removed
 
+    # -- integrity -------------------------------------------------------------------------
+    def check(self, partitions: Iterable[int] | None = None, *, pages: bool = False) -> list[dict]:
+        """Open every part of ``partitions`` (None: all) — its footer, or with ``pages`` every
+        page against its checksum — and move the damaged ones aside. Returns their notes."""
+        before = len(self.moved_aside)
+        for f in self.parts(partitions):
+            if pages:
+                self._read(f)
+            elif (reason := damage(f)) is not None:
+                self._quarantine(f, reason)
+        return self.moved_aside[before:]
+
+    def _read(self, f: Path, columns: list[str] | None = None) -> pa.Table | None:
+        """A part's rows, or None when it is damaged (it is moved aside) or gone."""
+        try:
+            return read_part(f, columns)
+        except FileNotFoundError:
+            return None  # compacted or moved aside by another reader meanwhile
+        except DamagedPart as e:
+            self._quarantine(f, e.reason)
+            return None
+
+    def _quarantine(self, f: Path, reason: str) -> None:
+        import logging
+
+        dest = quarantine(self.path, f, reason)
+        if dest is None:
+            return
+        note = {"part": str(f.relative_to(self.path)), "moved_to": str(dest), "reason": reason}
+        logging.getLogger(__name__).warning("damaged vote part %s moved to %s (%s); its votes will be "
+                                            "asked again", f, dest, reason)
+        self.moved_aside.append(note)
+
+    def quarantined(self) -> list[dict]:
+        """Every part of this store found damaged and moved aside, by any run (oldest first)."""
+        return quarantined(self.path)
+
     # -- reading ---------------------------------------------------------------------------
     def read_all(self, columns: list[str] | None = None, partitions: Iterable[int] | None = None) -> pa.Table:
         """Every row ever written (for spend) of ``partitions`` (None: all), in write order;
@@ -201,11 +232,12 @@ class VoteStore:
 
         partitions = None if partitions is None else sorted({int(p) for p in partitions})
         need = None if columns is None else list(dict.fromkeys([*columns, "query_id"]))
-        tables = [pq.read_table(f, columns=columns) for f in self.parts(partitions)
+        tables = [self._read(f, columns) for f in self.parts(partitions)
                   if partitions is None or f.parent != self.path]
-        loose = [pq.read_table(f, columns=need) for f in self._unfiled()] if partitions is not None else []
+        tables = [t for t in tables if t is not None]
+        loose = [self._read(f, need) for f in self._unfiled()] if partitions is not None else []
         logs = read_logs(self.path, need if partitions is not None else columns)
-        for t in [*loose, logs]:
+        for t in [*(t for t in loose if t is not None), logs]:
             if partitions is not None and t.num_rows:
                 keep = np.isin(self.partition_of(t["query_id"]), partitions)
                 t = t.filter(pa.array(keep))
