@@ -27,6 +27,26 @@ def ray_tmp():
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture
+def s3(monkeypatch):
+    """A real S3-compatible server (moto) on 127.0.0.1 with an empty bucket ``zelo-runs``; the
+    AWS variables point every client (pyarrow, boto3) at it and nowhere else."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ACCESS_KEY_ID": "zelo-test", "AWS_SECRET_ACCESS_KEY": "zelo-test-secret-7f3a",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    boto3.client("s3").create_bucket(Bucket="zelo-runs")
+    yield env
+    server.stop()
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Stop Ray while the interpreter is whole: left to its exit handler, Ray shuts down during
     interpreter finalisation, with other libraries' threads half torn down (a clean-clone run

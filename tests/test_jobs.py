@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from tests.faulty_s3 import FaultyS3Proxy
 from tests.helpers import write_beir
 from zelo_ray.bench.common import free_port
 from zelo_ray.scoring.models import tiny_encoder
@@ -124,26 +125,6 @@ def _run(config: Path, env: dict) -> str:
     return r.stdout + r.stderr
 
 
-@pytest.fixture
-def s3(monkeypatch):
-    """A real S3-compatible server (moto) on 127.0.0.1 with an empty bucket ``zelo-runs``; the
-    AWS variables point every client (pyarrow, boto3) at it and nowhere else."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ACCESS_KEY_ID": "zelo-test", "AWS_SECRET_ACCESS_KEY": "zelo-test-secret-7f3a",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-           "AWS_EC2_METADATA_DISABLED": "true"}
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    boto3.client("s3").create_bucket(Bucket="zelo-runs")
-    yield env
-    server.stop()
-
-
 def _s3_keys(prefix: str) -> set[str]:
     from pyarrow import fs
 
@@ -155,7 +136,8 @@ def _s3_keys(prefix: str) -> set[str]:
 def test_full_pipeline_with_its_run_on_s3(s3, tmp_path, ray_tmp):
     """The run's durable copy lives on object storage: after the run it holds the metrics, the
     model, the Elo scores and the votes; a fresh machine (no local run directory) resumes from it
-    and judges nothing again. Secrets stay out of what is logged and stored."""
+    through a flaky connection (throttling, resets, cut downloads) and judges nothing again, with
+    the same metrics. Secrets stay out of what is logged and stored."""
     uri = "s3://zelo-runs/tiny"
     config = _tiny_config(tmp_path, uri, ray={"num_cpus": 2})
     env = {**os.environ, "RAY_TMPDIR": ray_tmp}
@@ -173,9 +155,16 @@ def test_full_pipeline_with_its_run_on_s3(s3, tmp_path, ray_tmp):
     assert s3["AWS_SECRET_ACCESS_KEY"] not in log
 
     shutil.rmtree(tmp_path / "work")      # a fresh machine: only the bucket is left
-    log = _run(config, env)
+    with FaultyS3Proxy(s3["AWS_ENDPOINT_URL"], slowdown=0.1, reset=0.05, cut=0.1, seed=2) as proxy:
+        log = _run(config, {**env, "AWS_ENDPOINT_URL": proxy.url})
+        faults = sum(n for k, n in proxy.outcomes.items() if k != "ok")
+    assert faults > 0, proxy.outcomes
     assert "pulled" in log
     assert "0 asked now" in log or "(0 asked now" in log, log[-3000:]
+    again = json.loads((tmp_path / "work" / "metrics.json").read_text())
+    for system in ("bm25", "dense", "hybrid", "reranker"):
+        assert again[system]["ndcg@10"]["mean"] == metrics[system]["ndcg@10"]["mean"], system
+    assert not any(".tmp-" in k for k in _s3_keys(uri))
 
 
 def test_full_pipeline_on_a_two_node_cluster(s3, tmp_path, ray_tmp, monkeypatch):

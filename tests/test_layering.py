@@ -96,7 +96,8 @@ def test_stages_never_import_workflows_benchmarks_or_the_cli():
 LAYERS = [
     ("core",),                                  # math: numpy/scipy/numba only (test above)
     ("config",),                                # typed configuration
-    ("storage", "faults", "reuse", "retry"),    # plain I/O helpers: copying run dirs, errors tables, reuse-if-unchanged, HTTP retry delays
+    ("retry",),                                 # backoff delays and Retry-After (pure)
+    ("storage", "faults", "reuse"),             # plain I/O helpers: copying run dirs, errors tables, reuse-if-unchanged
     ("layout", "raysession", "relay", "ticker"),  # run paths; joining Ray; workers' lines to the driver; progress cadence
     ("runlog",),                                # a command's log file, and the link to Ray's session logs
     ("reach",),                                 # where workers on any node find the run's files

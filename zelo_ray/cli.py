@@ -31,7 +31,7 @@ from zelo_ray.workflows import commands
 from zelo_ray.layout import layout
 from zelo_ray.raysession import VERBOSE_ENV
 from zelo_ray.runlog import run_log
-from zelo_ray.storage import RunSync
+from zelo_ray.storage import Retry, RunSync, StorageError
 from zelo_ray.workflows.audit import add_audit_arguments, cmd_audit
 from zelo_ray.workflows.report import add_report_command
 
@@ -142,13 +142,14 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         # a run directory is pulled from data.output_uri and pushed back; library logs go to its logs/
         run_dir = hasattr(args, "dataset")
-        sync = RunSync(layout(cfg).workdir, cfg.output_uri() if run_dir else None, log=log)
+        sync = RunSync(layout(cfg).workdir, cfg.output_uri() if run_dir else None, log=log,
+                       retry=Retry.of(cfg.data))
         with sync, run_log(layout(cfg).workdir if run_dir else None, verbose=args.verbose):
             return args.func(args, cfg, sync)
     except (ConfigError, DataError, FileNotFoundError, JudgeSetupError) as exc:
         print(f"zelo: {exc}", file=sys.stderr)
         return 2
-    except StageFailed as exc:
+    except (StageFailed, StorageError) as exc:
         print(f"zelo: {exc}", file=sys.stderr)
         return 1
 

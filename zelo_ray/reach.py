@@ -65,12 +65,12 @@ def for_workers(cfg: ZeloConfig, local: str | Path, *, what: str = "a stage's in
     if nodes <= 1:
         return str(local)
     target = _mirror(cfg, local, what)
-    from zelo_ray.storage import push, push_file
+    from zelo_ray.storage import Retry, push, push_file
 
     if Path(local).is_dir():
-        push(local, target)
+        push(local, target, retry=Retry.of(cfg.data))
     else:
-        push_file(local, target)
+        push_file(local, target, retry=Retry.of(cfg.data))
     return target
 
 

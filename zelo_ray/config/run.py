@@ -37,6 +37,13 @@ class DataConfig(Strict):
         "pulled before a stage so a fresh cluster resumes, pushed after it (also after a failure); "
         "{dataset} expands. On a multi-node cluster whose nodes share no mount it is also where "
         "workers read the run's files and Ray Train keeps its checkpoints (object storage: s3://, gs://).")
+    storage_attempts: int = Field(
+        5, ge=1, description="Tries of each copy to or from data.output_uri before the stage fails "
+        "naming the URI (each try includes the cloud SDK's own retries; a throttled or dropped "
+        "request is tried again after a backoff).")
+    storage_backoff_s: float = Field(
+        1.0, ge=0, description="First wait between tries of a copy to or from data.output_uri "
+        "(doubling, with jitter, at most 30 s).")
     shared_workdir: bool = Field(
         False, description="data.workdir is a mount every Ray node sees (NFS, EFS, a shared volume): "
         "workers then read it directly instead of through data.output_uri.")
