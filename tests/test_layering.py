@@ -98,7 +98,8 @@ LAYERS = [
     ("config",),                                # typed configuration
     ("retry",),                                 # backoff delays and Retry-After (pure)
     ("storage", "faults", "reuse"),             # plain I/O helpers: copying run dirs, errors tables, reuse-if-unchanged
-    ("layout", "raysession", "relay", "ticker"),  # run paths; joining Ray; workers' lines to the driver; progress cadence
+    ("raysession",),                            # joining Ray; where the driver's helper actors live
+    ("layout", "relay", "ticker"),              # run paths; workers' lines to the driver; progress cadence
     ("runlog",),                                # a command's log file, and the link to Ray's session logs
     ("reach",),                                 # where workers on any node find the run's files
     ("data",), ("retrieval",),                  # stages: the collection, first-stage retrieval

@@ -7,7 +7,7 @@ import os
 
 from zelo_ray.config import RayConfig
 
-__all__ = ["ensure_ray", "metrics_url", "ray_logs_dir", "verbose"]
+__all__ = ["beside_this_process", "ensure_ray", "metrics_url", "ray_logs_dir", "verbose"]
 
 VERBOSE_ENV = "ZELO_VERBOSE"
 
@@ -16,6 +16,16 @@ def verbose() -> bool:
     """``zelo --verbose`` (or ``ZELO_VERBOSE=1``): Ray's worker output and Ray Data's progress on
     the console too; by default they stay in Ray's log files (``ray_logs_dir``)."""
     return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def beside_this_process() -> dict:
+    """Ray options that put a small helper actor (a shared limits book, a line relay) on this
+    process's node (soft: elsewhere when it cannot take it), so that it lives as long as the
+    driver does instead of dying with a worker node lost mid-run."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)}
 
 
 def ensure_ray(cfg: RayConfig | None = None) -> None:

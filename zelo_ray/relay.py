@@ -47,12 +47,15 @@ class LineRelay:
     def __enter__(self) -> "LineRelay":
         from ray.util.queue import Queue
 
-        self.queue = Queue(actor_options={"num_cpus": 0})
+        from zelo_ray.raysession import beside_this_process
+
+        self.queue = Queue(actor_options={"num_cpus": 0, **beside_this_process()})
         self._thread = threading.Thread(target=self._pump, name="zelo-line-relay", daemon=True)
         self._thread.start()
         return self
 
     def _pump(self) -> None:
+        from ray.exceptions import ActorDiedError
         from ray.util.queue import Empty
 
         while not self._stop.is_set():
@@ -60,8 +63,10 @@ class LineRelay:
                 self._show(self.queue.get(timeout=0.5))
             except Empty:
                 continue
-            except Exception:  # noqa: BLE001 - the actor went away: nothing more will arrive
-                return
+            except ActorDiedError:
+                return  # the queue is gone for good: nothing more will arrive
+            except Exception:  # noqa: BLE001 - a node of the cluster was lost meanwhile: the queue lives on
+                self._stop.wait(0.5)
 
     def _show(self, item: dict) -> None:
         if item.get("show", True):

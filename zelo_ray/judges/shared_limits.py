@@ -168,11 +168,13 @@ def start_limits(judges, *, name: str | None = None):
 
     import ray
 
+    from zelo_ray.raysession import beside_this_process
+
     # every slot request is a coroutine waiting in the actor; allow all of them at once
     concurrency = max(1000, 4 * sum(e.max_concurrency for e in endpoints.values()))
     actor = ray.remote(LimitBook).options(
         name=name or f"zelo-limits-{os.getpid()}-{time.time_ns()}", num_cpus=0,
-        max_concurrency=concurrency, max_restarts=0)
+        max_concurrency=concurrency, max_restarts=0, **beside_this_process())
     return actor.remote(endpoints)
 
 
