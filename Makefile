@@ -1,5 +1,5 @@
 # `make demo` and `make test` are the README's two Quickstart commands; both set up .venv first.
-.PHONY: setup setup-vllm setup-browser demo test test-vllm test-browser test-slow bench
+.PHONY: setup setup-vllm setup-browser demo test test-vllm test-browser test-reliability test-slow bench
 
 setup:
 	@bash scripts/setup.sh
@@ -25,6 +25,10 @@ setup-browser:
 # the report's two browser tests (CI runs them; under CI a missing Chromium fails)
 test-browser: setup setup-browser
 	.venv/bin/python -m pytest -m slow -k headless_browser tests/test_train_pipeline.py tests/test_audit.py
+
+# a worker node lost while judging and while training (two-node Ray cluster, ~3.5 min; CI runs it)
+test-reliability: setup
+	.venv/bin/python -m pytest -m slow -k node_lost tests/test_jobs.py
 
 test-slow: setup setup-browser
 	.venv/bin/python -m pytest -m slow
