@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
 import time
 from collections import Counter
+
+from zelo_ray.judges.fake_server import loop_in_thread
 
 SLOWDOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
             b'<Message>Please reduce your request rate.</Message><RequestId>zelo-test</RequestId></Error>')
@@ -38,18 +39,7 @@ class FaultyS3Proxy:
         self._loop = self._thread = self._runner = self._client = None
 
     def __enter__(self) -> "FaultyS3Proxy":
-        ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-
-        def run() -> None:
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(self._serve())
-            ready.set()
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name="faulty-s3-proxy", daemon=True)
-        self._thread.start()
-        assert ready.wait(10), "proxy did not start"
+        self._loop, self._thread = loop_in_thread(self._serve, "faulty-s3-proxy")
         return self
 
     def __exit__(self, *exc) -> None:

@@ -58,6 +58,25 @@ class Faults:
         return None
 
 
+def loop_in_thread(serve, name: str) -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
+    """A new event loop running in a daemon thread, once the coroutine ``serve()`` (which starts
+    a server on it) has finished: a local server for tests and benchmarks."""
+    ready = threading.Event()
+    loop = asyncio.new_event_loop()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(serve())
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    if not ready.wait(10):
+        raise RuntimeError(f"{name} did not start")
+    return loop, thread
+
+
 class FakeJudgeServer:
     def __init__(self, *, latency_s: float = 0.0, concurrency: int | None = None,
                  faults: Faults | None = None, seed: int = 0, timeout_sleep_s: float = 3.0,
@@ -93,19 +112,7 @@ class FakeJudgeServer:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> "FakeJudgeServer":
-        ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-
-        def run() -> None:
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(self._serve())
-            ready.set()
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name="fake-judge-server", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("fake judge server did not start")
+        self._loop, self._thread = loop_in_thread(self._serve, "fake-judge-server")
         return self
 
     def stop(self) -> None:
