@@ -89,10 +89,10 @@ def damage(path: Path) -> str | None:
     return None
 
 
-def quarantine(root: Path, path: Path, reason: str) -> Path | None:
+def quarantine(root: Path, path: Path, reason: str) -> dict | None:
     """Move the damaged part ``path`` of the store at ``root`` into ``root/quarantine/`` (its
-    name keeps its partition folder) with a note of ``reason``; None when another process moved
-    it first."""
+    name keeps its partition folder) with a note of ``reason``; returns the note, or None when
+    another process moved it first."""
     where = root / QUARANTINE
     where.mkdir(parents=True, exist_ok=True)
     rel = path.relative_to(root)
@@ -106,7 +106,7 @@ def quarantine(root: Path, path: Path, reason: str) -> Path | None:
     tmp = where / f".tmp-{dest.name}.json"
     tmp.write_text(json.dumps(note))
     os.replace(tmp, where / f"{dest.name}.json")
-    return dest
+    return note
 
 
 def quarantined(root: Path) -> list[dict]:

@@ -8,7 +8,9 @@ and rewrites only its buckets' partitions, whatever the size of the whole store.
 Each write goes to a temporary name, is fsynced and renamed into place, so a part is either
 complete or absent; a part damaged afterwards is found when the store is opened (its footer) or
 read (its page checksums) and moved aside to ``quarantine/`` (:mod:`zelo_ray.judges.parts`): its
-votes read as never asked, so the next run asks exactly them again. Judge callers append their answers themselves, one call at a time, to
+votes read as never asked, so the next run asks exactly them again.
+
+Judge callers append their answers themselves, one call at a time, to
 per-process logs (:mod:`zelo_ray.judges.answer_log`); :meth:`VoteStore.organize` seals them and
 files their rows into partitions (reading includes logs and unfiled parts meanwhile).
 :meth:`VoteStore.compact` merges a partition's parts into one, so resuming a long run opens a
@@ -37,6 +39,7 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import uuid
@@ -54,6 +57,8 @@ from zelo_ray.judges.parts import DamagedPart, damage, quarantine, quarantined, 
 __all__ = ["VoteStore", "partition_of"]
 
 PARTITIONS = 256
+
+log = logging.getLogger(__name__)
 
 
 def partition_of(query_ids: pa.Array | pa.ChunkedArray, partitions: int = PARTITIONS) -> np.ndarray:
@@ -210,15 +215,11 @@ class VoteStore:
             return None
 
     def _quarantine(self, f: Path, reason: str) -> None:
-        import logging
-
-        dest = quarantine(self.path, f, reason)
-        if dest is None:
-            return
-        note = {"part": str(f.relative_to(self.path)), "moved_to": str(dest), "reason": reason}
-        logging.getLogger(__name__).warning("damaged vote part %s moved to %s (%s); its votes will be "
-                                            "asked again", f, dest, reason)
-        self.moved_aside.append(note)
+        note = quarantine(self.path, f, reason)
+        if note is not None:
+            log.warning("damaged vote part %s moved to %s (%s); its votes will be asked again",
+                        f, note["moved_to"], reason)
+            self.moved_aside.append(note)
 
     def quarantined(self) -> list[dict]:
         """Every part of this store found damaged and moved aside, by any run (oldest first)."""
