@@ -102,6 +102,7 @@ LAYERS = [
     ("layout", "relay", "ticker"),              # run paths; workers' lines to the driver; progress cadence
     ("runlog",),                                # a command's log file, and the link to Ray's session logs
     ("reach",),                                 # where workers on any node find the run's files
+    ("runtime",),                               # how a model folder runs: torch, or its ONNX export
     ("data",), ("retrieval",),                  # stages: the collection, first-stage retrieval
     ("scoring",),                               # scoring a (query, document) with a checkpoint
     ("eval",), ("judges",), ("annotate",), ("train",), ("serve",),  # stages
@@ -145,7 +146,7 @@ def test_no_import_runs_uphill():
         src = _unit(_module_name(f))
         if src is not None:
             bad += [f"{f.relative_to(PACKAGE)}:{v}" for v in _uphill(src, imports(f))]
-    assert not bad, ("imports must run down the layers (core → config → storage/faults → layout → data → "
+    assert not bad, ("imports must run down the layers (core → config → storage/faults → layout → runtime → data → "
                      "retrieval → scoring → eval → judges → annotate → train → serve → workflows → bench → cli):\n"
                      + "\n".join(bad))
 

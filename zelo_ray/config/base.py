@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["Strict", "even_degree"]
+__all__ = ["Backend", "Strict", "even_degree"]
+
+Backend = Literal["torch", "onnx", "onnx-int8"]
+"""How a model runs (serving, reranking, the dense index): :mod:`zelo_ray.runtime.backend`."""
 
 
 def even_degree(v: int) -> int:
