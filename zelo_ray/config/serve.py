@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from zelo_ray.config.base import Strict
+from zelo_ray.config.base import Backend, Strict
 
 __all__ = ["AutoscalingSettings", "ServeConfig"]
 
@@ -47,6 +47,11 @@ class ServeConfig(Strict):
                                "the mapping is logged once per name.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when the replica "
                                                    "has a GPU.")
+    backend: Backend = Field("torch", description="Inference backend: 'torch' (PyTorch; every model kind), "
+                             "'onnx' (ONNX Runtime, the folder exported once and cached in <checkpoint>/onnx; "
+                             "scores equal torch's to 1e-4) or 'onnx-int8' (that graph with int8 weights: "
+                             "about 2x the throughput on a CPU at a measured quality cost; CPU only). "
+                             "Encoders only; docs/serving.md says when to pick which.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Inference precision (auto: bfloat16 on CUDA, float32 on CPU).")
     max_documents: int = Field(1000, ge=1, description="Most documents per request (more → 400).")

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from zelo_ray.config.base import Strict
+from zelo_ray.config.base import Backend, Strict
 
 __all__ = ["QueryTowerConfig", "RefineConfig", "RerankConfig", "SplitConfig", "TrainConfig", "TuneConfig"]
 
@@ -166,6 +166,9 @@ class RerankConfig(Strict):
                                               "process; 'ray': in a Ray Data actor pool (`actors` × "
                                               "`gpus`), for GPUs or many queries.")
     actors: int = Field(1, ge=1, description="Scoring actors with executor 'ray'.")
+    backend: Backend = Field("torch", description="Inference backend of the scoring: torch, onnx (equal "
+                             "scores, exported once into <checkpoint>/onnx) or onnx-int8 (about 2x faster "
+                             "on a CPU; its quality cost is measured in docs/benchmarks.md).")
     cpus: float = Field(1.0, gt=0, description="CPUs per scoring actor (its torch threads on CPU).")
     gpus: float = Field(0.0, ge=0, description="GPUs per scoring actor (0: CPU).")
 

@@ -74,10 +74,12 @@ def _rerank_one(cfg: ZeloConfig, col, queries: list[str], name: str, ckpt: str, 
     reused = _reusable_rerank(saved, key, queries)
     todo = [q for q in queries if q not in set(reused["query_id"].to_pylist())] if reused is not None else queries
     log(f"      rerank the top-{cfg.rerank.depth} of {len(todo)} queries with {name} ({ckpt})"
+        + (f" on {cfg.rerank.backend}" if cfg.rerank.backend != "torch" else "")
         + (f"; {len(queries) - len(todo)} reranked by an earlier run are reused" if reused is not None else ""))
     local = bool(todo) and cfg.rerank.executor != "ray"
     t = rerank_candidates(col, layout(cfg).candidates, ckpt, todo, depth=cfg.rerank.depth,
                           batch_size=cfg.rerank.batch_size, max_length=cfg.rerank.max_length, log=log,
+                          backend=cfg.rerank.backend,
                           errors=errors, injector=FaultInjector("rerank", cfg.errors.inject),
                           pool=ScorerPool(cfg) if cfg.rerank.executor == "ray" else None,
                           model=scoring_model(cfg, col, ckpt, log=log) if local else None)
@@ -143,7 +145,9 @@ def _rerank_key(cfg: ZeloConfig, checkpoint: str) -> str | None:
         return None
     fusion = Path(checkpoint) / FUSION_FILE
     return fingerprint(json.loads(cand_state.read_text()).get("fingerprint"), card.read_text(),
-                       fusion.read_text() if fusion.exists() else None, cfg.rerank.depth, cfg.rerank.max_length)
+                       fusion.read_text() if fusion.exists() else None, cfg.rerank.depth, cfg.rerank.max_length,
+                       # torch's key as it always was: a saved reranking stays reusable
+                       *([cfg.rerank.backend] if cfg.rerank.backend != "torch" else []))
 
 
 def _reusable_rerank(saved: Path | None, key: str | None, queries: list[str]) -> pa.Table | None:

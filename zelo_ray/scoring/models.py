@@ -80,6 +80,15 @@ class Reranker(nn.Module):
         self._doc_cache: dict[str, torch.Tensor] = {}
 
     @property
+    def config(self):
+        """The encoder's (or decoder's) Hugging Face config."""
+        return self.model.config
+
+    @property
+    def precision(self) -> str:
+        return str(next(self.model.parameters()).dtype).replace("torch.", "")
+
+    @property
     def towers(self) -> str:
         """'query': frozen document tower (vectors cacheable); 'both': one encoder for both sides."""
         return "query" if self.doc_model is not None else "both"

@@ -18,7 +18,7 @@ from zelo_ray.faults import ErrorLog, FaultInjector
 from zelo_ray.ticker import Ticker
 from zelo_ray.data.texts import doc_texts, query_texts
 from zelo_ray.scoring.kinds import CARD
-from zelo_ray.scoring.models import load_reranker
+from zelo_ray.scoring.onnx_reranker import load_scorer
 from zelo_ray.scoring.scorer import QueryScorer, query_rows
 
 __all__ = ["checkpoint_max_length", "rankings_from_reranked", "rerank_candidates"]
@@ -50,12 +50,14 @@ def _query_chunks(rows: pa.Table, step: int):
 def rerank_candidates(col, candidates: str | Path, checkpoint: str, queries: list[str], *, depth: int,
                       batch_size: int = 64, max_length: int | None = None, out: str | Path | None = None,
                       log=print, model=None, errors: ErrorLog | None = None,
-                      injector: FaultInjector | None = None, fusion: bool = True, pool=None) -> pa.Table:
+                      injector: FaultInjector | None = None, fusion: bool = True, pool=None,
+                      backend: str = "torch") -> pa.Table:
     """``query_id, doc_id, rank, score, model_score`` (rank 1 = best) for ``queries``; written to
     ``out`` if given. ``score`` is the served function (the checkpoint's fusion with BM25, when it
     has one and ``fusion``), ``model_score`` the model's σ(logit) alone; ranks follow ``score``.
 
-    ``pool``: score in a Ray Data actor pool (:class:`ScorerPool`) instead of this process.
+    ``pool``: score in a Ray Data actor pool (:class:`ScorerPool`, whose config names the
+    backend) instead of this process; ``backend``: how this process scores (torch, onnx, onnx-int8).
     With ``errors``, a query whose scoring raises is listed there and left out of the result
     (the caller decides what a missing query means); without, it raises."""
     t = _candidates(candidates, queries)
@@ -68,7 +70,7 @@ def rerank_candidates(col, candidates: str | Path, checkpoint: str, queries: lis
         scored = pool.run(rows, checkpoint, max_length=ml, batch_size=batch_size, fusion=fusion, inject=inject)
     else:
         scorer = QueryScorer(checkpoint, max_length=ml, batch_size=batch_size, fusion=fusion, inject=inject,
-                             model=model or (load_reranker(checkpoint) if rows.num_rows else None))
+                             model=model or (load_scorer(checkpoint, backend=backend) if rows.num_rows else None))
         scored = (scorer(chunk) for chunk in _query_chunks(rows, max(batch_size, 1024)))
     score_of, model_of = _collect(scored, rows, len(dids), errors, log)
     out_t = _ranked(t, depth, score_of, model_of, failed=set(qids) - {q for q, _ in score_of})

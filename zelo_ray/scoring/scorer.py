@@ -73,10 +73,12 @@ class QueryScorer:
 
     def __init__(self, checkpoint: str | None = None, *, max_length: int = 256, batch_size: int = 64,
                  fusion: bool = True, node_copy: bool = False, device: str | None = None,
-                 inject: list[str] | tuple = (), model=None, threads: int | None = None) -> None:
+                 inject: list[str] | tuple = (), model=None, threads: int | None = None,
+                 backend: str = "torch") -> None:
         """``node_copy``: ``checkpoint`` is an object-store copy, fetched to this node's disk once;
         ``device``: ``cuda`` in a GPU actor; ``model``: an already loaded reranker; ``threads``:
-        torch's CPU threads (an actor's CPU share, so actors on one node do not oversubscribe it)."""
+        torch's (or ONNX Runtime's) CPU threads (an actor's CPU share, so actors on one node do
+        not oversubscribe it); ``backend``: torch, onnx or onnx-int8."""
         import torch
 
         if threads:
@@ -87,9 +89,10 @@ class QueryScorer:
             checkpoint = local_copy(checkpoint)
         self.device = device or ("cuda" if torch.cuda.is_available() and model is None else "cpu")
         if model is None:
-            from zelo_ray.scoring.models import load_reranker
+            from zelo_ray.scoring.onnx_reranker import load_scorer
 
-            model = load_reranker(checkpoint).to(self.device).eval()
+            model = load_scorer(checkpoint, backend=backend, device=self.device, threads=threads or 0,
+                                where="rerank.backend")
         self.model = model
         self.fused = None
         if fusion and checkpoint is not None:
@@ -172,7 +175,7 @@ class ScorerPool:
         ds = ray.data.from_arrow(blocks).map_batches(
             QueryScorer, fn_constructor_kwargs=dict(
                 checkpoint=address, node_copy=node_copy, max_length=max_length, batch_size=batch_size,
-                fusion=fusion, inject=list(inject), device="cuda" if rcfg.gpus else "cpu",
+                fusion=fusion, inject=list(inject), device="cuda" if rcfg.gpus else "cpu", backend=rcfg.backend,
                 threads=None if rcfg.gpus else max(1, int(rcfg.cpus))),
             batch_size=queries_per_batch, batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=rcfg.actors), num_cpus=rcfg.cpus, num_gpus=rcfg.gpus or None)

@@ -23,7 +23,7 @@ def seed_from_index(model, dense_uri, corpus_path, *, max_length: int, log=print
     by encoding a few documents: same model, same token budget); returns how many were taken."""
     from zelo_ray.retrieval.docvectors import index_vectors
 
-    if getattr(model, "doc_model", None) is None:
+    if getattr(model, "towers", "both") != "query":
         return 0
     try:
         _, texts, vectors = index_vectors(dense_uri, corpus_path)
@@ -42,11 +42,11 @@ def seed_from_index(model, dense_uri, corpus_path, *, max_length: int, log=print
 
 def scoring_model(cfg: ZeloConfig, col, checkpoint: str | Path, *, log=print, seeded: list | None = None):
     """A checkpoint loaded for scoring; a frozen document tower gets the index's vectors
-    (``seeded``, if given, receives how many)."""
-    from zelo_ray.scoring.models import load_reranker
+    (``seeded``, if given, receives how many), on ``rerank.backend``."""
+    from zelo_ray.scoring.onnx_reranker import load_scorer
     from zelo_ray.scoring.rerank import checkpoint_max_length
 
-    model = load_reranker(str(checkpoint))
+    model = load_scorer(str(checkpoint), backend=cfg.rerank.backend, where="rerank.backend")
     n = seed_from_index(model, layout(cfg).dense, col.corpus_path,
                         max_length=checkpoint_max_length(str(checkpoint), cfg.rerank.max_length), log=log)
     if seeded is not None:

@@ -74,6 +74,7 @@ class RerankServer:
         device_type = pick_device(self.cfg.device).type
         self.batch_tokens = self.cfg.batch_tokens(device_type)
         self.engine = ScoringEngine.load(folder, device=self.cfg.device, dtype=self.cfg.dtype,
+                                         backend=self.cfg.backend,
                                          max_query_tokens=self.cfg.max_query_tokens,
                                          max_batch_tokens=self.batch_tokens,
                                          max_batch_rows=self.cfg.max_batch_rows)

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from zelo_ray.scoring.kinds import CARD, detect_kind, resolve_base
-from zelo_ray.scoring.models import DECODER_PROMPT, Reranker, load_reranker
+from zelo_ray.scoring.models import DECODER_PROMPT, Reranker
+from zelo_ray.scoring.onnx_reranker import OnnxReranker, load_scorer
 
 __all__ = ["Pair", "ScoringEngine", "check_servable", "chunk_pairs", "pick_device", "plan_batches"]
 
@@ -102,7 +103,7 @@ def _pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
 class ScoringEngine:
     """A loaded reranker: ``encode`` (tokenise with budgets) and ``score`` (relevance in [0, 1])."""
 
-    def __init__(self, model: Reranker, *, device: torch.device, max_query_tokens: int = 128,
+    def __init__(self, model: Reranker | OnnxReranker, *, device: torch.device, max_query_tokens: int = 128,
                  max_batch_tokens: int = 16384, max_batch_rows: int = 256, path: str = ""):
         self.model, self.device, self.path = model.eval(), device, path
         self.tok = model.tokenizer
@@ -113,7 +114,7 @@ class ScoringEngine:
         self.kind = model.kind
         self.max_query_tokens = max_query_tokens
         self.max_batch_tokens, self.max_batch_rows = max_batch_tokens, max_batch_rows
-        limit = getattr(model.model.config, "max_position_embeddings", None) or 512
+        limit = getattr(model.config, "max_position_embeddings", None) or 512
         tok_limit = self.tok.model_max_length if self.tok.model_max_length < 10**6 else limit
         self.max_length = int(min(limit, tok_limit))
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
@@ -127,10 +128,14 @@ class ScoringEngine:
             return self.tok(*args, **kwargs)
 
     @classmethod
-    def load(cls, path: str, *, device: str = "auto", dtype: str = "auto", **kw) -> "ScoringEngine":
+    def load(cls, path: str, *, device: str = "auto", dtype: str = "auto", backend: str = "torch",
+             where: str = "serve.backend", **kw) -> "ScoringEngine":
+        """``backend``: torch, onnx or onnx-int8 (:mod:`zelo_ray.runtime.backend`); an ONNX backend
+        exports the folder once (cached beside it) and runs with this process's torch threads."""
         kind = check_servable(path)
         dev = pick_device(device)
-        model = load_reranker(path, kind, dtype=_pick_dtype(dtype, dev)).to(dev)
+        model = load_scorer(path, kind, backend=backend, device=str(dev), dtype=_pick_dtype(dtype, dev),
+                            threads=torch.get_num_threads(), where=where)
         engine = cls(model, device=dev, path=str(path), **kw)
         card = Path(resolve_base(path)) / CARD
         trained = json.loads(card.read_text()).get("train_config", {}).get("max_length") if card.exists() else None
@@ -269,11 +274,12 @@ class ScoringEngine:
         q = self._tensors([Pair(ids) for ids in queries])
         d = self._tensors([Pair(p.ids) for p in rows])
         qe = self.model.embed(q["input_ids"], q["attention_mask"])
-        de = self.model.embed(d["input_ids"], d["attention_mask"])
+        # a checkpoint with a frozen document tower reads documents with that tower and its map
+        de = self.model.map_documents(self.model.embed_documents(d["input_ids"], d["attention_mask"]))
         which = torch.tensor([queries.index(p.query_ids) for p in rows], device=self.device)
         return self.model.scale * (qe[which] * de).sum(-1) + self.model.bias
 
     def info(self) -> dict:
         return {"kind": self.kind, "path": self.path, "device": str(self.device),
-                "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
+                "dtype": self.model.precision, "backend": getattr(self.model, "backend", "torch"),
                 "max_length": self.max_length, "torch_threads": torch.get_num_threads()}
