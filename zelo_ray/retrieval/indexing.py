@@ -21,6 +21,7 @@ from zelo_ray.data import Collection, prepare
 from zelo_ray.layout import layout
 from zelo_ray.retrieval.bm25 import build_bm25
 from zelo_ray.retrieval.dense import DenseStore
+from zelo_ray.retrieval.embedder import vectors_key
 
 __all__ = ["build_dense", "run_index"]
 
@@ -42,7 +43,7 @@ def _embedded_batches(col: Collection, cfg: ZeloConfig, done):
     ds = ds.map_batches(
         DocEmbedder,
         fn_constructor_kwargs=dict(model=icfg.model, done=done, batch_size=icfg.encode_batch_size,
-                                   threads=threads, max_seq_length=icfg.max_seq_length,
+                                   threads=threads, max_seq_length=icfg.max_seq_length, backend=icfg.backend,
                                    device="cuda" if icfg.embed_gpus else None),
         batch_size=icfg.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=icfg.embed_actors),
@@ -86,7 +87,7 @@ def build_dense(col: Collection, uri: str, cfg: ZeloConfig, *, progress: bool = 
     # Ray first: starting it forks its processes, and a LanceDB handle open in this process at a
     # fork is inherited by the children (LanceDB warns once per child)
     ensure_ray(cfg.ray)
-    store = DenseStore(uri, model=f"{icfg.model}|{icfg.max_seq_length}")
+    store = DenseStore(uri, model=vectors_key(icfg.model, icfg.max_seq_length, icfg.backend))
     state = store.state()
     n = col.n_docs
     if state.get("complete") and state.get("rows") == n:

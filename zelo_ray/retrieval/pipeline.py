@@ -112,7 +112,8 @@ def _search_pipeline(cfg: ZeloConfig, col, paths, only: list[str] | None, errors
         IsolatedBatches,
         fn_constructor_kwargs=dict(inner=QueryEmbedder, inner_kwargs=dict(
             model=icfg.model, batch_size=icfg.encode_batch_size, threads=threads,
-            max_seq_length=icfg.max_seq_length, device="cuda" if icfg.embed_gpus else None), **isolation),
+            max_seq_length=icfg.max_seq_length, device="cuda" if icfg.embed_gpus else None,
+            backend=icfg.backend), **isolation),
         batch_size=rcfg.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=rcfg.query_actors),
         num_cpus=rcfg.query_cpus, num_gpus=icfg.embed_gpus or None)
