@@ -54,14 +54,13 @@ class Embedder:
 
     def __init__(self, model: str = DEFAULT_MODEL, *, batch_size: int = 64, threads: int = 0,
                  max_seq_length: int | None = None, device: str | None = None, backend: str = "torch"):
-        import torch
-
-        if threads > 0:
-            torch.set_num_threads(threads)
         self.batch_size = batch_size
         if backend == "torch":
+            import torch
             from sentence_transformers import SentenceTransformer
 
+            if threads > 0:
+                torch.set_num_threads(threads)
             self.model = SentenceTransformer(resolve_model(model), device=device or "cpu")
             if max_seq_length:
                 self.model.max_seq_length = max_seq_length

@@ -36,9 +36,6 @@ import warnings
 from pathlib import Path
 from typing import Literal
 
-import torch
-from torch import nn
-
 __all__ = ["EXPORT_DIR", "Head", "exported", "input_names", "pooling_of"]
 
 log = logging.getLogger(__name__)
@@ -47,7 +44,7 @@ Head = Literal["logit", "embedding"]
 EXPORT_DIR = "onnx"
 _MANIFEST = "manifest.json"
 # bump when the graphs change meaning (inputs, outputs, pooling): caches made before re-export
-_FORMAT = 2
+_FORMAT = 3
 _WEIGHTS = ("config.json", "model.safetensors", "pytorch_model.bin", "1_Pooling/config.json", "modules.json")
 
 
@@ -98,9 +95,10 @@ def exported(folder: str | Path, *, head: Head, int8: bool = False) -> Path:
 
 def _key(folder: Path, head: str) -> str:
     """Weights and config digests, the head and the exporter's versions."""
-    import onnxruntime
+    from importlib.metadata import version
 
-    digest = hashlib.sha256(f"{_FORMAT}|{head}|{torch.__version__}|{onnxruntime.__version__}".encode())
+    # versions from the package metadata: reading a cached export must not import torch
+    digest = hashlib.sha256(f"{_FORMAT}|{head}|{version('torch')}|{version('onnxruntime')}".encode())
     for rel in _WEIGHTS:
         p = folder / rel
         if p.exists():
@@ -148,9 +146,13 @@ def _write_json(path: Path, obj: dict) -> None:
 
 def _export(folder: Path, head: str, out: Path) -> None:
     """torch.onnx (the dynamo exporter) of the head over a padded two-row example."""
+    import torch
+
+    from zelo_ray.runtime.heads import head_module
+
     names = input_names(folder)
-    module = _head_module(folder, head).eval()
-    example = _example(names)
+    module = head_module(folder, head, pooling_of(folder) if head == "embedding" else "mean").eval()
+    example = _example()
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
     log.info("exporting %s (%s) to ONNX at %s", folder, head, out)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp, warnings.catch_warnings():
@@ -169,53 +171,13 @@ def _quiet_exporter() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _example(names: list[str]) -> dict:
+def _example() -> dict:
+    """Two rows, one padded: the graph must keep the mask's effect (batch and length are dynamic)."""
+    import torch
+
     ids = torch.tensor([[101, 2054, 2003, 102, 2009, 2003, 1037, 3231, 102, 0, 0, 0],
                         [101, 7592, 102, 2023, 2003, 2178, 2028, 2007, 2062, 2616, 2182, 102]])
-    mask = (ids != 0).long()
-    types = torch.zeros_like(ids)
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-
-
-def _head_module(folder: Path, head: str):
-    import transformers
-    from transformers import AutoModel, AutoModelForSequenceClassification
-
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    try:
-        if head == "logit":
-            inner = AutoModelForSequenceClassification.from_pretrained(str(folder), dtype=torch.float32)
-            return _Logit(inner)
-        return _Embedding(AutoModel.from_pretrained(str(folder), dtype=torch.float32), pooling_of(folder))
-    finally:
-        transformers.logging.set_verbosity(verbosity)
-
-
-class _Logit(nn.Module):
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
-        kw = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-        return self.inner(input_ids=input_ids, attention_mask=attention_mask, **kw).logits[:, 0]
-
-
-class _Embedding(nn.Module):
-    def __init__(self, inner, pooling: str):
-        super().__init__()
-        self.inner, self.pooling = inner, pooling
-
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
-        kw = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-        h = self.inner(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
-        if self.pooling == "cls":
-            v = h[:, 0]
-        else:
-            m = attention_mask.unsqueeze(-1).to(h.dtype)
-            v = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(v, dim=-1)
+    return {"input_ids": ids, "attention_mask": (ids != 0).long(), "token_type_ids": torch.zeros_like(ids)}
 
 
 def _quantize(fp32: Path, out: Path) -> None:
