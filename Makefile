@@ -1,5 +1,5 @@
 # `make demo` and `make test` are the README's two Quickstart commands; both set up .venv first.
-.PHONY: setup setup-vllm setup-browser demo test test-vllm test-browser test-reliability test-slow bench
+.PHONY: setup setup-vllm setup-browser setup-infinity demo test test-vllm test-browser test-reliability test-slow bench
 
 setup:
 	@bash scripts/setup.sh
@@ -17,6 +17,11 @@ setup-vllm:
 
 test-vllm: setup setup-vllm
 	.venv-vllm/bin/python -m pytest -m vllm -p no:cacheprovider tests/test_vllm_judge.py
+
+# Infinity (the serving peer `zelo bench serve-peers` measures against) in its own venv: its
+# optimum pins transformers 4.x
+setup-infinity:
+	@bash scripts/setup-infinity.sh
 
 # the slow tests include opening a report in headless Chromium (Debian's package)
 setup-browser:

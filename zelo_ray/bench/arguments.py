@@ -247,7 +247,41 @@ def _args_overload(bsub) -> None:
     p.set_defaults(func=handlers.cmd_bench_overload)
 
 
+def _args_serve_peers(bsub) -> None:
+    p = bsub.add_parser("serve-peers", help="zelo serve vs Infinity (its own venv) vs in-process "
+                        "sentence-transformers: the same checkpoint and requests, alternated")
+    p.add_argument("--dataset", default="nfcorpus", help="corpus the request texts come from")
+    p.add_argument("--checkpoint", help="cross-encoder folder (default: the demo's, else MiniLM + fresh head)")
+    p.add_argument("--requests", type=int, default=16, help="requests per system per round")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--systems", nargs="+", default=["zelo:onnx-int8", "infinity:optimum", "st"],
+                   help="zelo:<torch|onnx|onnx-int8>, infinity:<optimum|torch>, st")
+    p.add_argument("--json", help="also write the JSON result here")
+    p.set_defaults(func=handlers.cmd_bench_serve_peers)
+
+
+def _args_embed(bsub) -> None:
+    p = bsub.add_parser("embed", help="dense indexing docs/s per backend vs in-process sentence-transformers "
+                        "(same documents, token budget, threads), and the int8 index's retrieval quality")
+    p.add_argument("--dataset", default="cranfield")
+    p.add_argument("--backends", nargs="+", default=["torch", "onnx", "onnx-int8"])
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--json", help="also write the JSON result here")
+    p.set_defaults(func=handlers.cmd_bench_embed)
+
+
+def _args_backend_quality(bsub) -> None:
+    p = bsub.add_parser("backend-quality", help="a finished run's reranker on each inference backend: "
+                        "nDCG@10 on its test queries, paired CIs against torch and the first stage")
+    p.add_argument("--workdir", default="runs/nfcorpus", help="a finished run (default: the demo's)")
+    p.add_argument("--backends", nargs="+", default=["torch", "onnx", "onnx-int8"])
+    p.add_argument("--json", help="also write the JSON result here")
+    p.set_defaults(func=handlers.cmd_bench_backend_quality)
+
+
 _BENCHMARKS = (_args_elo, _args_sampling, _args_retrieval, _args_quality, _args_bm25, _args_judging,
                _args_kill_resume, _args_caller_pool, _args_annotate_scale, _args_slm_scale, _args_proof,
                _args_rerank, _args_train, _args_serve, _args_cost, _args_labelfree, _args_model_fit,
-               _args_overload)
+               _args_overload, _args_serve_peers, _args_embed,
+               _args_backend_quality)

@@ -199,3 +199,31 @@ def cmd_bench_overload(args: argparse.Namespace) -> int:
                      baseline=not args.no_baseline, log=lambda m: print(m, file=sys.stderr))
     write_result({"benchmark": "overload", **r}, args.json)
     return 0 if all(r["checks"].values()) else 1
+
+
+def cmd_bench_serve_peers(args: argparse.Namespace) -> int:
+    from zelo_ray.bench import serve_peers
+
+    r = serve_peers.run(dataset=args.dataset, checkpoint=args.checkpoint, requests=args.requests,
+                        rounds=args.rounds, clients=args.clients, systems=tuple(args.systems),
+                        log=lambda m: print(m, file=sys.stderr))
+    write_result({"benchmark": "serve_peers", **r}, args.json)
+    return 0
+
+
+def cmd_bench_embed(args: argparse.Namespace) -> int:
+    from zelo_ray.bench import embedding
+
+    r = embedding.run(dataset=args.dataset, backends=tuple(args.backends), rounds=args.rounds,
+                      log=lambda m: print(m, file=sys.stderr))
+    write_result({"benchmark": "embed", **r}, args.json)
+    return 0
+
+
+def cmd_bench_backend_quality(args: argparse.Namespace) -> int:
+    from zelo_ray.bench import backend_quality
+
+    r = backend_quality.run(workdir=args.workdir, backends=tuple(args.backends),
+                            log=lambda m: print(m, file=sys.stderr))
+    write_result({"benchmark": "backend_quality", **r}, args.json)
+    return 0
