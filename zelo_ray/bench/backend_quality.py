@@ -31,7 +31,7 @@ def run(*, workdir: str = "runs/nfcorpus", backends: tuple[str, ...] = ("torch",
     from zelo_ray.scoring.rerank import rerank_candidates
 
     paths = layout_at(workdir)
-    cfg = load_config(None, [f"data.workdir={workdir}"] + _dataset_of(workdir))
+    cfg = load_config(None, [f"data.workdir={workdir}"] + _dataset_of(paths.data))
     col = open_collection(paths.data)
     test = query_split(cfg, col)["test"]
     qrels = col.qrels(cfg.data.split)
@@ -71,12 +71,12 @@ def run(*, workdir: str = "runs/nfcorpus", backends: tuple[str, ...] = ("torch",
     return out
 
 
-def _dataset_of(workdir: str) -> list[str]:
-    """The run's dataset as its manifest names it (the config needs one to load)."""
+def _dataset_of(data_dir) -> list[str]:
+    """The run's dataset as its prepared collection's manifest names it (the config needs one)."""
     import json
     from pathlib import Path
 
-    m = Path(workdir) / "data" / "manifest.json"
+    m = Path(data_dir) / "manifest.json"
     name = json.loads(m.read_text()).get("fingerprint", {}).get("location") if m.exists() else None
     return [f"data.dataset={name}"] if name else []
 
