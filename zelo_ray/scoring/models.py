@@ -113,10 +113,7 @@ class Reranker(nn.Module):
 
     def map_documents(self, vectors: torch.Tensor) -> torch.Tensor:
         """Document-tower vectors → the vectors queries are compared with (the learned map, if any)."""
-        if self.doc_map is None:
-            return vectors
-        v = vectors.to(self.doc_map.dtype)
-        return nn.functional.normalize(v + v @ self.doc_map, dim=-1)
+        return map_document_vectors(vectors, self.doc_map)
 
     def embed_documents(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The document tower's vectors, before :meth:`map_documents`."""
@@ -201,6 +198,15 @@ class Reranker(nn.Module):
                                                      device=device).to(device)).float().cpu()
         q = qv[torch.tensor([row[x] for x in queries])]
         return torch.sigmoid(self.scale.detach().float().cpu() * (q * d).sum(-1) + self.bias.detach().float().cpu())
+
+
+def map_document_vectors(vectors: torch.Tensor, doc_map: torch.Tensor | None) -> torch.Tensor:
+    """A frozen document tower's vectors through a query-tower checkpoint's learned map
+    (``normalise(v + v·M)``; ``M`` from 0, so an untrained map is the identity)."""
+    if doc_map is None:
+        return vectors
+    v = vectors.to(doc_map.dtype)
+    return nn.functional.normalize(v + v @ doc_map, dim=-1)
 
 
 def last_token_logits(model: nn.Module, enc: dict[str, torch.Tensor]) -> torch.Tensor:

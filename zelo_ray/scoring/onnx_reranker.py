@@ -25,7 +25,7 @@ from zelo_ray.runtime.backend import check_backend, is_onnx
 from zelo_ray.runtime.export import exported
 from zelo_ray.runtime.session import OnnxSession
 from zelo_ray.scoring.kinds import CARD, detect_kind, resolve_base
-from zelo_ray.scoring.models import DOC_ENCODER, DOC_MAP
+from zelo_ray.scoring.models import DOC_ENCODER, DOC_MAP, map_document_vectors
 
 __all__ = ["OnnxReranker", "load_scorer"]
 
@@ -97,10 +97,7 @@ class OnnxReranker:
         return self.embed(input_ids, attention_mask, session=self.doc_session)
 
     def map_documents(self, vectors: torch.Tensor) -> torch.Tensor:
-        if self.doc_map is None:
-            return vectors
-        v = vectors.float()
-        return torch.nn.functional.normalize(v + v @ self.doc_map, dim=-1)
+        return map_document_vectors(vectors, self.doc_map)
 
     def seed_document_vectors(self, texts: list[str], vectors) -> int:
         """As :meth:`Reranker.seed_document_vectors`: the frozen tower's vectors of ``texts``."""
