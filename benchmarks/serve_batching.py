@@ -59,7 +59,7 @@ def through_serve(ckpt: str, bodies: list[dict], *, clients: int, rounds: int, t
 
     from zelo_ray.bench.common import free_port
     from zelo_ray.bench.payloads import percentiles
-    from zelo_ray.bench.serving import deploy, _post_many
+    from zelo_ray.bench.serving import deploy, post_many
 
     port = free_port()
     ray.init(num_cpus=threads, include_dashboard=False, log_to_driver=False)
@@ -74,8 +74,8 @@ def through_serve(ckpt: str, bodies: list[dict], *, clients: int, rounds: int, t
         for r in range(rounds):
             for mode in list(modes) if r % 2 == 0 else list(modes)[::-1]:
                 url = deploy(ckpt, port, **{**common, **modes[mode]})
-                asyncio.run(_post_many(url, bodies[:2], 2))                      # warm-up
-                lat, codes, wall = asyncio.run(_post_many(url, bodies, clients))
+                asyncio.run(post_many(url, bodies[:2], 2))                      # warm-up
+                lat, codes, wall = asyncio.run(post_many(url, bodies, clients))
                 runs[mode].append({"requests_per_s": round(len(bodies) / wall, 3), "wall_s": round(wall, 1),
                                    **percentiles(lat), "codes": {str(k): v for k, v in codes.items()}})
                 log(f"round {r} batching {mode}: {runs[mode][-1]}")

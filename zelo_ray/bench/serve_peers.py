@@ -215,9 +215,9 @@ class _Systems:
                 lat.append(time.perf_counter() - t)
             wall, codes = time.perf_counter() - t0, {200: len(bodies)}
         else:
-            from zelo_ray.bench.serving import _post_many
+            from zelo_ray.bench.serving import post_many
 
-            lat, codes, wall = asyncio.run(_post_many(self.urls[system], [self._body(system, b) for b in bodies],
+            lat, codes, wall = asyncio.run(post_many(self.urls[system], [self._body(system, b) for b in bodies],
                                                       clients))
         return {"requests": len(bodies), "docs": docs, "seconds": wall, "latencies": lat,
                 "codes": {str(k): v for k, v in codes.items()}, "docs_per_s": round(docs / wall, 1)}

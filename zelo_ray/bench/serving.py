@@ -25,7 +25,7 @@ from zelo_ray.bench.common import free_port, machine
 from zelo_ray.bench.payloads import make_docs, payload, percentiles
 from zelo_ray.layout import layout_at
 
-__all__ = ["bench_checkpoint", "corpus_texts", "deploy", "run"]
+__all__ = ["bench_checkpoint", "corpus_texts", "deploy", "post_many", "run"]
 
 
 def corpus_texts(dataset: str, n: int = 5000) -> list[str]:
@@ -51,7 +51,7 @@ def bench_checkpoint(path: str | None) -> tuple[str, str]:
     return str(out), "all-MiniLM-L6-v2 + fresh head (speed only)"
 
 
-async def _post_many(url: str, bodies: list[dict], clients: int) -> tuple[list[float], dict[int, int], float]:
+async def post_many(url: str, bodies: list[dict], clients: int) -> tuple[list[float], dict[int, int], float]:
     import aiohttp
 
     lat, codes, queue = [], {}, list(reversed(bodies))
@@ -142,7 +142,7 @@ def _latency(url: str, engine, texts: list[str], calls: dict[int, int], log) -> 
     for kb, n in calls.items():
         q, docs = payload(texts, kb)
         body = {"model": "zelo-reranker", "query": q, "documents": docs}
-        asyncio.run(_post_many(url, [body], 1))                        # warm-up both paths
+        asyncio.run(post_many(url, [body], 1))                        # warm-up both paths
         engine.score(engine.encode(q, docs, max_doc_tokens=_BUDGET))
         served, local, codes = [], [], {}
         # interleaved, one call at a time: both paths see the same (shared, noisy) machine
@@ -150,7 +150,7 @@ def _latency(url: str, engine, texts: list[str], calls: dict[int, int], log) -> 
             t = time.perf_counter()
             engine.score(engine.encode(q, docs, max_doc_tokens=_BUDGET))
             local.append(time.perf_counter() - t)
-            ts, c, _ = asyncio.run(_post_many(url, [body], 1))
+            ts, c, _ = asyncio.run(post_many(url, [body], 1))
             served += ts
             for k, v in c.items():
                 codes[k] = codes.get(k, 0) + v
@@ -168,8 +168,8 @@ def _throughput(url: str, ckpt, port: int, common: dict, small: list[dict], clie
     for mode in ("on", "off"):
         if mode == "off":
             url = deploy(ckpt, port, batching=False, **common)
-        asyncio.run(_post_many(url, small[:clients], clients))          # warm-up
-        ts, codes, wall = asyncio.run(_post_many(url, small, clients))
+        asyncio.run(post_many(url, small[:clients], clients))          # warm-up
+        ts, codes, wall = asyncio.run(post_many(url, small, clients))
         thr[mode] = {"requests_per_s": round(len(small) / wall, 2), **percentiles(ts), "codes": codes}
         log(f"throughput batching {mode}: {thr[mode]}")
     return {"batching_on": thr["on"], "batching_off": thr["off"],
@@ -182,7 +182,7 @@ def _load_test(url: str, texts: list[str], load_requests: int, clients: int) -> 
     bodies = [{"model": "zelo-reranker", "query": " ".join(texts[int(rng.integers(len(texts)))].split()[:8]),
                "documents": make_docs(texts, int(rng.integers(1, 21)), int(rng.integers(50, 800)), seed=i),
                **({"top_n": int(rng.integers(1, 5))} if i % 3 == 0 else {})} for i in range(load_requests)]
-    ts, codes, wall = asyncio.run(_post_many(url, bodies, clients))
+    ts, codes, wall = asyncio.run(post_many(url, bodies, clients))
     errors = sum(v for k, v in codes.items() if k >= 500 or k < 0)
     return {"requests": load_requests, "clients": clients, "codes": {str(k): v for k, v in codes.items()},
             "server_errors": errors, "wall_s": round(wall, 1),
