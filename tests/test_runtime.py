@@ -103,6 +103,26 @@ def test_onnx_embedder_gives_sentence_transformers_vectors(minilm, texts):
     assert float(np.abs(got - want).max()) <= 1e-4
 
 
+@settings(max_examples=40, deadline=None)
+@given(texts=st.lists(st.text(min_size=0, max_size=600), min_size=1, max_size=4),
+       max_length=st.sampled_from([4, 16, 256]))
+def test_the_light_tokenizer_gives_transformers_ids(texts, max_length):
+    """The embedding actor tokenises without transformers (:mod:`zelo_ray.runtime.tokens`);
+    its ids, truncation included, are AutoTokenizer's on any Unicode."""
+    from transformers import AutoTokenizer
+
+    from zelo_ray.retrieval.embedder import resolve_model
+    from zelo_ray.runtime.tokens import TextTokenizer
+
+    folder = resolve_model("default")
+    if folder not in _TOKENIZERS:
+        _TOKENIZERS[folder] = (TextTokenizer(folder), AutoTokenizer.from_pretrained(folder))
+    light, hf = _TOKENIZERS[folder]
+    assert light(texts, max_length=max_length) == hf(texts, truncation=True, max_length=max_length)["input_ids"]
+    assert light.pad_id == hf.pad_token_id and light.model_max_length == hf.model_max_length
+
+
+_TOKENIZERS: dict = {}
 _EMBEDDERS: dict = {}
 
 

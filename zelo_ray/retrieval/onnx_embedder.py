@@ -19,6 +19,7 @@ import numpy as np
 
 from zelo_ray.runtime.export import exported
 from zelo_ray.runtime.session import OnnxSession
+from zelo_ray.runtime.tokens import TextTokenizer
 
 __all__ = ["OnnxEmbedding"]
 
@@ -38,22 +39,20 @@ class OnnxEmbedding:
 
     def __init__(self, folder: str, *, int8: bool = False, threads: int = 0, max_seq_length: int | None = None,
                  device: str = "cpu"):
-        from transformers import AutoTokenizer
-
         path = Path(folder)
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"index.backend=onnx needs a local model folder; {folder!r} is not one "
                                     "(give its path, or use index.backend=torch)")
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+        self.tokenizer = TextTokenizer(path)
         self.max_length = max_seq_length or _max_seq_length(path, self.tokenizer)
         self.session = OnnxSession(exported(path, head="embedding", int8=int8), threads=threads, device=device)
         self.dim = int(json.loads((path / "config.json").read_text())["hidden_size"])
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
-        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        ids = self.tokenizer(list(texts), max_length=self.max_length)
         order = np.argsort([-len(x) for x in ids], kind="stable")
         out = np.empty((len(texts), self.dim), np.float32)
-        pad = self.tokenizer.pad_token_id or 0
+        pad = self.tokenizer.pad_id
         for s in range(0, len(order), batch_size):
             rows = order[s:s + batch_size]
             n = max(len(ids[i]) for i in rows)

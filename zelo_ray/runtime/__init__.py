@@ -5,5 +5,6 @@ Below the stages that run models (the dense indexer in ``retrieval``, scoring in
 and through it evaluation, the audit and serving), so each of them picks its backend the same
 way. Modules: ``backend`` (the names and the rule for choosing), ``export`` (the ONNX graphs: a
 one-logit head, or pooled unit embeddings; int8 dynamic quantisation; the cache) and ``session``
-(an ONNX Runtime session fed with token arrays).
+(an ONNX Runtime session fed with token arrays) and ``tokens`` (texts → ids from the folder's
+``tokenizer.json``, without importing transformers).
 """
