@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from zelo_ray.config.base import Strict, even_degree
 
@@ -14,14 +14,29 @@ __all__ = ["EloConfig", "GraphConfig", "SimulateConfig", "SimulatedEnsembleConfi
 class GraphConfig(Strict):
     """Which document pairs of a query get judged."""
 
-    strategy: Literal["cycles", "random", "all"] = Field(
+    strategy: Literal["cycles", "random", "all", "adaptive"] = Field(
         "cycles",
         description="'cycles': union of k/2 random Hamiltonian cycles (zELO); 'random': the same "
-        "number of uniformly random pairs; 'all': every pair (n(n-1)/2 judgments).",
+        "number of uniformly random pairs; 'all': every pair (n(n-1)/2 judgments); 'adaptive': the "
+        "same budget as k-regular cycles spent in `rounds` rounds — one random cycle, then the "
+        "pairs the Elo fit is least sure of near the top (docs/judging.md).",
     )
-    k: int = Field(8, ge=2, description="Degree of the cycle graph (even); N = k*n/2 pairs.")
+    k: int = Field(8, ge=2, description="Comparisons per document: N = k*n/2 pairs per query (even for "
+                                        "'cycles': k/2 Hamiltonian cycles).")
+    rounds: int = Field(8, ge=2, description="'adaptive': judging rounds per bucket of queries (each is "
+                                             "one wave of judge calls; more rounds adapt more, at the "
+                                             "latency of one more wave).")
+    top: int = Field(20, ge=1, description="'adaptive': the head of the ranking the pairs are spent on "
+                                           "(a tail document keeps a small weight).")
+    confidence: float | None = Field(None, gt=0.5, lt=1.0, description="'adaptive': a query stops early "
+                                     "once every two neighbours of its top `top` + 1 are ordered with at "
+                                     "least this probability (null: always spend the whole budget).")
 
-    _even = field_validator("k")(lambda v: even_degree(v))
+    @field_validator("k")
+    @classmethod
+    def _degree(cls, k: int, info: ValidationInfo) -> int:
+        # cycles are k/2 Hamiltonian cycles; the other strategies take any budget
+        return even_degree(k) if info.data.get("strategy", "cycles") == "cycles" else k
 
 
 class EloConfig(Strict):
