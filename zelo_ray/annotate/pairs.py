@@ -26,7 +26,7 @@ import pyarrow.dataset as pads
 from zelo_ray.core.graph import CompleteGraphFallback, sample_pairs
 from zelo_ray.judges.keys import combine, string_hash, text_hashes, to_signed
 
-__all__ = ["select_nodes", "build_pairs", "build_cross_pairs", "cross_pair_ids", "cross_plan", "query_bounds"]
+__all__ = ["select_nodes", "build_pairs", "pairs_table", "build_cross_pairs", "cross_pair_ids", "cross_plan", "query_bounds"]
 
 _WITHIN = string_hash("within")
 _CROSS = string_hash("cross")
@@ -63,7 +63,10 @@ def _query_rng(seed: int, qid: str) -> np.random.Generator:
 
 
 def build_pairs(nodes: pa.Table, *, strategy: str = "cycles", k: int = 8, seed: int = 0) -> pa.Table:
-    """The judged pairs of every query (``strategy`` as in :func:`zelo_ray.core.graph.sample_pairs`)."""
+    """The judged pairs of every query (``strategy`` as in :func:`zelo_ray.core.graph.sample_pairs`;
+    ``adaptive``: its first round, one random cycle per query, see :func:`adaptive_round`)."""
+    if strategy == "adaptive":
+        strategy, k = "cycles", 2
     starts, qids = query_bounds(nodes)
     bounds = np.r_[starts, nodes.num_rows]
     chunks = []
@@ -75,26 +78,29 @@ def build_pairs(nodes: pa.Table, *, strategy: str = "cycles", k: int = 8, seed: 
             if n >= 2:
                 p = sample_pairs(strategy, n, k, _query_rng(seed, q))
                 chunks.append((q, a, p))
-    doc = nodes["doc_id"]
-    qcol, acol, bcol = [], [], []
-    for q, a, p in chunks:
-        qcol.append(np.full(len(p), q, dtype=object))
-        acol.append(p[:, 0] + a)
-        bcol.append(p[:, 1] + a)
+    return pairs_table(nodes, chunks)
+
+
+def pairs_table(nodes: pa.Table, chunks: list[tuple[str, int, np.ndarray]]) -> pa.Table:
+    """The ``pairs`` table of ``(query id, its first row in nodes, (m, 2) local positions)``
+    chunks; ``pair_id`` hashes the query and the two documents' ids (A/B order kept)."""
+    chunks = [c for c in chunks if len(c[2])]
     if not chunks:
         return pa.table({"query_id": pa.array([], pa.string()), "pair_id": pa.array([], pa.int64()),
                          "doc_a": pa.array([], pa.string()), "doc_b": pa.array([], pa.string()),
                          "a_pos": pa.array([], pa.int32()), "b_pos": pa.array([], pa.int32())})
-    ia, ib = np.concatenate(acol), np.concatenate(bcol)
+    doc = nodes["doc_id"]
+    ia = np.concatenate([p[:, 0] + a for _, a, p in chunks])
+    ib = np.concatenate([p[:, 1] + a for _, a, p in chunks])
     pos = nodes["pos"].to_numpy()
-    doc_a, doc_b = doc.take(pa.array(ia)), doc.take(pa.array(ib))
-    qh = text_hashes(qids)
+    qh = text_hashes([q for q, _, _ in chunks])
     qrep = np.repeat(qh, [len(p) for _, _, p in chunks])
     dh = text_hashes(doc.to_pylist())
     pid = to_signed(combine(_WITHIN, qrep, dh[ia], dh[ib]))
-    return pa.table({"query_id": pa.array(np.concatenate(qcol), pa.string()), "pair_id": pid,
-                     "doc_a": doc_a, "doc_b": doc_b, "a_pos": pa.array(pos[ia], pa.int32()),
-                     "b_pos": pa.array(pos[ib], pa.int32())})
+    qcol = np.concatenate([np.full(len(p), q, dtype=object) for q, _, p in chunks])
+    return pa.table({"query_id": pa.array(qcol, pa.string()), "pair_id": pid,
+                     "doc_a": doc.take(pa.array(ia)), "doc_b": doc.take(pa.array(ib)),
+                     "a_pos": pa.array(pos[ia], pa.int32()), "b_pos": pa.array(pos[ib], pa.int32())})
 
 
 def extra_pairs(nodes: pa.Table, query_ids: list[str], doc_a: list[str], doc_b: list[str]) -> pa.Table:

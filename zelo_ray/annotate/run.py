@@ -32,13 +32,14 @@ from zelo_ray.annotate.report import first_bucket_diagnostics, report_step
 from zelo_ray.annotate.resume import fingerprint, input_fingerprint, unchanged
 from zelo_ray.annotate.scores import (cross_outcomes, streaming_median, endpoint_scores, fit_calibration, fit_within,
                                       merge_within, task_scores, with_targets)
-from zelo_ray.annotate.tasks import TextHashes, build_tasks, calls_table
+from zelo_ray.annotate.adaptive import adaptive_round
+from zelo_ray.annotate.tasks import bucket_texts, build_tasks, calls_table
 from zelo_ray.annotate.writers import Writers
 from zelo_ray.annotate.teacher import clamp_mask, judge_rows, pair_sources
 from zelo_ray.config import ZeloConfig
 from zelo_ray.core.simulate import LABEL
 from zelo_ray.faults import ErrorLog, check_failures
-from zelo_ray.judges.caller import TextTable, shown_doc
+from zelo_ray.judges.caller import TextTable
 from zelo_ray.judges.factory import preflight
 from zelo_ray.judges.keys import text_hashes
 from zelo_ray.judges.store import VoteStore
@@ -159,17 +160,16 @@ def _bucket(cfg: ZeloConfig, run, plan, b: int, out: Path, store: VoteStore, err
     acfg = cfg.annotate
     with timed(timings, "pairs_s"):
         graph = pairs_step(cfg, plan, b, out)
-        writers.write("pairs", graph.pairs)
     if plan.n_buckets == 1:
-        log_fn(f"      {graph.n_queries:,} queries × top-{acfg.top_n}: {graph.pairs.num_rows:,} pairs "
+        first = " in its first round" if cfg.graph.strategy == "adaptive" else ""
+        log_fn(f"      {graph.n_queries:,} queries × top-{acfg.top_n}: {graph.pairs.num_rows:,} pairs{first} "
                f"({cfg.graph.strategy}, k={cfg.graph.k}) + {plan.cross.num_rows:,} cross-query pairs")
     with timed(timings, "tasks_s"):
         # every page of the bucket's votes read against its checksum before they count as asked
         _say_moved_aside(store.check(plan.partitions[b], pages=True), store, log_fn)
-        calls = tasks_step(cfg, run, graph, store, log_fn if plan.n_buckets == 1 else None,
-                           teacher_only=teacher_only)
-    with timed(timings, "judge_s"):
-        judge_step(cfg, calls, graph, store, errors, totals, log_fn, quiet=plan.n_buckets > 1)
+    calls = _judge_rounds(cfg, run, graph, store, errors, totals, timings, log_fn, quiet=plan.n_buckets > 1,
+                          teacher_only=teacher_only)
+    writers.write("pairs", graph.pairs)
     with timed(timings, "elo_s"):
         fitted = fit_step(cfg, plan, graph, calls, store, b, totals, writers, out)
     if b == 0:
@@ -181,6 +181,33 @@ def _bucket(cfg: ZeloConfig, run, plan, b: int, out: Path, store: VoteStore, err
                f"{calls.tasks.num_rows:,} calls ({calls.reused:,} reused) · "
                f"{totals.asked:,} asked so far, {totals.asked / max(timings.get('judge_s', 0), 1e-9):,.0f} "
                f"votes/s · driver memory {_memory()}")
+
+
+def _judge_rounds(cfg: ZeloConfig, run, graph: _Graph, store: VoteStore, errors: ErrorLog, totals, timings: dict,
+                  log_fn, *, quiet: bool, teacher_only: bool) -> _Calls:
+    """tasks → judge for the bucket's pairs; with ``graph.strategy: adaptive``, again for each
+    further round, whose pairs the Elo fit of the votes so far chooses (``graph.pairs`` grows)."""
+    rounds = cfg.graph.rounds if cfg.graph.strategy == "adaptive" else 1
+    earlier = 0  # tasks of this bucket's earlier rounds: answered by now, but not "reused"
+    for r in range(rounds):
+        with timed(timings, "tasks_s"):
+            calls = tasks_step(cfg, run, graph, store, None if quiet or r else log_fn, teacher_only=teacher_only)
+        calls.reused = max(calls.reused - earlier, 0)
+        earlier = calls.tasks.num_rows
+        with timed(timings, "judge_s"):
+            judge_step(cfg, calls, graph, store, errors, totals, log_fn, quiet=quiet)
+        if r == rounds - 1:
+            break
+        with timed(timings, "pairs_s"):
+            step = adaptive_round(cfg, graph.nodes, graph.pairs, calls.tasks, store, r + 1)
+        if step.pairs.num_rows == 0:
+            break
+        graph.pairs = pa.concat_tables([graph.pairs, step.pairs])
+        if not quiet:
+            log_fn(f"      round {r + 2}/{rounds}: +{step.pairs.num_rows:,} pairs for {step.queries:,} queries "
+                   f"where the top {cfg.graph.top} is least certain"
+                   + (f" ({step.settled:,} queries settled)" if step.settled else ""))
+    return calls
 
 
 def _say_moved_aside(notes: list[dict], store: VoteStore, log_fn) -> None:
@@ -268,7 +295,7 @@ def tasks_step(cfg: ZeloConfig, run: _Inputs, graph: _Graph, store: VoteStore, l
     acfg = cfg.annotate
     texts = hashes = None
     if run.reads_texts:
-        texts, hashes = _texts(run, graph)
+        texts, hashes = bucket_texts(run, graph.nodes, graph.cross)
     items = calls_table(graph.pairs, graph.cross)
     tasks = build_tasks(items, acfg.judges, seed=acfg.seed, swap_probe=acfg.swap_probe, text_hashes=hashes,
                         relevance=qrels_relevance(run.qrels) if run.simulated else None,
@@ -367,18 +394,3 @@ def calibrate_step(cfg: ZeloConfig, run: _Inputs, plan: Plan, totals: _Totals, w
         writers.write("zelo", table)
         first = table if first is None else first
     return first
-
-
-def _texts(run: _Inputs, graph: _Graph) -> tuple[TextTable, TextHashes]:
-    """The texts LLM judges read (title + text, as shown) and their hashes (cache keys): the
-    bucket's candidates and the other queries' documents of its cross pairs."""
-    need_docs = pc.unique(pa.concat_arrays([graph.nodes["doc_id"].combine_chunks(),
-                                            graph.cross["doc_b"].combine_chunks()]))
-    corpus = pq.read_table(run.collection.corpus_path, columns=["doc_id", "title", "text"],
-                           filters=[("doc_id", "in", need_docs.to_pylist())])
-    shown = [shown_doc(t, x) for t, x in zip(corpus["title"].to_pylist(), corpus["text"].to_pylist())]
-    texts = TextTable(queries=run.query_texts, docs=dict(zip(corpus["doc_id"].to_pylist(), shown)))
-    query_ids, query_hash = run.query_hashes
-    hashes = TextHashes(query_ids=query_ids, query_hash=query_hash,
-                        doc_ids=corpus["doc_id"].combine_chunks(), doc_hash=text_hashes(shown))
-    return texts, hashes

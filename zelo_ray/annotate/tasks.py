@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from zelo_ray.judges.keys import combine, string_hash, swap_bits, to_signed, uniforms
 from zelo_ray.judges.factory import prompt_version
 
-__all__ = ["TextHashes", "calls_table", "build_tasks", "TASK_COLUMNS"]
+__all__ = ["bucket_texts", "TextHashes", "calls_table", "build_tasks", "TASK_COLUMNS"]
 
 TASK_COLUMNS = ["pair_id", "kind", "probe", "query_id", "query_b", "doc_a", "doc_b", "judge",
                 "swapped", "cache_key"]
@@ -123,3 +123,23 @@ def build_tasks(items: pa.Table, judges: list, *, seed: int, swap_probe: float =
         tasks = tasks.append_column("rel_a", pa.array(relevance(tasks["query_id"], tasks["doc_a"])))
         tasks = tasks.append_column("rel_b", pa.array(relevance(qb_all, tasks["doc_b"])))
     return tasks
+
+
+def bucket_texts(run, nodes: pa.Table, cross: pa.Table):
+    """The texts LLM judges read (title + text, as shown) and their hashes (cache keys): a
+    bucket's candidates (``nodes``) and the other queries' documents of its ``cross`` pairs.
+    ``run``: the stage's inputs (its collection, query texts and query hashes)."""
+    import pyarrow.parquet as pq
+
+    from zelo_ray.judges.caller import TextTable, shown_doc
+    from zelo_ray.judges.keys import text_hashes
+
+    need_docs = pc.unique(pa.concat_arrays([nodes["doc_id"].combine_chunks(), cross["doc_b"].combine_chunks()]))
+    corpus = pq.read_table(run.collection.corpus_path, columns=["doc_id", "title", "text"],
+                           filters=[("doc_id", "in", need_docs.to_pylist())])
+    shown = [shown_doc(t, x) for t, x in zip(corpus["title"].to_pylist(), corpus["text"].to_pylist())]
+    texts = TextTable(queries=run.query_texts, docs=dict(zip(corpus["doc_id"].to_pylist(), shown)))
+    query_ids, query_hash = run.query_hashes
+    hashes = TextHashes(query_ids=query_ids, query_hash=query_hash,
+                        doc_ids=corpus["doc_id"].combine_chunks(), doc_hash=text_hashes(shown))
+    return texts, hashes
