@@ -280,8 +280,26 @@ def _args_backend_quality(bsub) -> None:
     p.set_defaults(func=handlers.cmd_bench_backend_quality)
 
 
+def _args_adaptive(bsub) -> None:
+    p = bsub.add_parser("adaptive", help="judge calls vs label quality: adaptive pair selection vs the paper's "
+                        "cycles on simulated judges (every collection's BM25 candidates, graded by its qrels)")
+    p.add_argument("--datasets", nargs="+", default=["cranfield", "cisi", "med", "cacm", "vaswani", "nfcorpus"])
+    p.add_argument("--workdir", default="runs/bench-adaptive")
+    p.add_argument("--n-docs", type=int, default=100, help="candidates per query (annotate.top_n)")
+    p.add_argument("--max-queries", type=int, default=500, help="judged queries per collection (a seeded sample)")
+    p.add_argument("--rounds", type=int, default=8, help="graph.rounds of the adaptive runs")
+    p.add_argument("--top", type=int, default=20, help="graph.top of the adaptive runs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plot", help="also draw the budget curves into this PNG")
+    p.add_argument("--compare-runs", nargs=2, metavar=("CANDIDATE", "BASELINE"),
+                   help="instead: the end-to-end check, two finished runs' test nDCG@10 with paired CIs "
+                        "(e.g. runs/nfcorpus-adaptive runs/nfcorpus)")
+    p.add_argument("--json", help="also write the JSON result here")
+    p.set_defaults(func=handlers.cmd_bench_adaptive)
+
+
 _BENCHMARKS = (_args_elo, _args_sampling, _args_retrieval, _args_quality, _args_bm25, _args_judging,
                _args_kill_resume, _args_caller_pool, _args_annotate_scale, _args_slm_scale, _args_proof,
                _args_rerank, _args_train, _args_serve, _args_cost, _args_labelfree, _args_model_fit,
                _args_overload, _args_serve_peers, _args_embed,
-               _args_backend_quality)
+               _args_backend_quality, _args_adaptive)

@@ -211,6 +211,21 @@ def cmd_bench_serve_peers(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_adaptive(args: argparse.Namespace) -> int:
+    from zelo_ray.bench import adaptive
+
+    if args.compare_runs:
+        write_result({"benchmark": "adaptive_end_to_end", **adaptive.compare_runs(*args.compare_runs)}, args.json)
+        return 0
+    r = adaptive.run(args.datasets, workdir=args.workdir, n_docs=args.n_docs, max_queries=args.max_queries,
+                     rounds=args.rounds, top=args.top, seed=args.seed, log=lambda m: print(m, file=sys.stderr))
+    if args.plot:
+        adaptive.plot(r, args.plot)
+    print(adaptive.markdown(r), file=sys.stderr)
+    write_result({"benchmark": "adaptive", **r}, args.json)
+    return 0
+
+
 def cmd_bench_embed(args: argparse.Namespace) -> int:
     from zelo_ray.bench import embedding
 
