@@ -226,3 +226,32 @@ def test_a_killed_adaptive_run_resumes_mid_round_without_paying_twice(workdir, t
     assert len(set(final["cache_key"].to_pylist())) == total_calls
     report = json.loads((out / "report.json").read_text())
     assert report["pairs"] == N_QUERIES * 24 and report["reused"] == len(stored) and report["missing_votes"] == 0
+
+
+def test_rounds_of_queries_with_few_candidates():
+    """Queries of 1, 2, 3 and 5 candidates beside a normal one: the first round is whatever
+    graph they can have, later rounds add only pairs they do not hold, never past the budget."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from zelo_ray.annotate.adaptive import next_round
+    from zelo_ray.annotate.pairs import build_pairs
+    from zelo_ray.config.core import GraphConfig
+
+    sizes = {"a": 1, "b": 2, "c": 3, "d": 5, "e": 30}
+    rows = [(q, f"{q}-{i}", i + 1, i) for q, n in sizes.items() for i in range(n)]
+    nodes = pa.table({"query_id": [r[0] for r in rows], "doc_id": [r[1] for r in rows],
+                      "rank": pa.array([r[2] for r in rows], pa.int32()), "pos": pa.array([r[3] for r in rows], pa.int32())})
+    graph = GraphConfig(strategy="adaptive", k=4, rounds=4, top=3)
+    pairs = build_pairs(nodes, strategy="adaptive", k=4, seed=0)
+    counts = {q: pairs.filter(pc.equal(pairs["query_id"], q)).num_rows for q in sizes}
+    assert counts == {"a": 0, "b": 1, "c": 3, "d": 5, "e": 30}
+    rng = np.random.default_rng(0)
+    for r in range(1, 4):
+        elo = pa.table({"elo": rng.normal(size=nodes.num_rows), "stderr": rng.uniform(0.2, 1, nodes.num_rows)})
+        step = next_round(nodes, pairs, elo, graph, r, model="thurstone", seed=0)
+        assert not set(step.pairs["pair_id"].to_pylist()) & set(pairs["pair_id"].to_pylist())
+        pairs = pa.concat_tables([pairs, step.pairs])
+    final = {q: pairs.filter(pc.equal(pairs["query_id"], q)).num_rows for q in sizes}
+    assert final == {"a": 0, "b": 1, "c": 3, "d": 10, "e": 60}    # min(k·n/2, n(n−1)/2)
+    assert len(set(pairs["pair_id"].to_pylist())) == pairs.num_rows
