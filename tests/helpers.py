@@ -120,3 +120,42 @@ def need_vllm(model: Path) -> None:
         missing("vLLM is not installed (make test-vllm runs this in .venv-vllm)")
     if not model.exists():
         missing(f"{model} missing: run scripts/setup-vllm.sh")
+
+
+def kill_annotate_and_rerun(config: Path, env: dict, out: Path, server, *, kill_at: int,
+                            check_stored=None) -> dict:
+    """`zelo annotate --config <config>` in its own process group, SIGKILLed (driver and Ray)
+    once ``out/votes`` holds ``kill_at`` answers; then, after the store stops growing (Ray's
+    callers outlive the driver for a moment and log the answers still arriving), the same
+    command again. ``check_stored(n)`` asserts on the answers stored at the kill before the
+    re-run. Returns the keys stored at the kill, the server's calls and answers of the first run
+    and the calls of the second."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from zelo_ray.judges.store import VoteStore
+
+    cmd = [sys.executable, "-m", "zelo_ray.cli", "annotate", "--config", str(config)]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 180
+    while time.time() < deadline and (
+            not (out / "votes").exists() or len(VoteStore(out / "votes").answered_keys()) < kill_at):
+        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    counts = []
+    while len(counts) < 4 or len(set(counts[-4:])) > 1:
+        counts.append(len(VoteStore(out / "votes").answered_keys()))
+        time.sleep(0.5)
+        assert len(counts) < 60, counts
+    stored = set(VoteStore(out / "votes").answered_keys().tolist())
+    if check_stored is not None:
+        check_stored(len(stored))
+    first = {"first_calls": dict(server.calls), "first_answered": {int(k) for k in server.answered}}
+    server.calls.clear()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return {"stored": stored, **first, "second_calls": {int(k) for k in server.calls}}

@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers import N_QUERIES, annotate_cfg, annotate_workdir
+from tests.helpers import N_QUERIES, annotate_cfg, annotate_workdir, kill_annotate_and_rerun
 from zelo_ray.annotate.run import run_annotate
 from zelo_ray.config import load_config
 from zelo_ray.config.loading import ConfigError
@@ -172,10 +172,6 @@ def test_a_killed_adaptive_run_resumes_mid_round_without_paying_twice(workdir, t
     belongs to the final pairs (a round chosen differently would leave paid calls unused)."""
     import json
     import os
-    import signal
-    import subprocess
-    import sys
-    import time
 
     import yaml
 
@@ -200,26 +196,13 @@ def test_a_killed_adaptive_run_resumes_mid_round_without_paying_twice(workdir, t
         path = tmp_path / "annotate.yaml"
         path.write_text(yaml.safe_dump(conf))
         env = dict(os.environ, ZELO_TEST_KEY=secret, RAY_TMPDIR=ray_tmp)
-        cmd = [sys.executable, "-m", "zelo_ray.cli", "annotate", "--config", str(path)]
-        proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        deadline = time.time() + 180
-        while time.time() < deadline and (
-                not (out / "votes").exists() or len(VoteStore(out / "votes").answered_keys()) < first_round + 10):
-            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        counts = []  # Ray's callers outlive the driver for a moment: wait for the store to settle
-        while len(counts) < 4 or len(set(counts[-4:])) > 1:
-            counts.append(len(VoteStore(out / "votes").answered_keys()))
-            time.sleep(0.5)
-            assert len(counts) < 60, counts
-        stored = set(VoteStore(out / "votes").answered_keys().tolist())
-        assert first_round < len(stored) < total_calls, "the kill must land in a later round"
-        server.calls.clear()
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        second_run = {int(k) for k in server.calls}
+
+        def in_a_later_round(n):
+            assert first_round < n < total_calls, "the kill must land in a later round"
+
+        run = kill_annotate_and_rerun(path, env, out, server, kill_at=first_round + 10,
+                                      check_stored=in_a_later_round)
+    stored, second_run = run["stored"], run["second_calls"]
     assert not second_run & stored                       # nothing stored was asked again
     final = VoteStore(out / "votes").read()
     assert final.num_rows == total_calls and final["score"].null_count == 0

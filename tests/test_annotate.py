@@ -3,9 +3,6 @@ fault-injecting server, durable votes, resume after kill -9, Elo and calibration
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +14,7 @@ import pytest
 import yaml
 from scipy.stats import spearmanr
 
-from tests.helpers import N_QUERIES, annotate_cfg, annotate_workdir
+from tests.helpers import N_QUERIES, annotate_cfg, annotate_workdir, kill_annotate_and_rerun
 from zelo_ray.annotate.pairs import build_pairs, select_nodes
 from zelo_ray.annotate.run import run_annotate
 from zelo_ray.cli import main
@@ -179,32 +176,14 @@ def test_resume_after_kill9(workdir, tmp_path, ray_tmp):
         path = tmp_path / "annotate.yaml"
         path.write_text(yaml.safe_dump(conf))
         env = dict(os.environ, ZELO_TEST_KEY=SECRET, RAY_TMPDIR=ray_tmp)
-        cmd = [sys.executable, "-m", "zelo_ray.cli", "annotate", "--config", str(path)]
-        proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT)
-        deadline = time.time() + 120
-        while time.time() < deadline and (
-                not (out / "votes").exists() or len(VoteStore(out / "votes").answered_keys()) < 40):
-            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-            time.sleep(0.1)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        # Ray's worker processes outlive the driver for a moment and their callers log the
-        # answers still arriving; wait until the store stops growing
-        counts = []
-        while len(counts) < 4 or len(set(counts[-4:])) > 1:
-            counts.append(len(VoteStore(out / "votes").answered_keys()))
-            time.sleep(0.5)
-            assert len(counts) < 60, counts
-        stored = set(VoteStore(out / "votes").answered_keys().tolist())
-        first_run = dict(server.calls)
-        first_answered = {int(k) for k in server.answered}
         total_calls = (N_QUERIES * 24 + N_QUERIES) * 2
-        assert 0 < len(stored) < total_calls, "the kill must land mid-run"
-        server.calls.clear()
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        second_run = {int(k) for k in server.calls}
+
+        def mid_run(n):
+            assert 0 < n < total_calls, "the kill must land mid-run"
+
+        run = kill_annotate_and_rerun(path, env, out, server, kill_at=40, check_stored=mid_run)
+    stored, second_run = run["stored"], run["second_calls"]
+    first_run, first_answered = run["first_calls"], run["first_answered"]
     assert not second_run & stored                       # nothing stored was asked again
     final = VoteStore(out / "votes").read()
     assert final.num_rows == total_calls and final["score"].null_count == 0
