@@ -147,8 +147,12 @@ def workdir(tmp_path_factory):
 
 
 def test_adaptive_annotation_spends_the_cycle_budget_in_rounds(workdir, capsys):
+    from zelo_ray.annotate.estimate import estimate_annotate
+
     cfg = annotate_cfg(workdir, "adaptive", "graph.strategy=adaptive", "graph.rounds=3", "graph.top=4")
+    before = estimate_annotate(cfg)      # what a dry run (e.g. `zelo audit`'s) says it will cost
     report = run_annotate(cfg)
+    assert before["calls"] == report["judge_calls"] == (N_QUERIES * 24 + N_QUERIES) * 3
     out = capsys.readouterr().out
     assert "round 2/3: +30 pairs for 5 queries" in out and "round 3/3" in out
     assert report["pairs"] == N_QUERIES * 12 * 4 // 2 and report["missing_votes"] == 0

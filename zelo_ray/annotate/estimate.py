@@ -48,11 +48,12 @@ def estimate_annotate(cfg: ZeloConfig, *, qrels=None, candidates: str | None = N
         for b in range(plan.n_buckets):
             graph = pairs_step(cfg, plan, b, out)
             calls = tasks_step(cfg, run, graph, store, None)
+            later = _later_rounds(cfg, graph.nodes)
             all_judges = calls.tasks["judge"].to_numpy(zero_copy_only=False)
             todo = calls.todo.to_pydict()
             for name, j in judges.items():
                 mine = [i for i, n in enumerate(todo["judge"]) if n == name]
-                per[name]["calls"] += len(mine)
+                per[name]["calls"] += len(mine) + later  # an adaptive run's later rounds: every judge asked
                 per[name]["reused"] += int((all_judges == name).sum()) - len(mine)
                 if calls.texts is None or not mine:
                     continue
@@ -64,6 +65,9 @@ def estimate_annotate(cfg: ZeloConfig, *, qrels=None, candidates: str | None = N
                                   for i in mine])
                 tin = int(np.ceil(chars / 4).sum())
                 tout = len(mine) * int(getattr(j, "max_tokens", 0))
+                if later:  # adaptive rounds not chosen yet: prompts like the first round's
+                    tin += int(later * tin / len(mine))
+                    tout += later * int(getattr(j, "max_tokens", 0))
                 per[name]["input_tokens"] += tin
                 per[name]["output_tokens"] += tout
                 per[name]["usd"] += float(j.cost(tin, tout))
@@ -73,3 +77,17 @@ def estimate_annotate(cfg: ZeloConfig, *, qrels=None, candidates: str | None = N
         p["usd"] = round(p["usd"], 4)
     return {"calls": sum(p["calls"] for p in per.values()), "reused": sum(p["reused"] for p in per.values()),
             "usd": round(sum(p["usd"] for p in per.values()), 4), "judges": per}
+
+
+def _later_rounds(cfg: ZeloConfig, nodes) -> int:
+    """Pairs an adaptive run adds after its first round (their choice waits for the votes; their
+    number does not): 0 for the other strategies. An upper bound on a resumed run's."""
+    if cfg.graph.strategy != "adaptive" or nodes.num_rows == 0:
+        return 0
+    from zelo_ray.annotate.pairs import query_bounds
+    from zelo_ray.core.adaptive import round_budgets
+
+    starts, _ = query_bounds(nodes)
+    sizes = np.diff(np.r_[starts, nodes.num_rows])
+    return int(sum(sum(round_budgets(int(n), cfg.graph.k, cfg.graph.rounds)[1:]) for n in sizes))
+

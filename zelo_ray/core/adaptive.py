@@ -24,12 +24,12 @@ Example::
     >>> from zelo_ray.core.adaptive import next_pairs, round_budgets
     >>> round_budgets(100, 4, 4)         # 200 pairs: a cycle of 100, then 34 + 33 + 33
     [100, 34, 33, 33]
-    >>> scores = np.linspace(2, -2, 10)  # a settled tail, an uncertain head
+    >>> scores = np.linspace(2, -2, 10)  # an uncertain head, a settled tail
     >>> stderr = np.r_[np.full(3, 1.0), np.full(7, 0.1)]
     >>> judged = np.array([[i, (i + 1) % 10] for i in range(10)])
     >>> pairs = next_pairs(scores, stderr, judged, 4, top=3, rng=np.random.default_rng(0))
-    >>> sorted(map(sorted, pairs.tolist()))[0]     # the first picks are among the uncertain head
-    [0, 2]
+    >>> all(min(p) < 3 for p in pairs.tolist())   # every new pair involves the head
+    True
 """
 
 from __future__ import annotations

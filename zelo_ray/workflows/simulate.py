@@ -40,6 +40,12 @@ def run_simulation(cfg: ZeloConfig, *, log=print) -> dict:
 
 def _judged_pairs(cfg: ZeloConfig, timings: dict, log):
     sim, g, jc = cfg.simulate, cfg.graph, cfg.simulate.ensemble
+    if g.strategy == "adaptive":
+        from zelo_ray.config.loading import ConfigError
+
+        raise ConfigError("graph.strategy=adaptive: `zelo simulate` draws each query's graph at once; adaptive "
+                         "rounds on simulated judges are measured by `zelo bench adaptive` (or run `zelo demo` "
+                         "with it)")
     t0 = time.perf_counter()
     judge = JudgeModel(jc.noise_sd, jc.uniform_mix, jc.position_bias)
     batch = simulate_queries(
