@@ -242,3 +242,28 @@ def test_rounds_of_queries_with_few_candidates():
     final = {q: pairs.filter(pc.equal(pairs["query_id"], q)).num_rows for q in sizes}
     assert final == {"a": 0, "b": 1, "c": 3, "d": 10, "e": 60}    # min(k·n/2, n(n−1)/2)
     assert len(set(pairs["pair_id"].to_pylist())) == pairs.num_rows
+
+
+def test_a_settled_query_stops_early_and_saves_its_budget():
+    """graph.confidence: a query whose head is already ordered with that confidence gets no more
+    pairs; an unsettled one gets its round's budget."""
+    import pyarrow as pa
+
+    from zelo_ray.annotate.adaptive import next_round
+    from zelo_ray.annotate.pairs import build_pairs
+    from zelo_ray.config.core import GraphConfig
+
+    n = 12
+    rows = [(q, f"{q}-{i}", i) for q in ("settled", "open") for i in range(n)]
+    nodes = pa.table({"query_id": [r[0] for r in rows], "doc_id": [r[1] for r in rows],
+                      "rank": pa.array([r[2] + 1 for r in rows], pa.int32()), "pos": pa.array([r[2] for r in rows], pa.int32())})
+    pairs = build_pairs(nodes, strategy="adaptive", k=4, seed=0)
+    # rows of "settled" first: far apart and sure; then "open": close, with wide errors
+    elo = pa.table({"elo": np.r_[np.linspace(6, -6, n), np.linspace(0.3, -0.3, n)],
+                    "stderr": np.r_[np.full(n, 0.05), np.full(n, 1.0)]})
+    graph = GraphConfig(strategy="adaptive", k=4, rounds=3, top=4, confidence=0.95)
+    step = next_round(nodes, pairs, elo, graph, 1, model="thurstone", seed=0)
+    assert step.settled == 1 and step.queries == 1
+    assert set(step.pairs["query_id"].to_pylist()) == {"open"} and step.pairs.num_rows == 6
+    everyone = next_round(nodes, pairs, elo, graph.model_copy(update={"confidence": None}), 1, model="thurstone", seed=0)
+    assert everyone.settled == 0 and everyone.pairs.num_rows == 12
