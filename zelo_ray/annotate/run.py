@@ -122,6 +122,8 @@ class _Graph:
     cross_rows: np.ndarray
     """Rows of the plan's cross pairs judged with this bucket (those whose first query is here)."""
     n_queries: int
+    texts: tuple | None = None
+    """The bucket's texts and their hashes, read once (adaptive rounds reuse them)."""
 
 
 @dataclass
@@ -295,7 +297,9 @@ def tasks_step(cfg: ZeloConfig, run: _Inputs, graph: _Graph, store: VoteStore, l
     acfg = cfg.annotate
     texts = hashes = None
     if run.reads_texts:
-        texts, hashes = bucket_texts(run, graph.nodes, graph.cross)
+        if graph.texts is None:  # nodes and cross pairs stay the same over a bucket's rounds
+            graph.texts = bucket_texts(run, graph.nodes, graph.cross)
+        texts, hashes = graph.texts
     items = calls_table(graph.pairs, graph.cross)
     tasks = build_tasks(items, acfg.judges, seed=acfg.seed, swap_probe=acfg.swap_probe, text_hashes=hashes,
                         relevance=qrels_relevance(run.qrels) if run.simulated else None,

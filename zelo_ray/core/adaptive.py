@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import expit, ndtr
+from scipy.special import ndtr
 
 __all__ = ["TAIL_WEIGHT", "next_pairs", "pair_values", "round_budgets", "settled", "top_membership"]
 
@@ -86,20 +86,22 @@ def top_membership(scores: np.ndarray, stderr: np.ndarray, top: int) -> np.ndarr
     return ndtr((e - cut) / _se(stderr))
 
 
-def _win_and_information(diff: np.ndarray, model: str) -> tuple[np.ndarray, np.ndarray]:
+def _information(diff: np.ndarray, model: str) -> np.ndarray:
+    """Fisher information of one outcome about e_i − e_j = ``diff`` under the link of ``model``."""
+    from zelo_ray.core.elo import win_probability
+
+    p = np.clip(win_probability(diff, model), 1e-12, 1 - 1e-12)
     if model == "bradley_terry":
-        p = expit(diff)
-        return p, p * (1 - p)
-    p = np.clip(ndtr(diff), 1e-12, 1 - 1e-12)
+        return p * (1 - p)
     density = np.exp(-0.5 * diff ** 2) / math.sqrt(2 * math.pi)
-    return p, density ** 2 / (p * (1 - p))
+    return density ** 2 / (p * (1 - p))
 
 
 def _parts(scores: np.ndarray, stderr: np.ndarray, top: int, model: str):
     """(importance, Fisher information) matrices and the variances of a query's documents."""
     e = np.asarray(scores, dtype=np.float64)
     se = _se(stderr)
-    _, info = _win_and_information(e[:, None] - e[None, :], model)
+    info = _information(e[:, None] - e[None, :], model)
     pi = top_membership(e, se, top)
     importance = np.maximum(np.maximum(pi[:, None], pi[None, :]), TAIL_WEIGHT)
     return importance, info, se ** 2
